@@ -1,0 +1,124 @@
+"""Typed settings: built-in defaults, an optional TOML file, then IKEPU_* environment variables.
+
+Validation happens once at start; an invalid value stops the service with one line naming the
+setting as the operator wrote it (IKEPU_PORT, or the key in the TOML file).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+ENV_PREFIX = "IKEPU_"
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Port = 8888
+    data_dir: str = "./var"
+    config_file: str | None = None
+
+    mongodb_uri: str | None = None
+    mongodb_db: str = "ikepu"
+    mongo_driver: Literal["pymongo", "motor"] = "pymongo"
+    embedded_db_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    embedded_db_test_commands: bool = False
+
+    wechat_appid: str | None = None
+    wechat_secret: str | None = None
+    wechat_api_base: str = "https://api.weixin.qq.com/"
+    wechat_emulator_port: Port = 8889
+    wechat_timeout_s: PositiveFloat = 5.0
+    wechat_threads: PositiveInt = 16
+
+    # Secrets; when unset they are created once under data_dir (fine for development, set them
+    # explicitly in production so every process shares them).
+    secret_key: str | None = None
+    data_key: str | None = None
+
+    bootstrap_admin_openid: str | None = None
+    demo: bool = False
+    dev_clock: bool = False
+    scheduler: bool = True
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_grace_s: PositiveFloat = 10.0
+
+    access_token_ttl_s: PositiveInt = 7200
+    refresh_token_ttl_s: PositiveInt = 30 * 86400
+    login_rate_per_openid: PositiveInt = 10
+    login_rate_per_ip: PositiveInt = 1000
+
+    @property
+    def uses_wechat_emulator(self) -> bool:
+        return not (self.wechat_appid and self.wechat_secret)
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message names it the way the operator wrote it."""
+
+
+def _env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides) -> Settings:
+    """Defaults < TOML file (IKEPU_CONFIG_FILE or ./ikepu.toml) < environment < overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    fields = set(Settings.__struct_fields__)
+    raw: dict[str, object] = {}
+    origin: dict[str, str] = {}
+
+    config_file = environ.get(_env_name("config_file")) or overrides.get("config_file")
+    path = Path(config_file) if config_file else Path("ikepu.toml")
+    if config_file or path.exists():
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"{_env_name('config_file')}: cannot read {path}: {exc}") from exc
+        for key, value in table.items():
+            if key not in fields:
+                raise SettingsError(f"{path}: unknown setting {key!r}")
+            raw[key] = value
+            origin[key] = f"{path}: {key}"
+
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key in fields:
+            raw[key] = _from_env(value)
+            origin[key] = name
+
+    for key, value in overrides.items():
+        raw[key] = value
+        origin[key] = key
+
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_explain(exc, raw, origin)) from None
+
+
+def _from_env(value: str) -> object:
+    # An empty variable means "unset", so IKEPU_MONGODB_URI= falls back to the embedded server.
+    return None if value == "" else value
+
+
+def _explain(exc: msgspec.ValidationError, raw: dict, origin: dict[str, str]) -> str:
+    text = str(exc)
+    marker = " - at `$."
+    if marker in text:
+        reason, _, where = text.partition(marker)
+        key = where.rstrip("`").split("[")[0].split(".")[0]
+        name = origin.get(key, _env_name(key))
+        return f"invalid setting {name}={raw.get(key)!r}: {reason}"
+    return f"invalid settings: {text}"

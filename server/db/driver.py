@@ -1,0 +1,61 @@
+"""The MongoDB driver: pymongo's AsyncMongoClient by default, motor 3.7 where deployments chose it.
+
+The two differ in a few calls (aggregate is a coroutine in pymongo, a cursor in motor; sessions
+start differently). Domain code uses the helpers here for those, and the collection API for the
+rest, so it runs unchanged under both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC
+from typing import Any
+
+from bson.codec_options import CodecOptions
+from pymongo import AsyncMongoClient
+
+DRIVERS = ("pymongo", "motor")
+
+
+def make_client(uri: str, driver: str = "pymongo", **kwargs: Any):
+    kwargs.setdefault("tz_aware", True)
+    kwargs.setdefault("serverSelectionTimeoutMS", 5000)
+    if driver == "pymongo":
+        return AsyncMongoClient(uri, **kwargs)
+    if driver == "motor":
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        return AsyncIOMotorClient(uri, **kwargs)
+    raise ValueError(f"unknown driver {driver!r}; expected one of {DRIVERS}")
+
+
+def database(client, name: str):
+    return client.get_database(name, codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
+
+
+async def close_client(client) -> None:
+    result = client.close()
+    if hasattr(result, "__await__"):
+        await result
+
+
+async def aggregate(collection, pipeline: list[dict], **kwargs: Any) -> list[dict]:
+    cursor = collection.aggregate(pipeline, **kwargs)
+    if hasattr(cursor, "__await__"):
+        cursor = await cursor
+    return await cursor.to_list(None)
+
+
+@contextlib.asynccontextmanager
+async def transaction(client) -> AsyncIterator[Any]:
+    """A session with a transaction open; commits on success, aborts on error."""
+    session = client.start_session()
+    if hasattr(session, "__await__"):
+        session = await session
+    async with session:
+        started = session.start_transaction()
+        if hasattr(started, "__await__"):
+            started = await started
+        async with started:
+            yield session

@@ -1,0 +1,149 @@
+"""The embedded database: SecantusDB run as a child process (never imported: it is GPL-2.0).
+
+The child must never outlive the service, even when the service is killed with SIGKILL: the
+kernel's parent-death signal (Linux, the platform ikepu runs on) ends it with us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import structlog
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+log = structlog.get_logger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedDatabaseError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _launcher() -> str:
+    beside = Path(sys.executable).with_name("secantusd-py")
+    found = str(beside) if beside.exists() else shutil.which("secantusd-py")
+    if not found:
+        raise EmbeddedDatabaseError("secantusd-py not found: run `make install`")
+    return found
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Runs in the child between fork and exec."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    # The parent may have died before prctl took effect.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+class EmbeddedDatabase:
+    """One secantusd-py child process on a loopback port."""
+
+    def __init__(
+        self,
+        storage_path: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        test_commands: bool = False,
+        log_path: str | None = None,
+    ) -> None:
+        self.storage_path = storage_path
+        self.host = host
+        self.port = port or free_port(host)
+        self.test_commands = test_commands
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def _prepare_files(self):
+        """Startup only: the storage folder and the log file the child writes to."""
+        if self.storage_path != ":memory:":
+            Path(self.storage_path).mkdir(parents=True, exist_ok=True)
+        return open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+
+    async def start(self, timeout_s: float = 30.0) -> str:
+        args = [
+            "--host", self.host,
+            "--port", str(self.port),
+            "--storage-path", self.storage_path,
+            "--sync-on-commit",
+            "--log-level", "WARNING",
+        ]  # fmt: skip
+        if self.test_commands:
+            args.append("--enable-test-commands")
+        out = self._prepare_files()
+        parent = os.getpid()
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                _launcher(),
+                *args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                preexec_fn=lambda: _die_with_parent(parent),
+                start_new_session=True,
+            )
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
+        log.info("embedded_db_starting", pid=self.process.pid, port=self.port)
+        await self._wait_until_ready(timeout_s)
+        return self.uri
+
+    async def _wait_until_ready(self, timeout_s: float) -> None:
+        client = AsyncMongoClient(self.uri, serverSelectionTimeoutMS=500)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            while True:
+                if self.process.returncode is not None:
+                    raise EmbeddedDatabaseError(
+                        f"secantusd-py exited with {self.process.returncode} "
+                        f"(storage {self.storage_path}; see {self.log_path or 'its output'})"
+                    )
+                with contextlib.suppress(PyMongoError):
+                    await client.admin.command("ping")
+                    return
+                if loop.time() > deadline:
+                    raise EmbeddedDatabaseError(f"secantusd-py did not answer within {timeout_s}s")
+                await asyncio.sleep(0.1)
+        finally:
+            await client.close()
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        log.info("embedded_db_stopped", pid=proc.pid, returncode=proc.returncode)

@@ -1,0 +1,42 @@
+"""Every index of every collection, created in one place at start (create_index is idempotent)."""
+
+from __future__ import annotations
+
+from pymongo import ASCENDING, GEOSPHERE, IndexModel
+
+# Spelled out because SecantusDB compares it when an index is created again at the next start.
+GEO_INDEX = {"2dsphereIndexVersion": 3}
+
+INDEXES: dict[str, list[IndexModel]] = {
+    "users": [
+        IndexModel([("openid", ASCENDING)], unique=True),
+        IndexModel([("unionid", ASCENDING)], sparse=True),
+        IndexModel([("phone_hash", ASCENDING)], sparse=True),
+    ],
+    "refresh_tokens": [
+        IndexModel([("user_id", ASCENDING)]),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
+    ],
+    "rate_limits": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
+    "orgs": [IndexModel([("parent_id", ASCENDING)]), IndexModel([("ancestors", ASCENDING)])],
+    "role_grants": [
+        IndexModel(
+            [("user_id", ASCENDING), ("role", ASCENDING), ("org_id", ASCENDING)], unique=True
+        ),
+        IndexModel([("org_id", ASCENDING)]),
+    ],
+    "sites": [
+        IndexModel([("org_id", ASCENDING)]),
+        IndexModel([("admin_ids", ASCENDING)]),
+        IndexModel([("location", GEOSPHERE)], **GEO_INDEX),
+    ],
+    "idempotency": [
+        IndexModel([("scope", ASCENDING), ("key", ASCENDING)], unique=True),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
+    ],
+}
+
+
+async def ensure_indexes(db) -> None:
+    for name, models in INDEXES.items():
+        await db[name].create_indexes(models)
