@@ -1,0 +1,307 @@
+"""The base of every JSON handler: request ids, body and query validation from the endpoint's
+models, authentication, idempotent retries, the error envelope, and request metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+import msgspec
+import structlog
+import tornado.web
+from bson import ObjectId
+from prometheus_client import Counter, Histogram
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from handlers.api import Operation
+from server.context import Context
+from server.domain import idempotency, identity, orgs
+from server.domain.errors import DomainError, InvalidRequest, Unauthenticated
+from server.domain.ids import parse_id
+
+log = structlog.get_logger("ikepu.http")
+
+STATUS_OF_KIND = {
+    "invalid": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "unprocessable": 422,
+    "rate_limited": 429,
+    "upstream": 502,
+    "unavailable": 503,
+}
+CODE_OF_STATUS = {
+    400: "invalid_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "out_of_range",
+    429: "rate_limited",
+    502: "wechat_error",
+    503: "unavailable",
+}
+MESSAGE_OF_STATUS = {
+    400: "请求格式不正确",
+    404: "资源不存在",
+    405: "不支持该请求方法",
+    500: "服务器内部错误",
+    503: "服务暂不可用，请稍后重试",
+}
+
+REQUESTS = Counter(
+    "ikepu_http_requests_total", "HTTP requests by route and status", ["route", "method", "status"]
+)
+LATENCY = Histogram(
+    "ikepu_http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["route", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def _encode_extra(value: Any) -> Any:
+    if isinstance(value, ObjectId):
+        return str(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_encode_extra)
+
+
+def encode_json(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorEnvelope(msgspec.Struct):
+    error: ErrorBody
+
+
+class InFlight:
+    """Counts requests being handled, so shutdown can wait for them to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def drained(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    ctx: Context
+    route: str
+    in_flight: ClassVar[InFlight] = InFlight()
+
+    def initialize(self, ctx: Context, route: str = "unmatched") -> None:
+        self.ctx = ctx
+        self.route = route
+        self.body: Any = None
+        self.query: Any = None
+        self.principal: identity.Principal | None = None
+        self._idempotency: idempotency.Claim | None = None
+        self._started = time.perf_counter()
+        self.request_id = self.request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        self.set_default_headers()
+        BaseHandler.in_flight.enter()
+
+    def set_default_headers(self) -> None:
+        # Called again whenever an error clears the headers, so the id survives into errors.
+        if request_id := getattr(self, "request_id", None):
+            self.set_header("X-Request-Id", request_id)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def operation(self) -> Operation | None:
+        method = getattr(self, self.request.method.lower(), None)
+        return getattr(method, "operation", None)
+
+    async def prepare(self) -> None:
+        structlog.contextvars.bind_contextvars(request_id=self.request_id)
+        op = self.operation
+        if op is None:
+            return
+        await self._authenticate(required=op.auth)
+        if op.query is not None:
+            self.query = self._parse_query(op.query)
+        if op.body is not None:
+            self.body = self._parse_body(op.body)
+        if op.idempotent:
+            await self._begin_idempotent()
+
+    def on_finish(self) -> None:
+        BaseHandler.in_flight.leave()
+        status = self.get_status()
+        elapsed = time.perf_counter() - self._started
+        REQUESTS.labels(self.route, self.request.method, str(status)).inc()
+        LATENCY.labels(self.route, self.request.method).observe(elapsed)
+        log.info(
+            "request",
+            method=self.request.method,
+            route=self.route,
+            status=status,
+            ms=round(elapsed * 1000, 2),
+        )
+        structlog.contextvars.unbind_contextvars("request_id")
+
+    # -- input -------------------------------------------------------------------------------
+
+    def _parse_body(self, model: type) -> Any:
+        raw = self.request.body or b"{}"
+        try:
+            return msgspec.json.decode(raw, type=model)
+        except msgspec.ValidationError as exc:
+            raise _validation_error(exc, "body") from None
+        except msgspec.DecodeError:
+            raise InvalidRequest("请求体不是有效的 JSON") from None
+
+    def _parse_query(self, model: type) -> Any:
+        fields = {f.encode_name: f for f in msgspec.structs.fields(model)}
+        values: dict[str, Any] = {}
+        for name, raw in self.request.query_arguments.items():
+            if name not in fields:
+                raise InvalidRequest(f"未知的查询参数 {name}", field=name)
+            decoded = [v.decode() for v in raw]
+            values[name] = decoded if _is_list(fields[name].type) else decoded[-1]
+        try:
+            return msgspec.convert(values, model, strict=False)
+        except msgspec.ValidationError as exc:
+            raise _validation_error(exc, "query") from None
+
+    async def _authenticate(self, *, required: bool) -> None:
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            self.principal = await identity.authenticate(self.ctx, token.strip())
+        elif required:
+            raise Unauthenticated("需要登录")
+
+    @property
+    def user_id(self):
+        if self.principal is None:
+            raise Unauthenticated("需要登录")
+        return self.principal.user_id
+
+    async def authorize(self, org_id, *roles: str) -> None:
+        """The one authorisation check: one of `roles` (or org_admin) in the org or above it."""
+        await orgs.require_role(self.ctx, self.user_id, parse_id(org_id, "org_id"), *roles)
+
+    # -- idempotent retries ------------------------------------------------------------------
+
+    async def _begin_idempotent(self) -> None:
+        key = self.request.headers.get("Idempotency-Key")
+        if not key:
+            return
+        owner = str(self.principal.user_id) if self.principal else self.request.remote_ip
+        scope = f"{owner} {self.request.method} {self.request.path}"
+        stored, claim = await idempotency.begin(self.ctx, scope, key, self.request.body or b"")
+        if stored is not None:
+            self.set_header("Idempotent-Replayed", "true")
+            self._send(stored.status, stored.body, stored.content_type)
+            return
+        self._idempotency = claim
+
+    # -- output ------------------------------------------------------------------------------
+
+    def reply(self, value: Any, status: int | None = None) -> None:
+        op = self.operation
+        self._send(status or (op.status if op else 200), encode_json(value))
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", f"{content_type}; charset=utf-8")
+        self._sent = (status, content_type, body)
+        self.finish(body)
+
+    async def _execute(self, transforms, *args, **kwargs):
+        try:
+            await super()._execute(transforms, *args, **kwargs)
+        finally:
+            claim, self._idempotency = self._idempotency, None
+            if claim is not None:
+                await self._settle(claim)
+
+    async def _settle(self, claim: idempotency.Claim) -> None:
+        sent = getattr(self, "_sent", None)
+        # A server error is not an answer worth replaying: the client's retry should run again.
+        if sent is not None and sent[0] < 500:
+            await idempotency.complete(self.ctx, claim, *sent)
+        else:
+            await idempotency.release(self.ctx, claim)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        code = CODE_OF_STATUS.get(status_code, "internal_error")
+        message = MESSAGE_OF_STATUS.get(status_code) or HTTPStatus(status_code).phrase
+        field = None
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, DomainError):
+            code, message, field = exc.code, exc.message, exc.field
+        elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        envelope = ErrorEnvelope(ErrorBody(code=code, message=message, field=field))
+        self._send(status_code, encode_json(envelope))
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, DomainError | tornado.web.HTTPError):
+            return
+        log.error("unhandled_error", route=self.route, exc_info=(typ, value, tb))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, DomainError):
+            if self._finished:
+                return
+            self.send_error(STATUS_OF_KIND[e.kind], exc_info=(type(e), e, e.__traceback__))
+            return
+        if isinstance(e, ConnectionFailure | PyMongoError) and not self._finished:
+            log.warning("database_unavailable", route=self.route, error=str(e))
+            self.send_error(503, exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+
+class NotFoundHandler(BaseHandler):
+    """Every unknown route answers with the error envelope."""
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        raise tornado.web.HTTPError(404)
+
+
+def _is_list(annotation: Any) -> bool:
+    return getattr(annotation, "__origin__", None) is list
+
+
+def _validation_error(exc: msgspec.ValidationError, where: str) -> InvalidRequest:
+    text = str(exc)
+    reason, _, path = text.partition(" - at `$")
+    field = path.rstrip("`").lstrip(".") or None
+    prefix = f"字段 {field}: " if field else ""
+    return InvalidRequest(f"{prefix}{reason}", field=field)

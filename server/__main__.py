@@ -1,0 +1,79 @@
+"""`python -m server`: run the service (default), or an operator's sub-command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import msgspec
+import structlog
+from tornado.httpserver import HTTPServer
+
+from config import Settings, SettingsError, load_settings
+from server.logs import configure_logging
+
+log = structlog.get_logger("ikepu")
+
+# Hundreds of volunteers tap 报名 in the same second when a popular activity opens.
+LISTEN_BACKLOG = 2048
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run the service (the default)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"ikepu: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    return asyncio.run(serve(settings)) if args.command in (None, "run") else 2
+
+
+async def serve(settings: Settings) -> int:
+    from handlers.base import BaseHandler
+    from server.app import make_app
+    from server.context import Context
+    from server.wechat.emulator import start_emulator
+
+    emulator = None
+    if settings.uses_wechat_emulator:
+        emulator, _, _ = start_emulator(settings.wechat_emulator_port)
+        base = f"http://127.0.0.1:{settings.wechat_emulator_port}/"
+        settings = msgspec.structs.replace(settings, wechat_api_base=base)
+        log.info("wechat_emulator_listening", url=base)
+
+    ctx = await Context.start(settings)
+    server = HTTPServer(make_app(ctx), xheaders=True)
+    try:
+        server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        log.error("cannot_listen", host=settings.host, port=settings.port, error=str(exc))
+        await ctx.close()
+        return 1
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("listening", url=f"http://{settings.host}:{settings.port}/")
+    await stop.wait()
+
+    log.info("stopping", in_flight=BaseHandler.in_flight.count)
+    server.stop()
+    if not await BaseHandler.in_flight.drained(settings.shutdown_grace_s):
+        log.warning("stopping_with_requests_in_flight", in_flight=BaseHandler.in_flight.count)
+    await server.close_all_connections()
+    if emulator is not None:
+        emulator.stop()
+    await ctx.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

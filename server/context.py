@@ -1,0 +1,108 @@
+"""One object holding what every handler and job needs: settings, database, WeChat, clock,
+crypto and executors. Built once at start, handed to handlers and jobs, closed at stop."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from config import Settings
+from server.clock import Clock
+from server.crypto import Crypto, load_or_create_keys
+from server.db import EmbeddedDatabase, close_client, database, ensure_indexes, make_client
+from server.wechat.client import WeChatAdapter
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Context:
+    settings: Settings
+    clock: Clock
+    client: Any
+    db: Any
+    crypto: Crypto
+    wechat: WeChatAdapter
+    executor: ThreadPoolExecutor
+    wechat_executor: ThreadPoolExecutor
+    embedded: EmbeddedDatabase | None = None
+    _process_pool: ProcessPoolExecutor | None = field(default=None, repr=False)
+
+    @property
+    def process_pool(self) -> ProcessPoolExecutor:
+        """For CPU-heavy work (route solving); created on first use."""
+        if self._process_pool is None:
+            self._process_pool = ProcessPoolExecutor(max_workers=2)
+        return self._process_pool
+
+    @classmethod
+    async def start(cls, settings: Settings, *, clock: Clock | None = None) -> Context:
+        from server.wechat import emulator, token_keeper
+
+        embedded = None
+        uri = settings.mongodb_uri
+        if not uri:
+            data_dir = Path(settings.data_dir)
+            embedded = EmbeddedDatabase(
+                str(data_dir / "db"),
+                host="127.0.0.1",
+                port=settings.embedded_db_port,
+                test_commands=settings.embedded_db_test_commands,
+                log_path=str(data_dir / "secantusd.log"),
+            )
+            uri = await embedded.start()
+        try:
+            client = make_client(uri, settings.mongo_driver)
+            db = database(client, settings.mongodb_db)
+            await ensure_indexes(db)
+        except BaseException:
+            if embedded:
+                await embedded.stop()
+            raise
+        secret_key, data_key = load_or_create_keys(
+            settings.secret_key, settings.data_key, settings.data_dir
+        )
+        wechat_executor = ThreadPoolExecutor(settings.wechat_threads, "wechat")
+        ctx = cls(
+            settings=settings,
+            clock=clock or Clock(adjustable=settings.dev_clock and settings.uses_wechat_emulator),
+            client=client,
+            db=db,
+            crypto=Crypto(secret_key, data_key),
+            wechat=None,  # set just below: the token keeper needs the context
+            executor=ThreadPoolExecutor(4, "blocking"),
+            wechat_executor=wechat_executor,
+            embedded=embedded,
+        )
+        keeper = token_keeper.TokenKeeper(ctx)
+        ctx.wechat = WeChatAdapter(
+            appid=settings.wechat_appid or emulator.DEFAULT_APPID,
+            secret=settings.wechat_secret or emulator.DEFAULT_SECRET,
+            api_base_url=settings.wechat_api_base,
+            executor=wechat_executor,
+            timeout=settings.wechat_timeout_s,
+            access_token_getter=keeper.get,
+            access_token_invalidator=keeper.invalidate,
+        )
+        return ctx
+
+    def with_settings(self, **changes: Any) -> Settings:
+        return msgspec.structs.replace(self.settings, **changes)
+
+    async def close(self) -> None:
+        self.wechat_executor.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._process_pool is not None:
+            self._process_pool.shutdown(wait=False, cancel_futures=True)
+        await close_client(self.client)
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+    async def run_blocking(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)

@@ -1,0 +1,313 @@
+"""Who is calling: users, WeChat login, access and refresh tokens, phone binding, profiles.
+
+Owns the `users` and `refresh_tokens` collections. The WeChat session_key is kept encrypted for
+later decryption needs and never returned or logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Annotated
+
+import jwt
+import msgspec
+import structlog
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import ReturnDocument
+
+from server import geo
+from server.crypto import mask_phone
+from server.domain import orgs, ratelimit
+from server.domain.errors import InvalidRequest, NotFound, Unauthenticated, UpstreamError
+from server.wechat.client import WeChatError
+
+log = structlog.get_logger(__name__)
+
+_ALGORITHM = "HS256"
+_AUDIENCE = "ikepu"
+# WeChat's answers for a js_code or phone code that is unknown, expired or already used.
+_BAD_CODE_ERRCODES = {40029: "invalid_code", 40163: "code_used", 40226: "invalid_code"}
+
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+
+
+class Principal(msgspec.Struct, frozen=True):
+    user_id: ObjectId
+    openid: str
+
+
+class UserSummary(msgspec.Struct):
+    id: str
+    roles: list[orgs.RoleGrant]
+    phone_bound: bool
+
+
+class Session(msgspec.Struct):
+    token: str
+    refresh_token: str
+    expires_in: int
+    user: UserSummary
+
+
+class Profile(msgspec.Struct):
+    id: str
+    roles: list[orgs.RoleGrant]
+    phone_bound: bool
+    phone_masked: str | None
+    real_name: str | None
+    expertise: list[str]
+    region_code: str | None
+    region_name: str | None
+    privacy_version: str | None
+
+
+class ProfileChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    real_name: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+    expertise: Annotated[list[Tag], msgspec.Meta(max_length=20)] | None = None
+    region_code: Annotated[str, msgspec.Meta(pattern=r"^\d{6}$")] | None = None
+    privacy_version: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+
+
+# -- tokens -----------------------------------------------------------------------------------
+
+
+def _signing_key(ctx) -> bytes:
+    return ctx.crypto.sign(b"access-token", "jwt")
+
+
+def issue_access_token(ctx, user_id: ObjectId, openid: str) -> tuple[str, int]:
+    ttl = ctx.settings.access_token_ttl_s
+    now = ctx.clock.now()
+    claims = {
+        "sub": str(user_id),
+        "oid": openid,
+        "aud": _AUDIENCE,
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=ttl)).timestamp()),
+    }
+    return jwt.encode(claims, _signing_key(ctx), algorithm=_ALGORITHM), ttl
+
+
+async def authenticate(ctx, token: str) -> Principal:
+    try:
+        claims = jwt.decode(
+            token,
+            _signing_key(ctx),
+            algorithms=[_ALGORITHM],
+            audience=_AUDIENCE,
+            options={"verify_exp": False},
+        )
+        user_id = ObjectId(claims["sub"])
+    except (jwt.InvalidTokenError, KeyError, InvalidId):
+        raise Unauthenticated("登录凭证无效") from None
+    # Expiry is checked against the service clock, which the development clock may move.
+    if claims.get("exp", 0) <= ctx.clock.time():
+        raise Unauthenticated("登录已过期，请刷新或重新登录")
+    return Principal(user_id=user_id, openid=claims.get("oid", ""))
+
+
+def _refresh_hash(refresh_token: str) -> str:
+    return hashlib.sha256(refresh_token.encode()).hexdigest()
+
+
+async def _new_session(ctx, user: dict) -> Session:
+    refresh_token = secrets.token_urlsafe(32)
+    now = ctx.clock.now()
+    await ctx.db["refresh_tokens"].insert_one(
+        {
+            "_id": _refresh_hash(refresh_token),
+            "user_id": user["_id"],
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=ctx.settings.refresh_token_ttl_s),
+            "revoked_at": None,
+        }
+    )
+    token, ttl = issue_access_token(ctx, user["_id"], user["openid"])
+    return Session(
+        token=token,
+        refresh_token=refresh_token,
+        expires_in=ttl,
+        user=UserSummary(
+            id=str(user["_id"]),
+            roles=await orgs.roles_of(ctx, user["_id"]),
+            phone_bound=bool(user.get("phone_hash")),
+        ),
+    )
+
+
+# -- login ------------------------------------------------------------------------------------
+
+
+def _wechat_failure(exc: WeChatError, what: str) -> Exception:
+    log.warning("wechat_call_failed", api=exc.api, errcode=exc.errcode, timeout=exc.timeout)
+    if exc.errcode in _BAD_CODE_ERRCODES:
+        return InvalidRequest(
+            f"{what}无效、已过期或已被使用，请重新获取",
+            code=_BAD_CODE_ERRCODES[exc.errcode],
+            field="code",
+        )
+    return UpstreamError(f"微信服务暂时不可用（{exc.errcode}），请稍后重试")
+
+
+async def login(ctx, js_code: str, client_ip: str) -> Session:
+    """wx.login's code → jscode2session → the user (created on first login) → a session."""
+    await ratelimit.hit(ctx, f"login:ip:{client_ip}", ctx.settings.login_rate_per_ip)
+    try:
+        wx = await ctx.wechat.code_to_session(js_code)
+    except WeChatError as exc:
+        raise _wechat_failure(exc, "登录凭证") from None
+    openid = wx["openid"]
+    await ratelimit.hit(ctx, f"login:openid:{openid}", ctx.settings.login_rate_per_openid)
+    now = ctx.clock.now()
+    changes: dict = {
+        "session_key": ctx.crypto.encrypt(wx["session_key"], "session_key"),
+        "last_login_at": now,
+    }
+    if wx.get("unionid"):
+        changes["unionid"] = wx["unionid"]
+    user = await ctx.db["users"].find_one_and_update(
+        {"openid": openid},
+        {"$set": changes, "$setOnInsert": _new_user_fields(now)},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
+    if openid == ctx.settings.bootstrap_admin_openid:
+        await _bootstrap_admin(ctx, user["_id"])
+    log.info("login", user_id=str(user["_id"]), new=user["created_at"] == now)
+    return await _new_session(ctx, user)
+
+
+def _new_user_fields(now) -> dict:
+    return {"created_at": now, "real_name": None, "expertise": [], "region_code": None}
+
+
+async def _bootstrap_admin(ctx, user_id: ObjectId) -> None:
+    root = await orgs.root_org(ctx)
+    if root is None:
+        root_id = await orgs.create_org(ctx, "省科学技术协会", "province", None)
+    else:
+        root_id = root["_id"]
+    if await orgs.grant_role(ctx, user_id, "org_admin", root_id):
+        log.info("bootstrap_admin_granted", user_id=str(user_id), org_id=str(root_id))
+
+
+async def ensure_user(ctx, openid: str) -> ObjectId:
+    """The user with this openid, created if they have not logged in yet (for operators)."""
+    user = await ctx.db["users"].find_one_and_update(
+        {"openid": openid},
+        {"$setOnInsert": _new_user_fields(ctx.clock.now())},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
+    return user["_id"]
+
+
+async def refresh(ctx, refresh_token: str) -> Session:
+    record = await ctx.db["refresh_tokens"].find_one({"_id": _refresh_hash(refresh_token)})
+    if record is None or record["revoked_at"] is not None:
+        raise Unauthenticated("刷新凭证无效，请重新登录")
+    if record["expires_at"] <= ctx.clock.now():
+        raise Unauthenticated("刷新凭证已过期，请重新登录")
+    user = await ctx.db["users"].find_one({"_id": record["user_id"]})
+    if user is None:
+        raise Unauthenticated("用户不存在")
+    token, ttl = issue_access_token(ctx, user["_id"], user["openid"])
+    # The refresh token stays valid until it expires or the user signs out, so a retry after a
+    # lost answer on a weak connection still works.
+    return Session(
+        token=token,
+        refresh_token=refresh_token,
+        expires_in=ttl,
+        user=UserSummary(
+            id=str(user["_id"]),
+            roles=await orgs.roles_of(ctx, user["_id"]),
+            phone_bound=bool(user.get("phone_hash")),
+        ),
+    )
+
+
+async def logout(ctx, principal: Principal, refresh_token: str | None) -> int:
+    """Revoke one refresh token, or every one of the user's when none is named."""
+    query: dict = {"user_id": principal.user_id, "revoked_at": None}
+    if refresh_token:
+        query["_id"] = _refresh_hash(refresh_token)
+    result = await ctx.db["refresh_tokens"].update_many(
+        query, {"$set": {"revoked_at": ctx.clock.now()}}
+    )
+    return result.modified_count
+
+
+# -- phone ------------------------------------------------------------------------------------
+
+
+async def bind_phone(ctx, principal: Principal, code: str) -> str:
+    try:
+        answer = await ctx.wechat.get_phone_number(code)
+    except WeChatError as exc:
+        raise _wechat_failure(exc, "手机号授权码") from None
+    info = answer.get("phone_info", answer)
+    phone = info.get("purePhoneNumber") or info.get("phoneNumber")
+    if not phone:
+        raise UpstreamError("微信未返回手机号")
+    await ctx.db["users"].update_one(
+        {"_id": principal.user_id},
+        {
+            "$set": {
+                "phone": ctx.crypto.encrypt(phone, "phone"),
+                "phone_hash": ctx.crypto.lookup_hash(phone),
+                "phone_masked": mask_phone(phone),
+                "phone_bound_at": ctx.clock.now(),
+            }
+        },
+    )
+    return mask_phone(phone)
+
+
+async def find_by_phone(ctx, phone: str) -> ObjectId | None:
+    doc = await ctx.db["users"].find_one({"phone_hash": ctx.crypto.lookup_hash(phone)}, {"_id": 1})
+    return doc["_id"] if doc else None
+
+
+# -- profile ----------------------------------------------------------------------------------
+
+
+async def get_user(ctx, user_id: ObjectId) -> dict:
+    user = await ctx.db["users"].find_one({"_id": user_id})
+    if user is None:
+        raise NotFound("用户不存在", field="user_id")
+    return user
+
+
+async def profile(ctx, user_id: ObjectId) -> Profile:
+    user = await get_user(ctx, user_id)
+    region = geo.adcode_lookup(user["region_code"]) if user.get("region_code") else None
+    return Profile(
+        id=str(user["_id"]),
+        roles=await orgs.roles_of(ctx, user_id),
+        phone_bound=bool(user.get("phone_hash")),
+        phone_masked=user.get("phone_masked"),
+        real_name=user.get("real_name"),
+        expertise=user.get("expertise", []),
+        region_code=user.get("region_code"),
+        region_name=region["name"] if region else None,
+        privacy_version=user.get("privacy_version"),
+    )
+
+
+async def update_profile(ctx, user_id: ObjectId, change: ProfileChange) -> Profile:
+    fields = msgspec.structs.asdict(change)
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if "region_code" in fields and geo.adcode_lookup(fields["region_code"]) is None:
+        raise InvalidRequest("region_code 不是有效的行政区划代码", field="region_code")
+    if "real_name" in fields:
+        fields["real_name"] = fields["real_name"].strip()
+    if "expertise" in fields:
+        fields["expertise"] = list(dict.fromkeys(t.strip() for t in fields["expertise"]))
+    if "privacy_version" in fields:
+        fields["privacy_accepted_at"] = ctx.clock.now()
+    if fields:
+        await ctx.db["users"].update_one({"_id": user_id}, {"$set": fields})
+    return await profile(ctx, user_id)

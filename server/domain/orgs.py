@@ -1,0 +1,197 @@
+"""Organisations as a tree (province → city → county, teams and bases under them) and the roles
+people hold within an organisation and its subtree.
+
+Owns the `orgs` and `role_grants` collections.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
+
+from server.domain.errors import Forbidden, InvalidRequest, NotFound
+from server.domain.ids import parse_id
+
+OrgKind = Literal["province", "city", "county", "team", "base"]
+Role = Literal["volunteer", "team_leader", "site_admin", "dispatcher", "org_admin"]
+STAFF_ROLES: frozenset[str] = frozenset({"team_leader", "site_admin", "dispatcher", "org_admin"})
+
+# What kind of organisation may sit under what: the administrative tree, with teams and bases
+# hanging from any level of it.
+CHILD_KINDS: dict[str, frozenset[str]] = {
+    "province": frozenset({"city", "team", "base"}),
+    "city": frozenset({"county", "team", "base"}),
+    "county": frozenset({"team", "base"}),
+    "team": frozenset({"team"}),
+    "base": frozenset(),
+}
+
+
+class RoleGrant(msgspec.Struct, frozen=True):
+    role: str
+    org_id: str | None
+
+
+class Org(msgspec.Struct):
+    id: str
+    name: str
+    kind: str
+    parent_id: str | None
+    depth: int
+    adcode: str | None = None
+
+
+def _org_out(doc: dict) -> Org:
+    return Org(
+        id=str(doc["_id"]),
+        name=doc["name"],
+        kind=doc["kind"],
+        parent_id=str(doc["parent_id"]) if doc.get("parent_id") else None,
+        depth=len(doc.get("ancestors", [])),
+        adcode=doc.get("adcode"),
+    )
+
+
+async def get_org(ctx, org_id) -> dict:
+    doc = await ctx.db["orgs"].find_one({"_id": parse_id(org_id, "org_id")})
+    if doc is None:
+        raise NotFound("组织不存在", field="org_id")
+    return doc
+
+
+async def root_org(ctx) -> dict | None:
+    return await ctx.db["orgs"].find_one({"parent_id": None})
+
+
+async def create_org(
+    ctx,
+    name: str,
+    kind: str,
+    parent_id: ObjectId | None,
+    *,
+    adcode: str | None = None,
+    created_by: ObjectId | None = None,
+) -> ObjectId:
+    name = name.strip()
+    if not name:
+        raise InvalidRequest("组织名称不能为空", field="name")
+    if parent_id is None:
+        if kind != "province":
+            raise InvalidRequest("根组织必须是省级", field="kind")
+        if await root_org(ctx) is not None:
+            raise InvalidRequest("根组织已存在，请指定上级组织", field="parent_id")
+        ancestors: list[ObjectId] = []
+    else:
+        parent = await get_org(ctx, parent_id)
+        if kind not in CHILD_KINDS[parent["kind"]]:
+            raise InvalidRequest(f"{parent['kind']} 下不能建立 {kind}", field="kind")
+        ancestors = [*parent.get("ancestors", []), parent["_id"]]
+    doc = {
+        "_id": ObjectId(),
+        "name": name,
+        "kind": kind,
+        "parent_id": parent_id,
+        "ancestors": ancestors,
+        "adcode": adcode,
+        "created_by": created_by,
+        "created_at": ctx.clock.now(),
+    }
+    await ctx.db["orgs"].insert_one(doc)
+    return doc["_id"]
+
+
+async def lineage(ctx, org_id: ObjectId) -> list[ObjectId]:
+    """The organisation and everything above it, itself first."""
+    doc = await ctx.db["orgs"].find_one({"_id": org_id}, {"ancestors": 1})
+    if doc is None:
+        raise NotFound("组织不存在", field="org_id")
+    return [org_id, *reversed(doc.get("ancestors", []))]
+
+
+async def subtree_ids(ctx, org_id: ObjectId) -> list[ObjectId]:
+    cursor = ctx.db["orgs"].find({"$or": [{"_id": org_id}, {"ancestors": org_id}]}, {"_id": 1})
+    return [doc["_id"] async for doc in cursor]
+
+
+# -- roles ------------------------------------------------------------------------------------
+
+
+async def grant_role(
+    ctx, user_id: ObjectId, role: str, org_id: ObjectId, *, granted_by: ObjectId | None = None
+) -> bool:
+    """True when the grant is new; granting what someone already holds changes nothing."""
+    if role not in STAFF_ROLES:
+        raise InvalidRequest("只能授予工作人员角色（volunteer 人人都有）", field="role")
+    await get_org(ctx, org_id)
+    try:
+        await ctx.db["role_grants"].insert_one(
+            {
+                "user_id": user_id,
+                "role": role,
+                "org_id": org_id,
+                "granted_by": granted_by,
+                "granted_at": ctx.clock.now(),
+            }
+        )
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+async def revoke_role(ctx, user_id: ObjectId, role: str, org_id: ObjectId) -> bool:
+    result = await ctx.db["role_grants"].delete_one(
+        {"user_id": user_id, "role": role, "org_id": org_id}
+    )
+    return result.deleted_count == 1
+
+
+async def grants_of(ctx, user_id: ObjectId) -> list[dict]:
+    return await ctx.db["role_grants"].find({"user_id": user_id}).to_list(None)
+
+
+async def roles_of(ctx, user_id: ObjectId) -> list[RoleGrant]:
+    """Every user is a volunteer; staff roles hold within an organisation."""
+    grants = await grants_of(ctx, user_id)
+    staff = sorted(
+        (RoleGrant(role=g["role"], org_id=str(g["org_id"])) for g in grants),
+        key=lambda g: (g.role, g.org_id),
+    )
+    return [RoleGrant(role="volunteer", org_id=None), *staff]
+
+
+async def holds_role(ctx, user_id: ObjectId, org_id: ObjectId, roles: set[str] | frozenset) -> bool:
+    """Whether the user holds one of `roles` (or org_admin) in this organisation or above it."""
+    wanted = set(roles) | {"org_admin"}
+    above = await lineage(ctx, org_id)
+    found = await ctx.db["role_grants"].find_one(
+        {"user_id": user_id, "org_id": {"$in": above}, "role": {"$in": sorted(wanted)}}
+    )
+    return found is not None
+
+
+async def require_role(ctx, user_id: ObjectId, org_id: ObjectId, *roles: str) -> None:
+    """The one authorisation check: a role held in the organisation or any organisation above."""
+    if not await holds_role(ctx, user_id, org_id, set(roles)):
+        raise Forbidden("没有在该组织执行此操作的权限")
+
+
+async def staff_org_ids(ctx, user_id: ObjectId) -> list[ObjectId]:
+    """The organisations in which the user holds any staff role (the tops of what they see)."""
+    grants = await grants_of(ctx, user_id)
+    return sorted({g["org_id"] for g in grants})
+
+
+async def visible_orgs(ctx, user_id: ObjectId) -> list[Org]:
+    tops = await staff_org_ids(ctx, user_id)
+    if not tops:
+        return []
+    docs = await (
+        ctx.db["orgs"]
+        .find({"$or": [{"_id": {"$in": tops}}, {"ancestors": {"$in": tops}}]})
+        .to_list(None)
+    )
+    docs.sort(key=lambda d: (len(d.get("ancestors", [])), d["name"]))
+    return [_org_out(d) for d in docs]

@@ -1,0 +1,129 @@
+"""Sites: the schools, villages, communities and bases where activities and caravan visits happen.
+
+Owns the `sites` collection. A site's admins confirm the hours served there.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from bson import ObjectId
+
+from server import geo
+from server.domain import orgs
+from server.domain.errors import InvalidRequest, NotFound
+from server.domain.ids import parse_id
+
+SiteKind = Literal["school", "village", "community", "base", "other"]
+CoordType = Literal["wgs84", "gcj02", "bd09"]
+HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+
+
+class LocationIn(msgspec.Struct, forbid_unknown_fields=True):
+    lng: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    coord_type: CoordType = "wgs84"
+
+    def to_geojson(self) -> dict:
+        return geo.geojson_point(*geo.to_wgs84(self.lng, self.lat, self.coord_type))
+
+
+class OpenHours(msgspec.Struct, forbid_unknown_fields=True):
+    weekday: Annotated[int, msgspec.Meta(ge=1, le=7)]
+    start: HHMM
+    end: HHMM
+
+
+class NewSite(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    kind: SiteKind
+    org_id: str
+    location: LocationIn
+    address: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    audience: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    open_hours: Annotated[list[OpenHours], msgspec.Meta(max_length=21)] | None = None
+
+
+class Site(msgspec.Struct):
+    id: str
+    name: str
+    kind: str
+    org_id: str
+    location: dict
+    address: str | None
+    audience: str | None
+    open_hours: list[OpenHours]
+    admin_ids: list[str]
+
+
+def minutes(hhmm: str) -> int:
+    hours, mins = hhmm.split(":")
+    return int(hours) * 60 + int(mins)
+
+
+def _site_out(doc: dict) -> Site:
+    return Site(
+        id=str(doc["_id"]),
+        name=doc["name"],
+        kind=doc["kind"],
+        org_id=str(doc["org_id"]),
+        location=doc["location"],
+        address=doc.get("address"),
+        audience=doc.get("audience"),
+        open_hours=[OpenHours(**h) for h in doc.get("open_hours", [])],
+        admin_ids=[str(u) for u in doc.get("admin_ids", [])],
+    )
+
+
+async def create_site(ctx, new: NewSite, *, created_by: ObjectId | None = None) -> ObjectId:
+    org_id = parse_id(new.org_id, "org_id")
+    await orgs.get_org(ctx, org_id)
+    for i, hours in enumerate(new.open_hours or []):
+        if minutes(hours.start) >= minutes(hours.end):
+            raise InvalidRequest("开放时间的开始须早于结束", field=f"open_hours[{i}]")
+    doc = {
+        "_id": ObjectId(),
+        "name": new.name.strip(),
+        "kind": new.kind,
+        "org_id": org_id,
+        "location": new.location.to_geojson(),
+        "address": new.address,
+        "audience": new.audience,
+        "open_hours": [msgspec.structs.asdict(h) for h in new.open_hours or []],
+        "admin_ids": [],
+        "created_by": created_by,
+        "created_at": ctx.clock.now(),
+    }
+    await ctx.db["sites"].insert_one(doc)
+    return doc["_id"]
+
+
+async def get_site_doc(ctx, site_id) -> dict:
+    doc = await ctx.db["sites"].find_one({"_id": parse_id(site_id, "site_id")})
+    if doc is None:
+        raise NotFound("站点不存在", field="site_id")
+    return doc
+
+
+async def get_site(ctx, site_id) -> Site:
+    return _site_out(await get_site_doc(ctx, site_id))
+
+
+async def add_admin(ctx, site_id: ObjectId, user_id: ObjectId) -> None:
+    result = await ctx.db["sites"].update_one(
+        {"_id": site_id}, {"$addToSet": {"admin_ids": user_id}}
+    )
+    if result.matched_count == 0:
+        raise NotFound("站点不存在", field="site_id")
+
+
+async def is_site_admin(ctx, user_id: ObjectId, site: dict) -> bool:
+    """Named admin of the site, or site_admin (or org_admin) of an organisation above it."""
+    if user_id in site.get("admin_ids", []):
+        return True
+    return await orgs.holds_role(ctx, user_id, site["org_id"], {"site_admin"})
+
+
+async def sites_of_admin(ctx, user_id: ObjectId) -> list[ObjectId]:
+    return [d["_id"] async for d in ctx.db["sites"].find({"admin_ids": user_id}, {"_id": 1})]
