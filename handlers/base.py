@@ -4,6 +4,7 @@ models, authentication, idempotent retries, the error envelope, and request metr
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from http import HTTPStatus
@@ -55,6 +56,8 @@ MESSAGE_OF_STATUS = {
     500: "服务器内部错误",
     503: "服务暂不可用，请稍后重试",
 }
+
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 
 REQUESTS = Counter(
     "ikepu_http_requests_total", "HTTP requests by route and status", ["route", "method", "status"]
@@ -302,6 +305,9 @@ def _is_list(annotation: Any) -> bool:
 def _validation_error(exc: msgspec.ValidationError, where: str) -> InvalidRequest:
     text = str(exc)
     reason, _, path = text.partition(" - at `$")
-    field = path.rstrip("`").lstrip(".") or None
+    parts = [p for p in [path.rstrip("`").lstrip(".")] if p]
+    if unknown := _UNKNOWN_FIELD.search(reason):
+        parts.append(unknown.group(1))
+    field = ".".join(parts) or None
     prefix = f"字段 {field}: " if field else ""
     return InvalidRequest(f"{prefix}{reason}", field=field)

@@ -12,6 +12,7 @@ import structlog
 from tornado.httpserver import HTTPServer
 
 from config import Settings, SettingsError, load_settings
+from server.domain.orgs import STAFF_ROLES
 from server.logs import configure_logging
 
 log = structlog.get_logger("ikepu")
@@ -24,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("run", help="run the service (the default)")
+    commands.add_parser("seed-demo", help="load the demo data into an empty database")
+    grant = commands.add_parser("grant", help="grant a staff role to a WeChat user")
+    grant.add_argument("--openid", required=True)
+    grant.add_argument("--role", required=True, choices=sorted(STAFF_ROLES))
+    grant.add_argument("--org", required=True, help="organisation id, or 'root'")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -31,7 +37,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ikepu: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    return asyncio.run(serve(settings)) if args.command in (None, "run") else 2
+    if args.command in (None, "run"):
+        return asyncio.run(serve(settings))
+    return asyncio.run(operate(settings, args))
+
+
+async def operate(settings: Settings, args: argparse.Namespace) -> int:
+    """Operator commands: they start the database as the service would, act, and stop."""
+    from server.context import Context
+    from server.demo import seed_demo
+    from server.domain import identity, orgs
+    from server.domain.errors import DomainError
+
+    ctx = await Context.start(settings)
+    try:
+        if args.command == "seed-demo":
+            loaded = await seed_demo(ctx)
+            print("demo data loaded" if loaded else "the database already has data; left as is")
+        elif args.command == "grant":
+            org = (
+                await orgs.root_org(ctx)
+                if args.org == "root"
+                else await orgs.get_org(ctx, args.org)
+            )
+            if org is None:
+                print("ikepu: there is no root organisation yet", file=sys.stderr)
+                return 1
+            user_id = await identity.ensure_user(ctx, args.openid)
+            created = await orgs.grant_role(ctx, user_id, args.role, org["_id"])
+            state = "granted" if created else "already held"
+            print(f"{args.role} in {org['name']} ({org['_id']}) for {args.openid}: {state}")
+        return 0
+    except DomainError as exc:
+        print(f"ikepu: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await ctx.close()
 
 
 async def serve(settings: Settings) -> int:
@@ -48,6 +89,10 @@ async def serve(settings: Settings) -> int:
         log.info("wechat_emulator_listening", url=base)
 
     ctx = await Context.start(settings)
+    if settings.demo:
+        from server.demo import seed_demo
+
+        await seed_demo(ctx)
     server = HTTPServer(make_app(ctx), xheaders=True)
     try:
         server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)

@@ -117,3 +117,28 @@ async def http(base_url):
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
         yield client
+
+
+@dataclass
+class Session:
+    user_id: str
+    token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def login(http, emulator):
+    """Sign a WeChat user in through the mini-program API, as the mini-program would."""
+
+    async def sign_in(openid: str | None = None) -> Session:
+        code = await emulator.jscode(openid or f"o_{uuid.uuid4().hex[:16]}")
+        response = await http.post("/mp/v1/auth/login", json={"code": code})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return Session(body["user"]["id"], body["token"], body["refresh_token"])
+
+    return sign_in

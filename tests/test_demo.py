@@ -1,0 +1,64 @@
+"""Demo data and the operator's grant command."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from server import demo
+from server.domain import orgs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _henan_counties(prefix: str) -> int:
+    with open(ROOT / "server/data/henan_adcodes.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return sum(
+        1
+        for r in rows
+        if r["adcode"].startswith(prefix)
+        and r["adcode"][4:6] != "00"
+        and r["longitude"]
+        and r["name"] != "市辖区"
+    )
+
+
+async def test_demo_data_is_a_populated_province_loaded_once(ctx):
+    assert await demo.seed_demo(ctx) is True
+    root = await orgs.root_org(ctx)
+    assert root["name"] == "河南省科学技术协会"
+    assert await ctx.db.orgs.count_documents({"kind": "city"}) == 3
+    expected_counties = sum(_henan_counties(prefix) for _, prefix in demo.CITIES)
+    assert await ctx.db.orgs.count_documents({"kind": "county"}) == expected_counties
+    assert await ctx.db.sites.count_documents({}) == 3 * expected_counties
+    assert await ctx.db.orgs.count_documents({"kind": "base"}) == 3
+    admin = await ctx.db.users.find_one({"openid": demo.DEMO_ADMIN_OPENID})
+    assert await orgs.holds_role(ctx, admin["_id"], root["_id"], {"org_admin"})
+    assert await demo.seed_demo(ctx) is False
+    assert await ctx.db.orgs.count_documents({"kind": "city"}) == 3
+
+
+def test_grant_command(tmp_path):
+    env = {"IKEPU_DATA_DIR": str(tmp_path), "IKEPU_LOG_LEVEL": "warning", "PATH": ""}
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "server", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert run("grant", "--openid", "o_op", "--role", "dispatcher", "--org", "root").returncode == 1
+    assert run("seed-demo").returncode == 0
+    granted = run("grant", "--openid", "o_op", "--role", "dispatcher", "--org", "root")
+    assert granted.returncode == 0 and "granted" in granted.stdout
+    again = run("grant", "--openid", "o_op", "--role", "dispatcher", "--org", "root")
+    assert "already held" in again.stdout
+    bad = run("grant", "--openid", "o_op", "--role", "emperor", "--org", "root")
+    assert bad.returncode != 0

@@ -1,0 +1,233 @@
+"""Every staff endpoint against every role, inside and outside the organisation's subtree.
+
+The table must name every /api/v1 route: a new staff endpoint without a row fails this file.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from server.app import all_routes
+from server.domain import identity, orgs, sites
+
+ROLES = ["volunteer", "team_leader", "site_admin", "dispatcher", "org_admin"]
+
+
+@dataclass
+class World:
+    root: str
+    city: str
+    county: str
+    other_city: str
+    site: str
+    someone: str  # a user to grant things to
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    route: str
+    path: Any  # World -> str
+    body: Any  # (World, n) -> dict | None
+    allowed: frozenset[str]
+
+
+def _site_body(w: World, n: int) -> dict:
+    return {
+        "name": f"站点{n}",
+        "kind": "school",
+        "org_id": w.county,
+        "location": {"lng": 113.8, "lat": 35.4},
+    }
+
+
+TABLE = [
+    Row(
+        "POST",
+        r"/api/v1/orgs",
+        lambda w: "/api/v1/orgs",
+        lambda w, n: {"name": f"队{n}", "kind": "team", "parent_id": w.county},
+        frozenset({"org_admin"}),
+    ),
+    Row(
+        "POST",
+        r"/api/v1/orgs/(?P<org_id>[0-9a-f]{24})/roles",
+        lambda w: f"/api/v1/orgs/{w.county}/roles",
+        lambda w, n: {"user_id": w.someone, "role": "team_leader"},
+        frozenset({"org_admin"}),
+    ),
+    Row(
+        "POST",
+        r"/api/v1/sites",
+        lambda w: "/api/v1/sites",
+        _site_body,
+        frozenset({"org_admin", "dispatcher"}),
+    ),
+    Row(
+        "GET",
+        r"/api/v1/sites/(?P<site_id>[0-9a-f]{24})",
+        lambda w: f"/api/v1/sites/{w.site}",
+        lambda w, n: None,
+        frozenset({"org_admin", "dispatcher", "site_admin", "team_leader"}),
+    ),
+    Row(
+        "POST",
+        r"/api/v1/sites/(?P<site_id>[0-9a-f]{24})/admins",
+        lambda w: f"/api/v1/sites/{w.site}/admins",
+        lambda w, n: {"user_id": w.someone},
+        frozenset({"org_admin"}),
+    ),
+]
+
+# Staff routes whose answer depends on who asks but never refuses a signed-in user.
+UNRESTRICTED = {("GET", r"/api/v1/orgs")}
+
+
+def test_every_staff_endpoint_is_in_the_table():
+    covered = {(r.method, r.route) for r in TABLE} | UNRESTRICTED
+    for pattern, handler in all_routes():
+        if not pattern.startswith("/api/v1"):
+            continue
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            if getattr(getattr(handler, method.lower(), None), "operation", None):
+                assert (method, pattern) in covered, f"{method} {pattern} has no row"
+
+
+@pytest.fixture
+async def world(ctx) -> World:
+    root = await orgs.create_org(ctx, "省科协", "province", None)
+    city = await orgs.create_org(ctx, "新乡市科协", "city", root)
+    county = await orgs.create_org(ctx, "辉县市科协", "county", city)
+    other_city = await orgs.create_org(ctx, "安阳市科协", "city", root)
+    site = await sites.create_site(
+        ctx,
+        sites.NewSite(
+            name="辉县市第一小学",
+            kind="school",
+            org_id=str(county),
+            location=sites.LocationIn(lng=113.8, lat=35.46),
+        ),
+    )
+    someone = await identity.ensure_user(ctx, "o_someone")
+    return World(str(root), str(city), str(county), str(other_city), str(site), str(someone))
+
+
+@pytest.mark.parametrize(("row", "role"), list(itertools.product(TABLE, ROLES)))
+async def test_role_matrix(ctx, http, login, world, row, role):
+    inside = await login()
+    outside = await login()
+    if role != "volunteer":
+        await orgs.grant_role(ctx, ObjectId(inside.user_id), role, ObjectId(world.city))
+        await orgs.grant_role(ctx, ObjectId(outside.user_id), role, ObjectId(world.other_city))
+
+    async def call(session, n):
+        body = row.body(world, n)
+        kwargs = {"json": body} if body is not None else {}
+        return await http.request(row.method, row.path(world), headers=session.headers, **kwargs)
+
+    answer = await call(inside, 1)
+    if role in row.allowed:
+        assert answer.status_code < 300, (role, answer.text)
+    else:
+        assert answer.status_code == 403, (role, answer.text)
+        assert answer.json()["error"]["code"] == "forbidden"
+    refused = await call(outside, 2)
+    assert refused.status_code == 403, (role, refused.text)
+    assert refused.json()["error"]["code"] == "forbidden"
+
+
+async def test_a_named_site_admin_sees_only_their_site(ctx, http, login, world):
+    admin = await login()
+    await sites.add_admin(ctx, ObjectId(world.site), ObjectId(admin.user_id))
+    assert await sites.is_site_admin(
+        ctx, ObjectId(admin.user_id), await sites.get_site_doc(ctx, world.site)
+    )
+
+
+async def test_orgs_show_the_callers_subtree(ctx, http, login, world):
+    staff = await login()
+    await orgs.grant_role(ctx, ObjectId(staff.user_id), "dispatcher", ObjectId(world.city))
+    listed = (await http.get("/api/v1/orgs", headers=staff.headers)).json()["items"]
+    assert [o["name"] for o in listed] == ["新乡市科协", "辉县市科协"]
+    volunteer = await login()
+    assert (await http.get("/api/v1/orgs", headers=volunteer.headers)).json() == {"items": []}
+
+
+async def test_org_tree_rules(ctx, http, login, world):
+    admin = await login()
+    await orgs.grant_role(ctx, ObjectId(admin.user_id), "org_admin", ObjectId(world.root))
+    bad_kind = await http.post(
+        "/api/v1/orgs",
+        json={"name": "x", "kind": "city", "parent_id": world.county},
+        headers=admin.headers,
+    )
+    assert bad_kind.status_code == 400 and bad_kind.json()["error"]["field"] == "kind"
+    missing = await http.post(
+        "/api/v1/orgs",
+        json={"name": "x", "kind": "team", "parent_id": "0" * 24},
+        headers=admin.headers,
+    )
+    assert missing.status_code in (403, 404)
+    created = await http.post(
+        "/api/v1/orgs",
+        json={"name": "辉县科普志愿服务队", "kind": "team", "parent_id": world.county},
+        headers=admin.headers,
+    )
+    assert created.status_code == 201
+    team = await orgs.get_org(ctx, created.json()["id"])
+    assert [str(a) for a in team["ancestors"]] == [world.root, world.city, world.county]
+
+
+async def test_granting_is_idempotent_and_shows_at_next_login(ctx, http, login, emulator, world):
+    admin = await login()
+    await orgs.grant_role(ctx, ObjectId(admin.user_id), "org_admin", ObjectId(world.root))
+    target = await login("o_future_dispatcher")
+    body = {"user_id": target.user_id, "role": "dispatcher"}
+    first = await http.post(f"/api/v1/orgs/{world.city}/roles", json=body, headers=admin.headers)
+    again = await http.post(f"/api/v1/orgs/{world.city}/roles", json=body, headers=admin.headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["created"] is False
+    relogged = await login("o_future_dispatcher")
+    me = (await http.get("/mp/v1/me", headers=relogged.headers)).json()
+    assert {"role": "dispatcher", "org_id": world.city} in me["roles"]
+    bad = await http.post(
+        f"/api/v1/orgs/{world.city}/roles",
+        json={"user_id": target.user_id, "role": "king"},
+        headers=admin.headers,
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "role"
+
+
+async def test_sites_take_gcj02_and_store_wgs84(ctx, http, login, world):
+    admin = await login()
+    await orgs.grant_role(ctx, ObjectId(admin.user_id), "org_admin", ObjectId(world.root))
+    created = await http.post(
+        "/api/v1/sites",
+        json={
+            "name": "城关小学",
+            "kind": "school",
+            "org_id": world.county,
+            "location": {"lng": 113.80601, "lat": 35.46208, "coord_type": "gcj02"},
+            "open_hours": [{"weekday": 1, "start": "08:00", "end": "17:00"}],
+        },
+        headers=admin.headers,
+    )
+    assert created.status_code == 201, created.text
+    site = await sites.get_site_doc(ctx, created.json()["id"])
+    lng, lat = site["location"]["coordinates"]
+    assert 0.001 < abs(lng - 113.80601) + abs(lat - 35.46208) < 0.02  # shifted back to WGS-84
+    bad_hours = await http.post(
+        "/api/v1/sites",
+        json={
+            **_site_body(world, 9),
+            "open_hours": [{"weekday": 8, "start": "08:00", "end": "17:00"}],
+        },
+        headers=admin.headers,
+    )
+    assert bad_hours.status_code == 400
+    assert bad_hours.json()["error"]["field"] == "open_hours[0].weekday"
