@@ -160,3 +160,29 @@ def test_a_second_run_finds_the_data_of_the_first(service):
     second.wait_healthy()
     with MongoClient(second.database_uri()) as client:
         assert client.ikepu.probe.find_one({"_id": "kept"}) == {"_id": "kept", "n": 1}
+
+
+def test_sigterm_lets_a_request_in_flight_finish(service):
+    import threading
+
+    svc = service()
+    svc.wait_healthy()
+    emulator = f"http://127.0.0.1:{svc.env['IKEPU_WECHAT_EMULATOR_PORT']}"
+    code = httpx.post(f"{emulator}/__emulator__/jscode", json={"openid": "o_late"}).json()["code"]
+    httpx.post(
+        f"{emulator}/__emulator__/faults",
+        json={"api": "jscode2session", "delay_ms": 1500, "count": 1},
+    )
+    answers = []
+    login = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(f"{svc.url}/mp/v1/auth/login", json={"code": code}, timeout=10)
+        )
+    )
+    login.start()
+    time.sleep(0.5)
+    svc.proc.send_signal(signal.SIGTERM)
+    login.join(timeout=10)
+    assert svc.proc.wait(timeout=15) == 0
+    assert answers and answers[0].status_code == 200
+    assert answers[0].json()["token"]

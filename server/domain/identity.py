@@ -125,6 +125,10 @@ async def _new_session(ctx, user: dict) -> Session:
             "revoked_at": None,
         }
     )
+    return await _session(ctx, user, refresh_token)
+
+
+async def _session(ctx, user: dict, refresh_token: str) -> Session:
     token, ttl = issue_access_token(ctx, user["_id"], user["openid"])
     return Session(
         token=token,
@@ -214,19 +218,9 @@ async def refresh(ctx, refresh_token: str) -> Session:
     user = await ctx.db["users"].find_one({"_id": record["user_id"]})
     if user is None:
         raise Unauthenticated("用户不存在")
-    token, ttl = issue_access_token(ctx, user["_id"], user["openid"])
     # The refresh token stays valid until it expires or the user signs out, so a retry after a
     # lost answer on a weak connection still works.
-    return Session(
-        token=token,
-        refresh_token=refresh_token,
-        expires_in=ttl,
-        user=UserSummary(
-            id=str(user["_id"]),
-            roles=await orgs.roles_of(ctx, user["_id"]),
-            phone_bound=bool(user.get("phone_hash")),
-        ),
-    )
+    return await _session(ctx, user, refresh_token)
 
 
 async def logout(ctx, principal: Principal, refresh_token: str | None) -> int:

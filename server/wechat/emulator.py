@@ -510,6 +510,17 @@ class _WxHandler(_BaseHandler):
             return True
         return False
 
+    def query_app(self, grant_type: str) -> str | None:
+        """The appid of a query-string call checked with its secret and grant_type, or None
+        when the error has been answered already."""
+        appid = self.get_query_argument("appid", None)
+        if not self.check_app(appid, self.get_query_argument("secret", None)):
+            return None
+        if self.get_query_argument("grant_type", None) != grant_type:
+            self.wx_error(40002)
+            return None
+        return appid
+
 
 class TokenHandler(_WxHandler):
     api = "token"
@@ -517,12 +528,9 @@ class TokenHandler(_WxHandler):
     async def get(self) -> None:
         if await self.begin():
             return
-        arg = self.get_query_argument
-        appid, secret = arg("appid", None), arg("secret", None)
-        if not self.check_app(appid, secret):
+        appid = self.query_app("client_credential")
+        if appid is None:
             return
-        if arg("grant_type", None) != "client_credential":
-            return self.wx_error(40002)
         token, expires_in = self.state.issue_plain_token(appid)
         self.write_json({"access_token": token, "expires_in": expires_in})
 
@@ -553,13 +561,10 @@ class JsCode2SessionHandler(_WxHandler):
     async def get(self) -> None:
         if await self.begin():
             return
-        arg = self.get_query_argument
-        appid, secret = arg("appid", None), arg("secret", None)
-        if not self.check_app(appid, secret):
+        appid = self.query_app("authorization_code")
+        if appid is None:
             return
-        if arg("grant_type", None) != "authorization_code":
-            return self.wx_error(40002)
-        js_code = arg("js_code", None)
+        js_code = self.get_query_argument("js_code", None)
         if not js_code:
             return self.wx_error(41008)
         record = self.state._redeem(self.state.login_codes, js_code, appid, 40163)
