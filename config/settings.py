@@ -39,6 +39,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     wechat_timeout_s: PositiveFloat = 5.0
     wechat_threads: PositiveInt = 16
 
+    geocoder: Literal["gazetteer", "baidu"] = "gazetteer"
+    baidu_ak: str | None = None
+    geocoder_timeout_s: PositiveFloat = 10.0
+
     # Secrets; when unset they are created once under data_dir (fine for development, set them
     # explicitly in production so every process shares them).
     secret_key: str | None = None
@@ -103,9 +107,12 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
         origin[key] = key
 
     try:
-        return msgspec.convert(raw, Settings, strict=False)
+        settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(_explain(exc, raw, origin)) from None
+    if settings.geocoder == "baidu" and not settings.baidu_ak:
+        raise SettingsError(f"{_env_name('baidu_ak')} is required when IKEPU_GEOCODER=baidu")
+    return settings
 
 
 def _from_env(value: str) -> object:

@@ -1,5 +1,5 @@
 """The staff HTTP API under /api/v1, plus the operational endpoints."""
 
-from handlers import orgs, sites, system
+from handlers import activities, orgs, sites, system
 
-ROUTES = [*system.ROUTES, *orgs.ROUTES, *sites.ROUTES]
+ROUTES = [*system.ROUTES, *orgs.ROUTES, *sites.ROUTES, *activities.ROUTES]

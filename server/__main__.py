@@ -49,6 +49,7 @@ async def operate(settings: Settings, args: argparse.Namespace) -> int:
     from server.domain import identity, orgs
     from server.domain.errors import DomainError
 
+    emulator, settings = _start_emulator(settings, 0)
     ctx = await Context.start(settings)
     try:
         if args.command == "seed-demo":
@@ -73,21 +74,28 @@ async def operate(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     finally:
         await ctx.close()
+        if emulator is not None:
+            emulator.stop()
+
+
+def _start_emulator(settings: Settings, port: int):
+    """Without a real appid, WeChat is the local emulator (port 0: any free port)."""
+    if not settings.uses_wechat_emulator:
+        return None, settings
+    from server.wechat.emulator import start_emulator
+
+    emulator, _, port = start_emulator(port)
+    base = f"http://127.0.0.1:{port}/"
+    log.info("wechat_emulator_listening", url=base)
+    return emulator, msgspec.structs.replace(settings, wechat_api_base=base)
 
 
 async def serve(settings: Settings) -> int:
     from handlers.base import BaseHandler
     from server.app import make_app
     from server.context import Context
-    from server.wechat.emulator import start_emulator
 
-    emulator = None
-    if settings.uses_wechat_emulator:
-        emulator, _, _ = start_emulator(settings.wechat_emulator_port)
-        base = f"http://127.0.0.1:{settings.wechat_emulator_port}/"
-        settings = msgspec.structs.replace(settings, wechat_api_base=base)
-        log.info("wechat_emulator_listening", url=base)
-
+    emulator, settings = _start_emulator(settings, settings.wechat_emulator_port)
     ctx = await Context.start(settings)
     if settings.demo:
         from server.demo import seed_demo

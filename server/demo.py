@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import random
+from datetime import timedelta
 
 import structlog
 
 from server import geo
-from server.domain import identity, orgs, sites
+from server.domain import activities, identity, orgs, sites
 
 log = structlog.get_logger(__name__)
 
@@ -81,5 +82,40 @@ async def seed_demo(ctx, *, seed: int = 2026) -> bool:
                 counts["sites"] += 1
                 if counts["sites"] == 1:
                     await sites.add_admin(ctx, site_id, site_admin)
+    counts["activities"] = await _demo_activities(ctx, admin_openid)
     log.info("demo_loaded", admin_openid=admin_openid, **counts)
     return True
+
+
+DEMO_ACTIVITIES = [
+    ("科技馆小小讲解员", "为参观的小学生讲解展品", ["讲解", "青少年"], 20),
+    ("社区防诈骗科普讲座", "面向老年人的防范电信诈骗讲座", ["安全", "老年人"], 10),
+    ("乡村学校天文观测夜", "带领乡村学生用望远镜观察月球和木星", ["天文", "青少年"], 8),
+    ("应急救护知识进校园", "心肺复苏与创伤包扎的科普演示", ["健康", "应急"], 15),
+]
+
+
+async def _demo_activities(ctx, publisher_openid: str) -> int:
+    """A few upcoming activities at demo sites, published so the mini-program lists them."""
+    school_sites = await ctx.db["sites"].find({"kind": "school"}).to_list(len(DEMO_ACTIVITIES))
+    today = ctx.clock.local_now().replace(hour=9, minute=0, second=0, microsecond=0)
+    for day, (site, (title, description, tags, capacity)) in enumerate(
+        zip(school_sites, DEMO_ACTIVITIES, strict=False), start=3
+    ):
+        start = today + timedelta(days=day)
+        activity_id = await activities.create_activity(
+            ctx,
+            activities.NewActivity(
+                title=title,
+                description=description,
+                org_id=str(site["org_id"]),
+                site_id=str(site["_id"]),
+                starts_at=start,
+                ends_at=start + timedelta(hours=3),
+                capacity=capacity,
+                tags=tags,
+            ),
+            created_by=None,
+        )
+        await activities.publish(ctx, activity_id, publisher_openid=publisher_openid)
+    return min(len(school_sites), len(DEMO_ACTIVITIES))

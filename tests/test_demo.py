@@ -35,6 +35,9 @@ async def test_demo_data_is_a_populated_province_loaded_once(ctx):
     assert await ctx.db.orgs.count_documents({"kind": "county"}) == expected_counties
     assert await ctx.db.sites.count_documents({}) == 3 * expected_counties
     assert await ctx.db.orgs.count_documents({"kind": "base"}) == 3
+    assert await ctx.db.activities.count_documents({"status": "published"}) == len(
+        demo.DEMO_ACTIVITIES
+    )
     admin = await ctx.db.users.find_one({"openid": demo.DEMO_ADMIN_OPENID})
     assert await orgs.holds_role(ctx, admin["_id"], root["_id"], {"org_admin"})
     assert await demo.seed_demo(ctx) is False

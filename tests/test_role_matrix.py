@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from bson import ObjectId
 
 from server.app import all_routes
-from server.domain import identity, orgs, sites
+from server.domain import activities, identity, orgs, signups, sites
 
 ROLES = ["volunteer", "team_leader", "site_admin", "dispatcher", "org_admin"]
 
@@ -26,6 +27,7 @@ class World:
     other_city: str
     site: str
     someone: str  # a user to grant things to
+    activity: str  # in the county, manual approval, with `someone` pending
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,68 @@ TABLE = [
     ),
 ]
 
+ORGANISERS = frozenset({"org_admin", "dispatcher", "team_leader"})
+_A = r"/api/v1/activities/(?P<activity_id>[0-9a-f]{24})"
+
+
+def _activity_body(w: World, n: int) -> dict:
+    return {
+        "title": f"活动{n}",
+        "description": "科普讲座",
+        "org_id": w.county,
+        "starts_at": "2031-05-01T09:00:00+08:00",
+        "ends_at": "2031-05-01T11:00:00+08:00",
+        "capacity": 10,
+    }
+
+
+TABLE += [
+    Row(
+        "POST",
+        r"/api/v1/projects",
+        lambda w: "/api/v1/projects",
+        lambda w, n: {"name": f"项目{n}", "org_id": w.county},
+        ORGANISERS,
+    ),
+    Row("POST", r"/api/v1/activities", lambda w: "/api/v1/activities", _activity_body, ORGANISERS),
+    Row("GET", _A, lambda w: f"/api/v1/activities/{w.activity}", lambda w, n: None, ORGANISERS),
+    Row(
+        "POST",
+        _A + "/publish",
+        lambda w: f"/api/v1/activities/{w.activity}/publish",
+        lambda w, n: None,
+        ORGANISERS,
+    ),
+    Row(
+        "POST",
+        _A + "/cancel",
+        lambda w: f"/api/v1/activities/{w.activity}/cancel",
+        lambda w, n: {},
+        ORGANISERS,
+    ),
+    Row(
+        "GET",
+        _A + "/roster",
+        lambda w: f"/api/v1/activities/{w.activity}/roster",
+        lambda w, n: None,
+        ORGANISERS,
+    ),
+    Row(
+        "POST",
+        _A + "/capacity",
+        lambda w: f"/api/v1/activities/{w.activity}/capacity",
+        lambda w, n: {"capacity": 40},
+        ORGANISERS,
+    ),
+    Row(
+        "POST",
+        _A + "/signups/(?P<user_id>[0-9a-f]{24})/(?P<decision>approve|reject)",
+        lambda w: f"/api/v1/activities/{w.activity}/signups/{w.someone}/approve",
+        lambda w, n: None,
+        ORGANISERS,
+    ),
+]
+
 # Staff routes whose answer depends on who asks but never refuses a signed-in user.
 UNRESTRICTED = {("GET", r"/api/v1/orgs")}
 
@@ -114,7 +178,25 @@ async def world(ctx) -> World:
         ),
     )
     someone = await identity.ensure_user(ctx, "o_someone")
-    return World(str(root), str(city), str(county), str(other_city), str(site), str(someone))
+    start = ctx.clock.now() + timedelta(days=3)
+    activity = await activities.create_activity(
+        ctx,
+        activities.NewActivity(
+            title="科普进校园",
+            description="科学实验秀",
+            org_id=str(county),
+            starts_at=start,
+            ends_at=start + timedelta(hours=2),
+            capacity=30,
+            approval="manual",
+        ),
+        created_by=someone,
+    )
+    await activities.publish(ctx, activity, publisher_openid="o_someone")
+    await signups.sign_up(ctx, someone, activity)
+    return World(
+        str(root), str(city), str(county), str(other_city), str(site), str(someone), str(activity)
+    )
 
 
 @pytest.mark.parametrize(("row", "role"), list(itertools.product(TABLE, ROLES)))

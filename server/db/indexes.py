@@ -25,6 +25,19 @@ INDEXES: dict[str, list[IndexModel]] = {
         ),
         IndexModel([("org_id", ASCENDING)]),
     ],
+    "projects": [IndexModel([("org_id", ASCENDING)])],
+    "activities": [
+        IndexModel([("status", ASCENDING), ("starts_at", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("org_id", ASCENDING), ("starts_at", ASCENDING)]),
+        IndexModel([("tags", ASCENDING)]),
+        IndexModel([("location", GEOSPHERE)], **GEO_INDEX),
+    ],
+    "signups": [
+        IndexModel([("activity_id", ASCENDING), ("user_id", ASCENDING)], unique=True),
+        IndexModel([("activity_id", ASCENDING), ("status", ASCENDING), ("seq", ASCENDING)]),
+        IndexModel([("user_id", ASCENDING), ("status", ASCENDING), ("starts_at", ASCENDING)]),
+        IndexModel([("user_id", ASCENDING), ("_id", ASCENDING)]),
+    ],
     "sites": [
         IndexModel([("org_id", ASCENDING)]),
         IndexModel([("admin_ids", ASCENDING)]),
@@ -34,6 +47,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("scope", ASCENDING), ("key", ASCENDING)], unique=True),
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
     ],
+    "geocode_cache": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
 }
 
 

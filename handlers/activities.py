@@ -1,0 +1,173 @@
+"""Organisers' side of i科普 activities: projects, activities, publishing, rosters, approvals."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from handlers.api import operation
+from handlers.base import BaseHandler
+from handlers.orgs import Created
+from server.domain import activities, signups
+from server.domain.ids import parse_id
+
+ORGANISERS = ("team_leader", "dispatcher")
+
+
+class CreatedActivity(msgspec.Struct):
+    id: str
+    status: str
+
+
+class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+class CapacityRequest(msgspec.Struct, forbid_unknown_fields=True):
+    capacity: Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+    overflow: Literal["refuse", "waitlist"] = "refuse"
+
+
+class RosterQuery(msgspec.Struct, forbid_unknown_fields=True):
+    format: Literal["json", "xlsx"] = "json"
+
+
+class ActivityStaffHandler(BaseHandler):
+    """Base for endpoints on one activity: the caller must organise in its organisation."""
+
+    async def authorize_activity(self, activity_id: str) -> None:
+        await self.authorize(await activities.staff_org(self.ctx, activity_id), *ORGANISERS)
+
+
+class ProjectsHandler(BaseHandler):
+    @operation(
+        "Create an i科普 project",
+        body=activities.NewProject,
+        response=Created,
+        status=201,
+        errors=(403, 404),
+        idempotent=True,
+    )
+    async def post(self) -> None:
+        await self.authorize(self.body.org_id, *ORGANISERS)
+        project_id = await activities.create_project(self.ctx, self.body, created_by=self.user_id)
+        self.reply(Created(id=str(project_id)))
+
+
+class ActivitiesHandler(BaseHandler):
+    @operation(
+        "Create an activity (a draft until published)",
+        body=activities.NewActivity,
+        response=CreatedActivity,
+        status=201,
+        errors=(403, 404, 503),
+        idempotent=True,
+    )
+    async def post(self) -> None:
+        await self.authorize(self.body.org_id, *ORGANISERS)
+        activity_id = await activities.create_activity(self.ctx, self.body, created_by=self.user_id)
+        self.reply(CreatedActivity(id=str(activity_id), status="draft"))
+
+
+class ActivityHandler(ActivityStaffHandler):
+    @operation(
+        "An activity, as its organisers see it", response=activities.Activity, errors=(403, 404)
+    )
+    async def get(self, activity_id: str) -> None:
+        await self.authorize_activity(activity_id)
+        self.reply(await activities.get_activity(self.ctx, activity_id))
+
+
+class PublishHandler(ActivityStaffHandler):
+    @operation(
+        "Publish: checked by WeChat's content security, then open for sign-up",
+        response=activities.StatusOut,
+        errors=(403, 404, 409, 502),
+    )
+    async def post(self, activity_id: str) -> None:
+        await self.authorize_activity(activity_id)
+        status = await activities.publish(
+            self.ctx, activity_id, publisher_openid=self.principal.openid
+        )
+        self.reply(activities.StatusOut(status=status))
+
+
+class CancelHandler(ActivityStaffHandler):
+    @operation(
+        "Cancel: every sign-up ends and everyone signed up is told",
+        body=CancelRequest,
+        response=activities.StatusOut,
+        errors=(403, 404, 409),
+    )
+    async def post(self, activity_id: str) -> None:
+        await self.authorize_activity(activity_id)
+        status = await signups.cancel_activity(self.ctx, activity_id, reason=self.body.reason)
+        self.reply(activities.StatusOut(status=status))
+
+
+class RosterHandler(ActivityStaffHandler):
+    @operation(
+        "Who is confirmed, waiting and pending (format=xlsx for a workbook)",
+        query=RosterQuery,
+        response=signups.Roster,
+        errors=(403, 404),
+    )
+    async def get(self, activity_id: str) -> None:
+        await self.authorize_activity(activity_id)
+        if self.query.format == "xlsx":
+            body = await signups.roster_workbook(self.ctx, activity_id)
+            self.set_header(
+                "Content-Disposition", f'attachment; filename="roster-{activity_id}.xlsx"'
+            )
+            self._send(200, body, XLSX)
+            return
+        self.reply(await signups.roster(self.ctx, activity_id))
+
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+class CapacityHandler(ActivityStaffHandler):
+    @operation(
+        "Raise or lower capacity; lowering never drops confirmed people silently",
+        body=CapacityRequest,
+        response=signups.CapacityChange,
+        errors=(403, 404, 409),
+    )
+    async def post(self, activity_id: str) -> None:
+        await self.authorize_activity(activity_id)
+        self.reply(
+            await signups.change_capacity(
+                self.ctx, activity_id, self.body.capacity, self.body.overflow
+            )
+        )
+
+
+class DecisionHandler(ActivityStaffHandler):
+    @operation(
+        "Approve or reject a pending sign-up",
+        response=signups.SignupOut,
+        errors=(403, 404, 409),
+    )
+    async def post(self, activity_id: str, user_id: str, decision: str) -> None:
+        await self.authorize_activity(activity_id)
+        self.reply(
+            await signups.decide(self.ctx, activity_id, parse_id(user_id, "user_id"), decision)
+        )
+
+
+_ID = "[0-9a-f]{24}"
+ROUTES = [
+    (r"/api/v1/projects", ProjectsHandler),
+    (r"/api/v1/activities", ActivitiesHandler),
+    (rf"/api/v1/activities/(?P<activity_id>{_ID})", ActivityHandler),
+    (rf"/api/v1/activities/(?P<activity_id>{_ID})/publish", PublishHandler),
+    (rf"/api/v1/activities/(?P<activity_id>{_ID})/cancel", CancelHandler),
+    (rf"/api/v1/activities/(?P<activity_id>{_ID})/roster", RosterHandler),
+    (rf"/api/v1/activities/(?P<activity_id>{_ID})/capacity", CapacityHandler),
+    (
+        rf"/api/v1/activities/(?P<activity_id>{_ID})/signups/(?P<user_id>{_ID})/(?P<decision>approve|reject)",
+        DecisionHandler,
+    ),
+]

@@ -1,0 +1,45 @@
+"""Domain events: the one place where sign-ups, cancellations, promotions and activity changes are
+announced. Modules that react (reminders, statistics) subscribe; emitters don't know them.
+
+Subscribers run in the emitter's task, after its writes, so a reaction sees the state that caused
+it; a failing subscriber is logged and does not undo the emitter's work.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+Subscriber = Callable[..., Awaitable[None]]
+
+SIGNUP_CONFIRMED = "signup_confirmed"
+SIGNUP_WAITLISTED = "signup_waitlisted"
+SIGNUP_PENDING = "signup_pending"
+SIGNUP_CANCELLED = "signup_cancelled"
+SIGNUP_REJECTED = "signup_rejected"
+WAITLIST_PROMOTED = "waitlist_promoted"
+MOVED_TO_WAITLIST = "moved_to_waitlist"
+ACTIVITY_PUBLISHED = "activity_published"
+ACTIVITY_CHANGED = "activity_changed"
+ACTIVITY_CANCELLED = "activity_cancelled"
+
+_subscribers: dict[str, list[Subscriber]] = defaultdict(list)
+
+
+def subscribe(kind: str, subscriber: Subscriber) -> None:
+    if subscriber not in _subscribers[kind]:
+        _subscribers[kind].append(subscriber)
+
+
+async def emit(ctx, kind: str, **payload: Any) -> None:
+    log.info("domain_event", kind=kind, **{k: str(v) for k, v in payload.items()})
+    for subscriber in _subscribers.get(kind, ()):
+        try:
+            await subscriber(ctx, kind, **payload)
+        except Exception:
+            log.exception("event_subscriber_failed", kind=kind, subscriber=subscriber.__qualname__)

@@ -1,0 +1,518 @@
+"""Sign-ups: one record per volunteer and activity, never more seats than capacity, a fair
+waitlist, and nobody in two places at once.
+
+Owns the `signups` collection. Seats are counted on the activity (server/domain/activities.py)
+with single conditional updates; the record here says who holds each one. The order of writes
+(seat first, then record, then the overlap check) means a crash can leave a counter one off,
+never an oversold activity; `reconcile` recounts from the records.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from server.domain import activities, events, identity
+from server.domain.errors import Conflict, NotFound
+from server.domain.ids import parse_id
+from server.domain.paging import DEFAULT_LIMIT, decode_cursor, encode_cursor
+from server.spreadsheets import Sheet, workbook
+
+ACTIVE = ("confirmed", "waitlisted", "pending")
+COUNTER_OF = {"confirmed": "confirmed", "waitlisted": "waitlist", "pending": "pending"}
+
+
+class SignupOut(msgspec.Struct, omit_defaults=True):
+    id: str
+    activity_id: str
+    status: str
+    waitlist_position: int | None = None
+    cancel_reason: str | None = None
+
+
+class MySignup(msgspec.Struct, omit_defaults=True):
+    id: str
+    activity_id: str
+    title: str
+    starts_at: datetime
+    ends_at: datetime
+    status: str
+    waitlist_position: int | None = None
+
+
+class MySignupPage(msgspec.Struct):
+    items: list[MySignup]
+    next_cursor: str | None
+
+
+class RosterEntry(msgspec.Struct, omit_defaults=True):
+    user_id: str
+    real_name: str | None = None
+    phone_masked: str | None = None
+    signed_up_at: datetime | None = None
+
+
+class WaitlistEntry(msgspec.Struct, omit_defaults=True):
+    user_id: str
+    position: int
+    real_name: str | None = None
+
+
+class Roster(msgspec.Struct):
+    confirmed: list[RosterEntry]
+    waitlist: list[WaitlistEntry]
+    pending: list[RosterEntry]
+
+
+class CapacityChange(msgspec.Struct):
+    capacity: int
+    moved_to_waitlist: list[str]
+    promoted: list[str]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _coll(ctx):
+    return ctx.db["signups"]
+
+
+async def _position(ctx, record: dict) -> int:
+    ahead = await _coll(ctx).count_documents(
+        {
+            "activity_id": record["activity_id"],
+            "status": "waitlisted",
+            "seq": {"$lt": record["seq"]},
+        }
+    )
+    return ahead + 1
+
+
+async def _out(ctx, record: dict) -> SignupOut:
+    return SignupOut(
+        id=str(record["_id"]),
+        activity_id=str(record["activity_id"]),
+        status=record["status"],
+        waitlist_position=await _position(ctx, record)
+        if record["status"] == "waitlisted"
+        else None,
+        cancel_reason=record.get("cancel_reason"),
+    )
+
+
+async def _overlapping(ctx, user_id: ObjectId, record: dict) -> dict | None:
+    """Another confirmed activity of the same user that overlaps this one in time."""
+    return await _coll(ctx).find_one(
+        {
+            "user_id": user_id,
+            "status": "confirmed",
+            "activity_id": {"$ne": record["activity_id"]},
+            "starts_at": {"$lt": record["ends_at"]},
+            "ends_at": {"$gt": record["starts_at"]},
+        },
+        {"activity_id": 1},
+    )
+
+
+async def _closed_reason(ctx, activity_id: ObjectId) -> Exception:
+    """Why a conditional seat update found nothing: the activity is gone, closed or full."""
+    doc = await activities.get_doc(ctx, activity_id)
+    now = ctx.clock.now()
+    if doc["status"] == "draft":
+        return NotFound("活动不存在", field="activity_id")
+    if doc["status"] != "published" or now >= doc["signup_deadline"] or now >= doc["starts_at"]:
+        return Conflict("报名已截止", code="signup_closed")
+    return Conflict("名额已满", code="activity_full")
+
+
+# -- signing up -------------------------------------------------------------------------------
+
+
+async def sign_up(ctx, user_id: ObjectId, activity_id) -> tuple[SignupOut, bool]:
+    """The user's sign-up and whether this call created it (a repeat returns the same record)."""
+    activity_id = parse_id(activity_id, "activity_id")
+    status, window, seq = (
+        "confirmed",
+        await activities.take_seat(ctx, activity_id, by="signup"),
+        None,
+    )
+    if window is None:
+        status, window, seq = await _place_without_seat(ctx, user_id, activity_id)
+        if window is None:
+            return seq, False  # an existing sign-up, returned as it is
+    now = ctx.clock.now()
+    record = {
+        "_id": ObjectId(),
+        "activity_id": activity_id,
+        "user_id": user_id,
+        "status": status,
+        "starts_at": window["starts_at"],
+        "ends_at": window["ends_at"],
+        "created_at": now,
+        "updated_at": now,
+    }
+    if status == "confirmed":
+        record["confirmed_at"] = now
+    if seq is not None:
+        record["seq"] = seq
+    try:
+        await _coll(ctx).insert_one(record)
+        created = True
+    except DuplicateKeyError:
+        record, created = await _renew(ctx, user_id, activity_id, record)
+        if not created:
+            await _give_back(ctx, activity_id, status)
+            return await _out(ctx, record), False
+    if await _overlapping(ctx, user_id, record):
+        await _undo(ctx, record, status)
+        raise Conflict("与您已确认的另一活动时间冲突", code="time_conflict")
+    if status == "waitlisted":
+        # A seat freed while we queued would otherwise wait for the next cancellation.
+        await promote(ctx, activity_id)
+        record = await _coll(ctx).find_one({"_id": record["_id"]})
+    await events.emit(
+        ctx,
+        {"confirmed": events.SIGNUP_CONFIRMED, "waitlisted": events.SIGNUP_WAITLISTED}.get(
+            record["status"], events.SIGNUP_PENDING
+        ),
+        activity_id=activity_id,
+        user_id=user_id,
+        signup_id=record["_id"],
+    )
+    return await _out(ctx, record), created
+
+
+async def _place_without_seat(ctx, user_id: ObjectId, activity_id: ObjectId):
+    """No seat for a sign-up: the waitlist, approval queue, or the reason why not."""
+    existing = await _coll(ctx).find_one(
+        {"activity_id": activity_id, "user_id": user_id, "status": {"$in": list(ACTIVE)}}
+    )
+    if existing is not None:
+        return existing["status"], None, await _out(ctx, existing)
+    doc = await activities.get_doc(ctx, activity_id)
+    if doc["approval"] == "manual":
+        window = await activities.join_pending(ctx, activity_id)
+        if window is not None:
+            return "pending", window, None
+    elif doc["waitlist"]:
+        window = await activities.join_waitlist(ctx, activity_id)
+        if window is not None:
+            return "waitlisted", window, window["waitlist_seq"]
+    raise await _closed_reason(ctx, activity_id)
+
+
+async def _renew(ctx, user_id: ObjectId, activity_id: ObjectId, fresh: dict) -> tuple[dict, bool]:
+    """A record already exists: reuse it if it had ended (cancelled, rejected)."""
+    renewed = await _coll(ctx).find_one_and_update(
+        {"activity_id": activity_id, "user_id": user_id, "status": {"$nin": list(ACTIVE)}},
+        {
+            "$set": {k: v for k, v in fresh.items() if k not in ("_id", "created_at")},
+            "$unset": {"cancel_reason": "", "cancelled_at": ""},
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+    if renewed is not None:
+        return renewed, True
+    current = await _coll(ctx).find_one({"activity_id": activity_id, "user_id": user_id})
+    return current, False
+
+
+async def _give_back(ctx, activity_id: ObjectId, status: str) -> None:
+    await activities.adjust_counts(ctx, activity_id, **{COUNTER_OF[status]: -1})
+    if status == "confirmed":
+        await promote(ctx, activity_id)
+
+
+async def _undo(ctx, record: dict, status: str) -> None:
+    """Take back a sign-up that must not stand, leaving things as they were."""
+    await _coll(ctx).delete_one({"_id": record["_id"]})
+    await _give_back(ctx, record["activity_id"], status)
+
+
+# -- leaving and promotion --------------------------------------------------------------------
+
+
+async def cancel_signup(ctx, user_id: ObjectId, activity_id) -> SignupOut:
+    activity_id = parse_id(activity_id, "activity_id")
+    doc = await activities.get_doc(ctx, activity_id)
+    if ctx.clock.now() >= doc["starts_at"] and doc["status"] != "cancelled":
+        raise Conflict("活动已开始，不能取消报名", code="signup_closed")
+    before = await _coll(ctx).find_one_and_update(
+        {"activity_id": activity_id, "user_id": user_id, "status": {"$in": list(ACTIVE)}},
+        {
+            "$set": {
+                "status": "cancelled",
+                "cancel_reason": "by_volunteer",
+                "cancelled_at": ctx.clock.now(),
+                "updated_at": ctx.clock.now(),
+            },
+            "$unset": {"seq": ""},
+        },
+    )
+    if before is None:
+        existing = await _coll(ctx).find_one({"activity_id": activity_id, "user_id": user_id})
+        if existing is None:
+            raise NotFound("没有该活动的报名", field="activity_id")
+        return await _out(ctx, existing)  # cancelled already: the retry gets the same answer
+    await _give_back(ctx, activity_id, before["status"])
+    await events.emit(
+        ctx, events.SIGNUP_CANCELLED, activity_id=activity_id, user_id=user_id,
+        signup_id=before["_id"], was=before["status"],
+    )  # fmt: skip
+    return SignupOut(id=str(before["_id"]), activity_id=str(activity_id), status="cancelled")
+
+
+async def promote(ctx, activity_id: ObjectId) -> list[ObjectId]:
+    """Fill free seats from the head of the waitlist, in order; returns who was promoted."""
+    promoted: list[ObjectId] = []
+    while await activities.take_seat(ctx, activity_id, by="promotion") is not None:
+        now = ctx.clock.now()
+        record = await _coll(ctx).find_one_and_update(
+            {"activity_id": activity_id, "status": "waitlisted"},
+            {
+                "$set": {"status": "confirmed", "confirmed_at": now, "promoted_at": now},
+                "$unset": {"seq": ""},
+            },
+            sort=[("seq", 1)],
+            return_document=ReturnDocument.AFTER,
+        )
+        if record is None:
+            await activities.adjust_counts(ctx, activity_id, confirmed=-1)
+            break
+        await activities.adjust_counts(ctx, activity_id, waitlist=-1)
+        if await _overlapping(ctx, record["user_id"], record):
+            # They confirmed something at the same time while waiting: the seat goes on.
+            await _coll(ctx).update_one(
+                {"_id": record["_id"]},
+                {"$set": {"status": "cancelled", "cancel_reason": "time_conflict"}},
+            )
+            await activities.adjust_counts(ctx, activity_id, confirmed=-1)
+            await events.emit(
+                ctx, events.SIGNUP_CANCELLED, activity_id=activity_id,
+                user_id=record["user_id"], signup_id=record["_id"], was="waitlisted",
+            )  # fmt: skip
+            continue
+        promoted.append(record["user_id"])
+        await events.emit(
+            ctx, events.WAITLIST_PROMOTED, activity_id=activity_id,
+            user_id=record["user_id"], signup_id=record["_id"],
+        )  # fmt: skip
+    return promoted
+
+
+# -- organisers -------------------------------------------------------------------------------
+
+
+async def decide(
+    ctx, activity_id, user_id: ObjectId, decision: Literal["approve", "reject"]
+) -> SignupOut:
+    """Approve or reject a pending sign-up (manual approval mode)."""
+    activity_id = parse_id(activity_id, "activity_id")
+    record = await _coll(ctx).find_one_and_update(
+        {"activity_id": activity_id, "user_id": user_id, "status": "pending"},
+        {"$set": {"status": "deciding", "updated_at": ctx.clock.now()}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if record is None:
+        raise NotFound("没有待审核的报名", field="user_id")
+    await activities.adjust_counts(ctx, activity_id, pending=-1)
+    if decision == "reject":
+        return await _settle(ctx, record, "rejected", events.SIGNUP_REJECTED)
+    if await activities.take_seat(ctx, activity_id, by="approval") is not None:
+        return await _settle(ctx, record, "confirmed", events.SIGNUP_CONFIRMED)
+    window = await activities.join_waitlist(ctx, activity_id)
+    if window is not None:
+        return await _settle(
+            ctx, record, "waitlisted", events.SIGNUP_WAITLISTED, seq=window["waitlist_seq"]
+        )
+    await _coll(ctx).update_one({"_id": record["_id"]}, {"$set": {"status": "pending"}})
+    await activities.adjust_counts(ctx, activity_id, pending=1)
+    raise await _closed_reason(ctx, activity_id)
+
+
+async def _settle(ctx, record: dict, status: str, event: str, **extra) -> SignupOut:
+    changes = {"status": status, "updated_at": ctx.clock.now(), **extra}
+    if status == "confirmed":
+        changes["confirmed_at"] = ctx.clock.now()
+    record = await _coll(ctx).find_one_and_update(
+        {"_id": record["_id"]}, {"$set": changes}, return_document=ReturnDocument.AFTER
+    )
+    await events.emit(
+        ctx, event, activity_id=record["activity_id"], user_id=record["user_id"],
+        signup_id=record["_id"],
+    )  # fmt: skip
+    return await _out(ctx, record)
+
+
+async def change_capacity(
+    ctx, activity_id, capacity: int, overflow: Literal["refuse", "waitlist"]
+) -> CapacityChange:
+    """Raise or lower capacity. Lowering below the confirmed count is refused, or with
+    overflow="waitlist" moves the most recently confirmed to the head of the waitlist."""
+    activity_id = parse_id(activity_id, "activity_id")
+    doc = await activities.set_capacity(
+        ctx, activity_id, capacity, min_confirmed=overflow == "refuse"
+    )
+    moved: list[ObjectId] = []
+    excess = doc["confirmed_count"] - capacity
+    if excess > 0:
+        newest = (
+            await _coll(ctx)
+            .find({"activity_id": activity_id, "status": "confirmed"})
+            .sort([("confirmed_at", -1), ("_id", -1)])
+            .to_list(excess)
+        )
+        front = await activities.front_of_waitlist(ctx, activity_id, len(newest))
+        # The earliest confirmed of those moved keeps the best place.
+        for seq, record in enumerate(reversed(newest), start=front):
+            changed = await _coll(ctx).update_one(
+                {"_id": record["_id"], "status": "confirmed"},
+                {"$set": {"status": "waitlisted", "seq": seq, "updated_at": ctx.clock.now()}},
+            )
+            if changed.modified_count:
+                await activities.adjust_counts(ctx, activity_id, confirmed=-1, waitlist=1)
+                moved.append(record["user_id"])
+                await events.emit(
+                    ctx, events.MOVED_TO_WAITLIST, activity_id=activity_id,
+                    user_id=record["user_id"], signup_id=record["_id"],
+                )  # fmt: skip
+    promoted = await promote(ctx, activity_id)
+    return CapacityChange(
+        capacity=capacity,
+        moved_to_waitlist=[str(u) for u in moved],
+        promoted=[str(u) for u in promoted],
+    )
+
+
+async def cancel_activity(ctx, activity_id, *, reason: str | None) -> str:
+    """Cancel an activity: every sign-up ends and everyone who had one is told."""
+    activity_id = parse_id(activity_id, "activity_id")
+    if not await activities.mark_cancelled(ctx, activity_id, reason=reason):
+        return "cancelled"
+    affected = (
+        await _coll(ctx)
+        .find({"activity_id": activity_id, "status": {"$in": list(ACTIVE)}}, {"user_id": 1})
+        .to_list(None)
+    )
+    await _coll(ctx).update_many(
+        {"activity_id": activity_id, "status": {"$in": list(ACTIVE)}},
+        {
+            "$set": {
+                "status": "cancelled",
+                "cancel_reason": "activity_cancelled",
+                "cancelled_at": ctx.clock.now(),
+            },
+            "$unset": {"seq": ""},
+        },
+    )
+    await events.emit(
+        ctx, events.ACTIVITY_CANCELLED, activity_id=activity_id, reason=reason,
+        user_ids=[r["user_id"] for r in affected],
+    )  # fmt: skip
+    return "cancelled"
+
+
+async def roster(ctx, activity_id) -> Roster:
+    activity_id = parse_id(activity_id, "activity_id")
+    records = (
+        await _coll(ctx)
+        .find({"activity_id": activity_id, "status": {"$in": list(ACTIVE)}})
+        .sort([("seq", 1), ("created_at", 1)])
+        .to_list(None)
+    )
+    people = await identity.briefs(ctx, [r["user_id"] for r in records])
+
+    def entry(r: dict) -> RosterEntry:
+        brief = people.get(r["user_id"], {})
+        return RosterEntry(
+            user_id=str(r["user_id"]),
+            real_name=brief.get("real_name"),
+            phone_masked=brief.get("phone_masked"),
+            signed_up_at=r["created_at"],
+        )
+
+    waiting = [r for r in records if r["status"] == "waitlisted"]
+    return Roster(
+        confirmed=[entry(r) for r in records if r["status"] == "confirmed"],
+        waitlist=[
+            WaitlistEntry(
+                user_id=str(r["user_id"]),
+                position=i,
+                real_name=people.get(r["user_id"], {}).get("real_name"),
+            )
+            for i, r in enumerate(waiting, start=1)
+        ],
+        pending=[entry(r) for r in records if r["status"] == "pending"],
+    )
+
+
+async def my_signups(ctx, user_id: ObjectId, cursor: str | None, limit: int = DEFAULT_LIMIT):
+    query: dict = {"user_id": user_id}
+    if position := decode_cursor(cursor):
+        query["_id"] = {"$lt": parse_id(position.get("i"), "cursor")}
+    records = await _coll(ctx).find(query).sort([("_id", -1)]).to_list(limit + 1)
+    titles = await activities.titles(ctx, [r["activity_id"] for r in records[:limit]])
+    items = [
+        MySignup(
+            id=str(r["_id"]),
+            activity_id=str(r["activity_id"]),
+            title=titles.get(r["activity_id"], ""),
+            starts_at=r["starts_at"],
+            ends_at=r["ends_at"],
+            status=r["status"],
+            waitlist_position=await _position(ctx, r) if r["status"] == "waitlisted" else None,
+        )
+        for r in records[:limit]
+    ]
+    more = len(records) > limit
+    return MySignupPage(
+        items=items,
+        next_cursor=encode_cursor({"i": str(records[limit - 1]["_id"])}) if more else None,
+    )
+
+
+async def reconcile(ctx, activity_id: ObjectId) -> dict[str, int]:
+    """Recount an activity's counters from the records (after a crash mid-sign-up)."""
+    counts = {"confirmed": 0, "waitlist": 0, "pending": 0}
+    async for record in _coll(ctx).find({"activity_id": activity_id}, {"status": 1}):
+        if record["status"] in COUNTER_OF:
+            counts[COUNTER_OF[record["status"]]] += 1
+    await activities.set_counts(ctx, activity_id, counts)
+    await promote(ctx, activity_id)
+    return counts
+
+
+async def roster_workbook(ctx, activity_id) -> bytes:
+    """The roster as an .xlsx file (built in an executor)."""
+    current = await roster(ctx, activity_id)
+    title = (await activities.get_doc(ctx, activity_id))["title"]
+    confirmed = Sheet(
+        "已确认",
+        ["序号", "用户ID", "姓名", "手机号", "报名时间"],
+        [
+            [i, e.user_id, e.real_name or "", e.phone_masked or "", e.signed_up_at]
+            for i, e in enumerate(current.confirmed, start=1)
+        ],
+    )
+    waitlist = Sheet(
+        "候补",
+        ["候补顺位", "用户ID", "姓名"],
+        [[e.position, e.user_id, e.real_name or ""] for e in current.waitlist],
+    )
+    pending = Sheet(
+        "待审核",
+        ["序号", "用户ID", "姓名", "手机号", "报名时间"],
+        [
+            [i, e.user_id, e.real_name or "", e.phone_masked or "", e.signed_up_at]
+            for i, e in enumerate(current.pending, start=1)
+        ],
+    )
+    summary = Sheet("概况", ["活动", "已确认", "候补", "待审核"], [
+        [title, len(current.confirmed), len(current.waitlist), len(current.pending)]
+    ])  # fmt: skip
+    return await ctx.run_blocking(workbook, [summary, confirmed, waitlist, pending])

@@ -1,0 +1,324 @@
+"""Sign-up under real concurrency: never oversold, fair waitlists, one record per person."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import timedelta
+
+import openpyxl
+import pytest
+from bson import ObjectId
+
+from server.domain import activities, identity, orgs, signups
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def _volunteers(ctx, n: int, prefix: str = "v") -> list[tuple[ObjectId, dict]]:
+    people = []
+    for i in range(n):
+        user_id = await identity.ensure_user(ctx, f"o_{prefix}{i}")
+        token, _ = identity.issue_access_token(ctx, user_id, f"o_{prefix}{i}")
+        people.append((user_id, {"Authorization": f"Bearer {token}"}))
+    return people
+
+
+@pytest.fixture
+async def organiser(ctx, login):
+    root = await orgs.create_org(ctx, "省科协", "province", None)
+    team = await orgs.create_org(ctx, "科普志愿服务队", "team", root)
+    session = await login("o_organiser")
+    await orgs.grant_role(ctx, ObjectId(session.user_id), "team_leader", team)
+    return session, team
+
+
+@pytest.fixture
+def make_activity(ctx, http, organiser):
+    session, team = organiser
+
+    async def make(*, capacity=50, starts_in_h=48, hours=3, publish=True, **extra) -> str:
+        start = ctx.clock.now() + timedelta(hours=starts_in_h)
+        body = {
+            "title": extra.pop("title", "走进科技馆"),
+            "description": "带领小学生参观科技馆",
+            "org_id": str(team),
+            "starts_at": start.isoformat(),
+            "ends_at": (start + timedelta(hours=hours)).isoformat(),
+            "capacity": capacity,
+            "location": {"lng": 113.65, "lat": 34.76},
+            **extra,
+        }
+        created = await http.post("/api/v1/activities", json=body, headers=session.headers)
+        assert created.status_code == 201, created.text
+        activity_id = created.json()["id"]
+        if publish:
+            published = await http.post(
+                f"/api/v1/activities/{activity_id}/publish", headers=session.headers
+            )
+            assert published.json() == {"status": "published"}, published.text
+        return activity_id
+
+    return make
+
+
+async def _sign_up(http, activity_id, headers):
+    return await http.post(f"/mp/v1/activities/{activity_id}/signup", headers=headers)
+
+
+async def test_300_at_once_for_50_seats(ctx, http, make_activity, organiser):
+    activity_id = await make_activity(capacity=50)
+    people = await _volunteers(ctx, 300)
+    answers = await asyncio.gather(*[_sign_up(http, activity_id, h) for _, h in people])
+    assert all(a.status_code == 201 for a in answers), {a.status_code for a in answers}
+    statuses = [a.json()["status"] for a in answers]
+    assert statuses.count("confirmed") == 50
+    assert statuses.count("waitlisted") == 250
+
+    roster = (
+        await http.get(f"/api/v1/activities/{activity_id}/roster", headers=organiser[0].headers)
+    ).json()
+    assert len(roster["confirmed"]) == 50
+    assert [w["position"] for w in roster["waitlist"]] == list(range(1, 251))
+    assert len({w["user_id"] for w in roster["waitlist"]}) == 250
+    doc = await activities.get_doc(ctx, activity_id)
+    assert (doc["confirmed_count"], doc["waitlist_count"]) == (50, 250)
+    assert await ctx.db.signups.count_documents({"activity_id": ObjectId(activity_id)}) == 300
+
+    # 20 confirmed volunteers leave at once: exactly the first 20 waiting move up, in order.
+    confirmed_ids = {e["user_id"] for e in roster["confirmed"]}
+    leaving = [h for uid, h in people if str(uid) in confirmed_ids][:20]
+    head = [w["user_id"] for w in roster["waitlist"][:20]]
+    left = await asyncio.gather(
+        *[http.delete(f"/mp/v1/activities/{activity_id}/signup", headers=h) for h in leaving]
+    )
+    assert all(a.json()["status"] == "cancelled" for a in left)
+    after = (
+        await http.get(f"/api/v1/activities/{activity_id}/roster", headers=organiser[0].headers)
+    ).json()
+    now_confirmed = {e["user_id"] for e in after["confirmed"]}
+    assert len(now_confirmed) == 50
+    assert set(head) <= now_confirmed
+    assert [w["user_id"] for w in after["waitlist"]] == [
+        w["user_id"] for w in roster["waitlist"][20:]
+    ]
+    assert [w["position"] for w in after["waitlist"]] == list(range(1, 231))
+    promoted = (
+        await ctx.db.signups.find(
+            {"activity_id": ObjectId(activity_id), "promoted_at": {"$exists": True}}
+        )
+        .sort("promoted_at", 1)
+        .to_list(None)
+    )
+    assert sorted(str(p["user_id"]) for p in promoted) == sorted(head)
+
+
+async def test_the_same_volunteer_ten_times_at_once_gets_one_record(ctx, http, make_activity):
+    activity_id = await make_activity(capacity=5)
+    [(user_id, headers)] = await _volunteers(ctx, 1)
+    answers = await asyncio.gather(*[_sign_up(http, activity_id, headers) for _ in range(10)])
+    assert sorted(a.status_code for a in answers) == [200] * 9 + [201]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert {a.json()["status"] for a in answers} == {"confirmed"}
+    assert await ctx.db.signups.count_documents({"user_id": user_id}) == 1
+    doc = await activities.get_doc(ctx, activity_id)
+    assert doc["confirmed_count"] == 1 and doc["waitlist_count"] == 0
+
+
+async def test_idempotency_key_replays_the_first_answer(ctx, http, make_activity):
+    activity_id = await make_activity(capacity=5)
+    [(_, headers)] = await _volunteers(ctx, 1)
+    keyed = {**headers, "Idempotency-Key": "tap-1"}
+    first = await _sign_up(http, activity_id, keyed)
+    again = await _sign_up(http, activity_id, keyed)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+
+
+async def test_full_without_waitlist_is_refused_and_changes_nothing(ctx, http, make_activity):
+    activity_id = await make_activity(capacity=1, waitlist=False)
+    (_, ha), (b, hb) = await _volunteers(ctx, 2)
+    assert (await _sign_up(http, activity_id, ha)).json()["status"] == "confirmed"
+    refused = await _sign_up(http, activity_id, hb)
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "activity_full"
+    assert await ctx.db.signups.count_documents({"user_id": b}) == 0
+    assert (await activities.get_doc(ctx, activity_id))["confirmed_count"] == 1
+
+
+async def test_sign_up_closes_at_the_deadline(ctx, http, make_activity):
+    start_in = 48
+    deadline = (ctx.clock.now() + timedelta(hours=24)).isoformat()
+    activity_id = await make_activity(starts_in_h=start_in, signup_deadline=deadline)
+    draft = await make_activity(publish=False)
+    [(_, early)] = await _volunteers(ctx, 1, "early")
+    assert (await _sign_up(http, activity_id, early)).status_code == 201
+    ctx.clock.advance(25 * 3600)
+    [(_, late)] = await _volunteers(ctx, 1, "late")
+    closed = await _sign_up(http, activity_id, late)
+    assert closed.status_code == 409
+    assert closed.json()["error"]["code"] == "signup_closed"
+    assert (await _sign_up(http, draft, late)).status_code == 404
+
+
+async def test_overlapping_activities_conflict(ctx, http, make_activity):
+    morning = await make_activity(starts_in_h=48, hours=3)
+    overlapping = await make_activity(starts_in_h=50, hours=3)
+    later = await make_activity(starts_in_h=51, hours=2)
+    [(user_id, headers)] = await _volunteers(ctx, 1)
+    assert (await _sign_up(http, morning, headers)).json()["status"] == "confirmed"
+    conflict = await _sign_up(http, overlapping, headers)
+    assert conflict.status_code == 409
+    assert conflict.json()["error"]["code"] == "time_conflict"
+    assert await ctx.db.signups.count_documents({"user_id": user_id}) == 1
+    assert (await activities.get_doc(ctx, overlapping))["confirmed_count"] == 0
+    assert (await _sign_up(http, later, headers)).json()["status"] == "confirmed"
+
+
+async def test_overlapping_sign_ups_at_once_never_both_stand(ctx, http, make_activity):
+    first = await make_activity(starts_in_h=48, hours=3)
+    second = await make_activity(starts_in_h=49, hours=3)
+    [(user_id, headers)] = await _volunteers(ctx, 1)
+    await asyncio.gather(_sign_up(http, first, headers), _sign_up(http, second, headers))
+    assert await ctx.db.signups.count_documents({"user_id": user_id, "status": "confirmed"}) <= 1
+
+
+async def test_manual_approval(ctx, http, make_activity, organiser):
+    activity_id = await make_activity(capacity=1, approval="manual")
+    (a, ha), (b, hb), (c, hc) = await _volunteers(ctx, 3)
+    for headers in (ha, hb, hc):
+        assert (await _sign_up(http, activity_id, headers)).json()["status"] == "pending"
+    staff = organiser[0].headers
+    base = f"/api/v1/activities/{activity_id}/signups"
+    approved = await http.post(f"{base}/{a}/approve", headers=staff)
+    assert approved.json()["status"] == "confirmed"
+    waiting = await http.post(f"{base}/{b}/approve", headers=staff)
+    assert waiting.json()["status"] == "waitlisted"
+    assert waiting.json()["waitlist_position"] == 1
+    rejected = await http.post(f"{base}/{c}/reject", headers=staff)
+    assert rejected.json()["status"] == "rejected"
+    assert (await http.post(f"{base}/{c}/approve", headers=staff)).status_code == 404
+    doc = await activities.get_doc(ctx, activity_id)
+    assert (doc["confirmed_count"], doc["waitlist_count"], doc["pending_count"]) == (1, 1, 0)
+    repeat = await _sign_up(http, activity_id, ha)
+    assert (repeat.status_code, repeat.json()["status"]) == (200, "confirmed")
+
+
+async def test_capacity_changes(ctx, http, make_activity, organiser):
+    activity_id = await make_activity(capacity=3)
+    people = await _volunteers(ctx, 5)
+    for _, headers in people:
+        await _sign_up(http, activity_id, headers)
+    staff = organiser[0].headers
+    url = f"/api/v1/activities/{activity_id}/capacity"
+
+    raised = await http.post(url, json={"capacity": 4}, headers=staff)
+    assert raised.json()["promoted"] == [str(people[3][0])]
+
+    refused = await http.post(url, json={"capacity": 2}, headers=staff)
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "capacity_below_confirmed"
+    assert (await activities.get_doc(ctx, activity_id))["capacity"] == 4
+
+    lowered = await http.post(url, json={"capacity": 2, "overflow": "waitlist"}, headers=staff)
+    assert lowered.status_code == 200
+    moved = lowered.json()["moved_to_waitlist"]
+    assert moved == [str(people[2][0]), str(people[3][0])]  # the two confirmed last
+    roster = (await http.get(f"/api/v1/activities/{activity_id}/roster", headers=staff)).json()
+    assert [w["user_id"] for w in roster["waitlist"]] == [*moved, str(people[4][0])]
+    assert len(roster["confirmed"]) == 2
+
+
+async def test_cancelling_the_activity_ends_every_sign_up(ctx, http, make_activity, organiser):
+    from server.domain import events
+
+    told = []
+
+    async def listen(ctx, kind, **payload):
+        told.extend(payload["user_ids"])
+
+    events.subscribe(events.ACTIVITY_CANCELLED, listen)
+    activity_id = await make_activity(capacity=2)
+    people = await _volunteers(ctx, 3)
+    for _, headers in people:
+        await _sign_up(http, activity_id, headers)
+    staff = organiser[0].headers
+    cancelled = await http.post(
+        f"/api/v1/activities/{activity_id}/cancel", json={"reason": "暴雨"}, headers=staff
+    )
+    assert cancelled.json() == {"status": "cancelled"}
+    assert sorted(told) == sorted(uid for uid, _ in people)
+    assert await ctx.db.signups.count_documents({"status": {"$ne": "cancelled"}}) == 0
+    again = await _sign_up(http, activity_id, people[0][1])
+    assert again.json()["error"]["code"] == "signup_closed"
+    mine = await http.get("/mp/v1/me/signups", headers=people[0][1])
+    assert mine.json()["items"][0]["status"] == "cancelled"
+
+
+async def test_discovery_near_me_and_paging(ctx, http, make_activity):
+    near = await make_activity(location={"lng": 113.66, "lat": 34.76}, tags=["天文"])
+    far = await make_activity(location={"lng": 114.30, "lat": 34.80})
+    await make_activity(publish=False)
+    [(_, headers)] = await _volunteers(ctx, 1)
+    found = await http.get(
+        "/mp/v1/activities", params={"near": "113.65,34.76", "radius_km": 5}, headers=headers
+    )
+    items = found.json()["items"]
+    assert [i["id"] for i in items] == [near]
+    assert 0.5 < items[0]["distance_km"] < 1.5
+    wide = await http.get(
+        "/mp/v1/activities", params={"near": "113.65,34.76", "radius_km": 100}, headers=headers
+    )
+    assert [i["id"] for i in wide.json()["items"]] == [near, far]
+    tagged = await http.get("/mp/v1/activities", params={"tag": "天文"}, headers=headers)
+    assert [i["id"] for i in tagged.json()["items"]] == [near]
+
+    ids = [await make_activity(starts_in_h=60 + i) for i in range(5)]
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 3} | ({"cursor": cursor} if cursor else {})
+        page = (await http.get("/mp/v1/activities", params=params, headers=headers)).json()
+        seen += [i["id"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen[-5:] == ids and len(seen) == len(set(seen)) == 7
+    bad = await http.get("/mp/v1/activities", params={"cursor": "%%%"}, headers=headers)
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "cursor"
+
+
+async def test_risky_content_is_not_published(ctx, http, make_activity, organiser):
+    activity_id = await make_activity(publish=False, title="赌博科普")
+    refused = await http.post(
+        f"/api/v1/activities/{activity_id}/publish", headers=organiser[0].headers
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "content_rejected"
+    assert (await activities.get_doc(ctx, activity_id))["status"] == "draft"
+
+
+async def test_roster_exports_as_a_workbook(ctx, http, make_activity, organiser):
+    activity_id = await make_activity(capacity=1)
+    for _, headers in await _volunteers(ctx, 2):
+        await _sign_up(http, activity_id, headers)
+    answer = await http.get(
+        f"/api/v1/activities/{activity_id}/roster",
+        params={"format": "xlsx"},
+        headers=organiser[0].headers,
+    )
+    assert answer.status_code == 200
+    book = openpyxl.load_workbook(io.BytesIO(answer.content))
+    assert book.sheetnames == ["概况", "已确认", "候补", "待审核"]
+    assert book["概况"]["B2"].value == 1 and book["概况"]["C2"].value == 1
+    assert book["候补"]["A2"].value == 1
+
+
+async def test_reconcile_recounts_from_records(ctx, make_activity):
+    activity_id = await make_activity(capacity=3)
+    await ctx.db.activities.update_one(
+        {"_id": ObjectId(activity_id)}, {"$set": {"confirmed_count": 2}}
+    )
+    counts = await signups.reconcile(ctx, ObjectId(activity_id))
+    assert counts == {"confirmed": 0, "waitlist": 0, "pending": 0}
+    assert (await activities.get_doc(ctx, activity_id))["confirmed_count"] == 0
