@@ -43,6 +43,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     baidu_ak: str | None = None
     geocoder_timeout_s: PositiveFloat = 10.0
 
+    # Attendance and hours (《志愿服务记录与证明出具办法》: records true, accurate, timely).
+    checkin_early_min: Annotated[int, msgspec.Meta(ge=0, le=240)] = 30
+    checkout_late_min: Annotated[int, msgspec.Meta(ge=0, le=720)] = 60
+    checkin_code_ttl_s: PositiveInt = 12 * 3600
+    hours_rounding: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    min_coverage: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.6
+    star_thresholds: tuple[PositiveFloat, ...] = (100.0, 300.0, 600.0, 1000.0, 1500.0)
+    certificate_issuer: str = "河南省科学技术协会"
+
     # Secrets; when unset they are created once under data_dir (fine for development, set them
     # explicitly in production so every process shares them).
     secret_key: str | None = None

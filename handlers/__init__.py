@@ -1,5 +1,11 @@
 """The staff HTTP API under /api/v1, plus the operational endpoints."""
 
-from handlers import activities, orgs, sites, system
+from handlers import activities, hours, orgs, sites, system
 
-ROUTES = [*system.ROUTES, *orgs.ROUTES, *sites.ROUTES, *activities.ROUTES]
+ROUTES = [
+    *system.ROUTES,
+    *orgs.ROUTES,
+    *sites.ROUTES,
+    *activities.ROUTES,
+    *hours.ROUTES,
+]

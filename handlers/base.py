@@ -57,7 +57,7 @@ MESSAGE_OF_STATUS = {
     503: "服务暂不可用，请稍后重试",
 }
 
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
 
 REQUESTS = Counter(
     "ikepu_http_requests_total", "HTTP requests by route and status", ["route", "method", "status"]
@@ -306,8 +306,8 @@ def _validation_error(exc: msgspec.ValidationError, where: str) -> InvalidReques
     text = str(exc)
     reason, _, path = text.partition(" - at `$")
     parts = [p for p in [path.rstrip("`").lstrip(".")] if p]
-    if unknown := _UNKNOWN_FIELD.search(reason):
-        parts.append(unknown.group(1))
+    if named := _NAMED_FIELD.search(reason):
+        parts.append(named.group(1))
     field = ".".join(parts) or None
     prefix = f"字段 {field}: " if field else ""
     return InvalidRequest(f"{prefix}{reason}", field=field)

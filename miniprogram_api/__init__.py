@@ -1,5 +1,5 @@
 """The mini-program's HTTP API under /mp/v1."""
 
-from miniprogram_api import activities, auth, me
+from miniprogram_api import activities, auth, hours, me
 
-ROUTES = [*auth.ROUTES, *me.ROUTES, *activities.ROUTES]
+ROUTES = [*auth.ROUTES, *me.ROUTES, *activities.ROUTES, *hours.ROUTES]

@@ -22,7 +22,9 @@ class Clock:
         return time.time() + self._offset_s
 
     def now(self) -> datetime:
-        return datetime.now(UTC) + timedelta(seconds=self._offset_s)
+        # Milliseconds, as MongoDB stores them: what we answer equals what we read back later.
+        now = datetime.now(UTC) + timedelta(seconds=self._offset_s)
+        return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
     def local_now(self) -> datetime:
         return self.now().astimezone(SHANGHAI)

@@ -14,7 +14,7 @@ import pytest
 from bson import ObjectId
 
 from server.app import all_routes
-from server.domain import activities, identity, orgs, signups, sites
+from server.domain import activities, hours, identity, orgs, signups, sites
 
 ROLES = ["volunteer", "team_leader", "site_admin", "dispatcher", "org_admin"]
 
@@ -28,6 +28,7 @@ class World:
     site: str
     someone: str  # a user to grant things to
     activity: str  # in the county, manual approval, with `someone` pending
+    record: str  # a pending hours record of `someone` at the site
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,39 @@ TABLE += [
     ),
 ]
 
+STAFF = frozenset({"org_admin", "dispatcher", "team_leader", "site_admin"})
+
+TABLE += [
+    Row(
+        "GET",
+        _A + "/checkin-code",
+        lambda w: f"/api/v1/activities/{w.activity}/checkin-code",
+        lambda w, n: None,
+        ORGANISERS,
+    ),
+    Row(
+        "GET",
+        r"/api/v1/sites/(?P<site_id>[0-9a-f]{24})/hours",
+        lambda w: f"/api/v1/sites/{w.site}/hours",
+        lambda w, n: None,
+        STAFF,
+    ),
+    Row(
+        "POST",
+        r"/api/v1/hours/confirm",
+        lambda w: "/api/v1/hours/confirm",
+        lambda w, n: {"record_ids": [w.record]},
+        STAFF,
+    ),
+    Row(
+        "POST",
+        r"/api/v1/hours/(?P<record_id>[0-9a-f]{24})/adjust",
+        lambda w: f"/api/v1/hours/{w.record}/adjust",
+        lambda w, n: {"hours": 1.5, "reason": "更正"},
+        STAFF,
+    ),
+]
+
 # Staff routes whose answer depends on who asks but never refuses a signed-in user.
 UNRESTRICTED = {("GET", r"/api/v1/orgs")}
 
@@ -194,8 +228,18 @@ async def world(ctx) -> World:
     )
     await activities.publish(ctx, activity, publisher_openid="o_someone")
     await signups.sign_up(ctx, someone, activity)
+    record = await hours.credit(
+        ctx, user_id=someone, hours=2, org_id=county, site_id=site, source="activity"
+    )
     return World(
-        str(root), str(city), str(county), str(other_city), str(site), str(someone), str(activity)
+        str(root),
+        str(city),
+        str(county),
+        str(other_city),
+        str(site),
+        str(someone),
+        str(activity),
+        str(record),
     )
 
 

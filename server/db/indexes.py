@@ -38,6 +38,23 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("user_id", ASCENDING), ("status", ASCENDING), ("starts_at", ASCENDING)]),
         IndexModel([("user_id", ASCENDING), ("_id", ASCENDING)]),
     ],
+    "hours_ledger": [
+        IndexModel(
+            [("user_id", ASCENDING), ("activity_id", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"kind": "credit"},
+            name="one_credit_per_activity",
+        ),
+        IndexModel([("user_id", ASCENDING), ("status", ASCENDING)]),
+        IndexModel([("ref", ASCENDING)], sparse=True),
+        IndexModel([("site_id", ASCENDING), ("kind", ASCENDING), ("status", ASCENDING)]),
+    ],
+    "hours_disputes": [IndexModel([("record_id", ASCENDING), ("status", ASCENDING)])],
+    "attendance": [
+        IndexModel([("activity_id", ASCENDING), ("user_id", ASCENDING)], unique=True),
+        IndexModel([("status", ASCENDING), ("ends_at", ASCENDING)]),
+    ],
+    "certificates": [IndexModel([("user_id", ASCENDING)])],
     "sites": [
         IndexModel([("org_id", ASCENDING)]),
         IndexModel([("admin_ids", ASCENDING)]),

@@ -417,6 +417,13 @@ async def cancel_activity(ctx, activity_id, *, reason: str | None) -> str:
     return "cancelled"
 
 
+async def is_confirmed(ctx, activity_id: ObjectId, user_id: ObjectId) -> bool:
+    found = await _coll(ctx).find_one(
+        {"activity_id": activity_id, "user_id": user_id, "status": "confirmed"}, {"_id": 1}
+    )
+    return found is not None
+
+
 async def roster(ctx, activity_id) -> Roster:
     activity_id = parse_id(activity_id, "activity_id")
     records = (

@@ -1,0 +1,80 @@
+"""Volunteers' attendance and hours: check in and out on site, my hours, disputes, certificate."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from handlers.api import operation
+from handlers.base import BaseHandler
+from server.domain import attendance, certificates, hours
+
+
+class DisputeRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(min_length=2, max_length=500)]
+
+
+class Disputed(msgspec.Struct):
+    status: str
+
+
+class CheckinHandler(BaseHandler):
+    @operation(
+        "Check in on site with the phone's location (and the scanned code)",
+        body=attendance.CheckinRequest,
+        response=attendance.CheckedIn,
+        errors=(404, 409, 422),
+        idempotent=True,
+    )
+    async def post(self, activity_id: str) -> None:
+        self.reply(await attendance.check_in(self.ctx, self.user_id, activity_id, self.body))
+
+
+class CheckoutHandler(BaseHandler):
+    @operation(
+        "Check out: the hours served become a pending record for the site to confirm",
+        body=attendance.CheckoutRequest,
+        response=attendance.CheckedOut,
+        errors=(404, 409, 422),
+        idempotent=True,
+    )
+    async def post(self, activity_id: str) -> None:
+        self.reply(await attendance.check_out(self.ctx, self.user_id, activity_id, self.body))
+
+
+class MyHoursHandler(BaseHandler):
+    @operation("My confirmed and pending hours, star level and records", response=hours.MyHours)
+    async def get(self) -> None:
+        self.reply(await hours.my_hours(self.ctx, self.user_id))
+
+
+class DisputeHandler(BaseHandler):
+    @operation(
+        "Report an error in one of my records; the organiser is asked to check it",
+        body=DisputeRequest,
+        response=Disputed,
+        status=201,
+        errors=(404, 409),
+    )
+    async def post(self, record_id: str) -> None:
+        await hours.dispute(self.ctx, self.user_id, record_id, self.body.reason)
+        self.reply(Disputed(status="open"))
+
+
+class CertificateHandler(BaseHandler):
+    @operation("My 志愿服务记录证明 as a PDF", content_type="application/pdf", errors=(404,))
+    async def get(self) -> None:
+        pdf = await certificates.issue(self.ctx, self.user_id)
+        self.set_header("Content-Disposition", 'inline; filename="certificate.pdf"')
+        self._send(200, pdf, "application/pdf")
+
+
+_ID = "[0-9a-f]{24}"
+ROUTES = [
+    (rf"/mp/v1/activities/(?P<activity_id>{_ID})/checkin", CheckinHandler),
+    (rf"/mp/v1/activities/(?P<activity_id>{_ID})/checkout", CheckoutHandler),
+    (r"/mp/v1/me/hours", MyHoursHandler),
+    (rf"/mp/v1/hours/(?P<record_id>{_ID})/dispute", DisputeHandler),
+    (r"/mp/v1/me/certificate", CertificateHandler),
+]

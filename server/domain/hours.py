@@ -1,0 +1,278 @@
+"""The hours ledger: service hours as append-only entries, totals always derived from it.
+
+Owns `hours_ledger` and `hours_disputes`. A credit enters as pending; the site (or the
+organiser) confirms it, the only change a credit itself ever sees. Every later correction is a
+new entry pointing at the credit: an adjustment (with a reason) or a reversal. A credit's value
+is its hours plus its corrections; a volunteer's total is the sum of those values.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from bson import ObjectId
+from pymongo import ReturnDocument
+
+from server.db import aggregate
+from server.domain import events, orgs, sites
+from server.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from server.domain.ids import parse_id
+from server.domain.paging import DEFAULT_LIMIT, decode_cursor, encode_cursor
+
+Source = Literal["activity", "caravan"]
+ORGANISERS = {"team_leader", "dispatcher"}
+HOURS_CONFIRMED = "hours_confirmed"
+HOURS_DISPUTED = "hours_disputed"
+
+
+class HoursRecord(msgspec.Struct):
+    record_id: str
+    user_id: str
+    activity_id: str | None
+    site_id: str | None
+    hours: float
+    status: str
+    source: str
+    credited_at: datetime
+
+
+class HoursPage(msgspec.Struct):
+    items: list[HoursRecord]
+    next_cursor: str | None
+
+
+class MyHours(msgspec.Struct):
+    confirmed_hours: float
+    pending_hours: float
+    star: int
+    records: list[HoursRecord]
+
+
+class Adjustment(msgspec.Struct, forbid_unknown_fields=True):
+    hours: Annotated[float, msgspec.Meta(ge=0, le=24 * 31)]
+    reason: Annotated[str, msgspec.Meta(min_length=2, max_length=500)]
+
+
+def _ledger(ctx):
+    return ctx.db["hours_ledger"]
+
+
+def star_of(ctx, confirmed_hours: float) -> int:
+    return sum(1 for threshold in ctx.settings.star_thresholds if confirmed_hours >= threshold)
+
+
+async def credit(
+    ctx,
+    *,
+    user_id: ObjectId,
+    hours: float,
+    org_id: ObjectId,
+    source: Source,
+    activity_id: ObjectId | None = None,
+    site_id: ObjectId | None = None,
+    basis: dict | None = None,
+    by: ObjectId | None = None,
+) -> ObjectId:
+    """A pending credit. One credit per (user, activity): a repeat returns the existing one."""
+    if hours <= 0:
+        raise InvalidRequest("时长须大于 0", field="hours")
+    now = ctx.clock.now()
+    key = {"user_id": user_id, "activity_id": activity_id, "kind": "credit"}
+    doc = await _ledger(ctx).find_one_and_update(
+        key,
+        {
+            "$setOnInsert": {
+                "hours": hours,
+                "status": "pending",
+                "org_id": org_id,
+                "site_id": site_id,
+                "source": source,
+                "basis": basis or {},
+                "by": by,
+                "at": now,
+            }
+        },
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
+    return doc["_id"]
+
+
+async def _values(ctx, credit_ids: list[ObjectId]) -> dict[ObjectId, float]:
+    """Each credit's current value: its hours plus every correction pointing at it."""
+    rows = await aggregate(
+        _ledger(ctx),
+        [
+            {"$match": {"$or": [{"_id": {"$in": credit_ids}}, {"ref": {"$in": credit_ids}}]}},
+            {"$group": {"_id": {"$ifNull": ["$ref", "$_id"]}, "hours": {"$sum": "$hours"}}},
+        ],
+    )
+    return {row["_id"]: round(row["hours"], 2) for row in rows}
+
+
+async def _records(ctx, credits: list[dict]) -> list[HoursRecord]:
+    values = await _values(ctx, [c["_id"] for c in credits])
+    return [
+        HoursRecord(
+            record_id=str(c["_id"]),
+            user_id=str(c["user_id"]),
+            activity_id=str(c["activity_id"]) if c.get("activity_id") else None,
+            site_id=str(c["site_id"]) if c.get("site_id") else None,
+            hours=values.get(c["_id"], c["hours"]),
+            status=c["status"],
+            source=c["source"],
+            credited_at=c["at"],
+        )
+        for c in credits
+    ]
+
+
+async def totals(ctx, user_id: ObjectId) -> tuple[float, float]:
+    """(confirmed, pending) hours of a volunteer, summed from the ledger."""
+    rows = await aggregate(
+        _ledger(ctx),
+        [
+            {"$match": {"user_id": user_id}},
+            {"$group": {"_id": "$status", "hours": {"$sum": "$hours"}}},
+        ],
+    )
+    by_status = {row["_id"]: row["hours"] for row in rows}
+    return round(by_status.get("confirmed", 0.0), 2), round(by_status.get("pending", 0.0), 2)
+
+
+async def my_hours(ctx, user_id: ObjectId) -> MyHours:
+    confirmed, pending = await totals(ctx, user_id)
+    credits = (
+        await _ledger(ctx)
+        .find({"user_id": user_id, "kind": "credit"})
+        .sort([("at", -1)])
+        .to_list(200)
+    )
+    return MyHours(
+        confirmed_hours=confirmed,
+        pending_hours=pending,
+        star=star_of(ctx, confirmed),
+        records=await _records(ctx, credits),
+    )
+
+
+async def _may_confirm(ctx, user_id: ObjectId, credit: dict) -> bool:
+    """The site's admin, or an organiser of the organisation that ran it."""
+    if credit.get("site_id"):
+        site = await sites.get_site_doc(ctx, credit["site_id"])
+        if await sites.is_site_admin(ctx, user_id, site):
+            return True
+    return await orgs.holds_role(ctx, user_id, credit["org_id"], ORGANISERS)
+
+
+async def confirm(ctx, by: ObjectId, record_ids: list[str]) -> int:
+    """Confirm pending credits in one call (a whole roster). All or nothing on permission;
+    already confirmed ones are skipped, so a repeat or a concurrent confirmation counts once."""
+    ids = list(dict.fromkeys(parse_id(r, "record_ids") for r in record_ids))
+    credits = await _ledger(ctx).find({"_id": {"$in": ids}, "kind": "credit"}).to_list(None)
+    if len(credits) != len(ids):
+        raise NotFound("部分时长记录不存在", field="record_ids")
+    checked: dict[tuple, bool] = {}
+    for c in credits:
+        scope = (c.get("site_id"), c["org_id"])
+        if scope not in checked:
+            checked[scope] = await _may_confirm(ctx, by, c)
+        if not checked[scope]:
+            raise Forbidden("只有站点管理员或活动组织方可以确认时长")
+    now = ctx.clock.now()
+    # Corrections made while pending follow their credit into the confirmed total.
+    await _ledger(ctx).update_many(
+        {"ref": {"$in": ids}, "status": "pending"},
+        {"$set": {"status": "confirmed"}},
+    )
+    result = await _ledger(ctx).update_many(
+        {"_id": {"$in": ids}, "status": "pending"},
+        {"$set": {"status": "confirmed", "confirmed_by": by, "confirmed_at": now}},
+    )
+    if result.modified_count:
+        users = sorted({c["user_id"] for c in credits})
+        await events.emit(ctx, HOURS_CONFIRMED, user_ids=users, record_ids=ids)
+    return result.modified_count
+
+
+async def adjust(ctx, by: ObjectId, record_id, change: Adjustment) -> HoursRecord:
+    """Set a credit to a new value through a new entry; the credit itself stays as it was."""
+    record_id = parse_id(record_id, "record_id")
+    credit = await _ledger(ctx).find_one({"_id": record_id, "kind": "credit"})
+    if credit is None:
+        raise NotFound("时长记录不存在", field="record_id")
+    if not await _may_confirm(ctx, by, credit):
+        raise Forbidden("只有站点管理员或活动组织方可以更正时长")
+    current = (await _values(ctx, [record_id]))[record_id]
+    delta = round(change.hours - current, 2)
+    if delta:
+        await _ledger(ctx).insert_one(
+            {
+                "kind": "reversal" if change.hours == 0 else "adjustment",
+                "ref": record_id,
+                "user_id": credit["user_id"],
+                "org_id": credit["org_id"],
+                "site_id": credit.get("site_id"),
+                "activity_id": credit.get("activity_id"),
+                "source": credit["source"],
+                "hours": delta,
+                "status": credit["status"],
+                "reason": change.reason,
+                "by": by,
+                "at": ctx.clock.now(),
+            }
+        )
+    [record] = await _records(ctx, [credit])
+    return record
+
+
+async def site_records(
+    ctx, site_id, status: str | None, cursor: str | None, limit: int = DEFAULT_LIMIT
+) -> HoursPage:
+    query: dict = {"site_id": parse_id(site_id, "site_id"), "kind": "credit"}
+    if status:
+        query["status"] = status
+    if position := decode_cursor(cursor):
+        query["_id"] = {"$gt": parse_id(position.get("i"), "cursor")}
+    credits = await _ledger(ctx).find(query).sort([("_id", 1)]).to_list(limit + 1)
+    more = len(credits) > limit
+    return HoursPage(
+        items=await _records(ctx, credits[:limit]),
+        next_cursor=encode_cursor({"i": str(credits[limit - 1]["_id"])}) if more else None,
+    )
+
+
+async def dispute(ctx, user_id: ObjectId, record_id, reason: str) -> None:
+    """A volunteer reports an error in their record; the organiser must check it."""
+    record_id = parse_id(record_id, "record_id")
+    credit = await _ledger(ctx).find_one({"_id": record_id, "kind": "credit", "user_id": user_id})
+    if credit is None:
+        raise NotFound("时长记录不存在", field="record_id")
+    open_dispute = await ctx.db["hours_disputes"].find_one(
+        {"record_id": record_id, "status": "open"}
+    )
+    if open_dispute is not None:
+        raise Conflict("该记录已有待处理的异议", code="dispute_open")
+    await ctx.db["hours_disputes"].insert_one(
+        {
+            "record_id": record_id,
+            "user_id": user_id,
+            "org_id": credit["org_id"],
+            "reason": reason,
+            "status": "open",
+            "at": ctx.clock.now(),
+        }
+    )
+    await events.emit(ctx, HOURS_DISPUTED, record_id=record_id, org_id=credit["org_id"])
+
+
+async def confirmed_credits(ctx, user_id: ObjectId) -> list[HoursRecord]:
+    credits = (
+        await _ledger(ctx)
+        .find({"user_id": user_id, "kind": "credit", "status": "confirmed"})
+        .sort([("at", 1)])
+        .to_list(None)
+    )
+    return [r for r in await _records(ctx, credits) if r.hours > 0]
