@@ -27,6 +27,9 @@ MOVED_TO_WAITLIST = "moved_to_waitlist"
 ACTIVITY_PUBLISHED = "activity_published"
 ACTIVITY_CHANGED = "activity_changed"
 ACTIVITY_CANCELLED = "activity_cancelled"
+VISIT_SCHEDULED = "visit_scheduled"
+"""A caravan visit was published as an activity: request_id, site_id, activity_id, caravan_id,
+plan_id. The site's admins are to be told (reminders hook in here)."""
 
 _subscribers: dict[str, list[Subscriber]] = defaultdict(list)
 

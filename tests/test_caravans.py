@@ -1,0 +1,465 @@
+"""科普大篷车 end to end: depots, caravans and requests over HTTP, plans solved in the process
+pool and checked from the stored plan alone, pins across a re-plan, publishing once, trip logs
+confirmed by the site, crew hours, KPIs, and a big plan that never blocks the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from datetime import date, datetime, timedelta
+
+import pytest
+from bson import ObjectId
+
+from server.clock import SHANGHAI
+from server.domain import activities, caravans, events, hours, orgs, planning, signups, sites
+
+DEPOT = (113.805468, 35.462312)  # 辉县市
+H = 3600
+
+
+@pytest.fixture
+def settings_overrides():
+    return {"access_token_ttl_s": 60 * 86400}
+
+
+def offset(east_km: float, north_km: float, origin=DEPOT) -> tuple[float, float]:
+    lng, lat = origin
+    return (
+        lng + east_km / (111.32 * math.cos(math.radians(lat))),
+        lat + north_km / 110.57,
+    )
+
+
+def next_monday(after: date) -> date:
+    return after + timedelta(days=7 - after.weekday())
+
+
+def hm(text: str) -> int:
+    return sites.minutes(text) * 60
+
+
+def local_s(at: str) -> tuple[date, int]:
+    moment = datetime.fromisoformat(at).astimezone(SHANGHAI)
+    return moment.date(), moment.hour * H + moment.minute * 60 + moment.second
+
+
+class World:
+    """A county with a depot, caravans, sites and the people who plan and confirm."""
+
+    def __init__(self, ctx, http):
+        self.ctx, self.http = ctx, http
+        self.requests: dict[str, dict] = {}
+        self.site_hours: dict[str, list[dict]] = {}
+
+    async def build(self, login):
+        ctx = self.ctx
+        root = await orgs.create_org(ctx, "省科协", "province", None)
+        self.city = await orgs.create_org(ctx, "新乡市科协", "city", root)
+        self.county = await orgs.create_org(ctx, "辉县市科协", "county", self.city)
+        self.dispatcher = await login("o_dispatcher")
+        await orgs.grant_role(ctx, ObjectId(self.dispatcher.user_id), "dispatcher", self.county)
+        self.site_admin = await login("o_site_admin")
+        self.monday = next_monday(ctx.clock.local_now().date() + timedelta(days=7))
+        depot = await self.post(
+            "/api/v1/depots",
+            {
+                "name": "辉县市科技馆车场",
+                "org_id": str(self.county),
+                "location": dict(zip(("lng", "lat"), DEPOT, strict=True)),
+            },
+        )
+        self.depot = depot["id"]
+        return self
+
+    async def post(self, path: str, body: dict | None = None, *, session=None, status=None):
+        response = await self.http.post(
+            path, json=body, headers=(session or self.dispatcher).headers
+        )
+        if status is None:
+            assert response.status_code < 300, response.text
+        else:
+            assert response.status_code == status, response.text
+        return response.json()
+
+    async def caravan(self, n: int, crew_size: int = 4, vehicle_type: str = "Ⅱ") -> str:
+        body = {
+            "name": f"辉县{n}号大篷车",
+            "plate": f"豫G{n:05d}",
+            "vehicle_type": vehicle_type,
+            "depot_id": self.depot,
+            "org_id": str(self.county),
+            "crew_size": crew_size,
+        }
+        return (await self.post("/api/v1/caravans", body, status=201))["id"]
+
+    async def site(self, name: str, at: tuple[float, float], opens="08:00", closes="17:00") -> str:
+        open_hours = [sites.OpenHours(weekday=d, start=opens, end=closes) for d in range(1, 6)]
+        site_id = await sites.create_site(
+            self.ctx,
+            sites.NewSite(
+                name=name,
+                kind="school",
+                org_id=str(self.county),
+                location=sites.LocationIn(lng=at[0], lat=at[1]),
+                open_hours=open_hours,
+            ),
+        )
+        await sites.add_admin(self.ctx, site_id, ObjectId(self.site_admin.user_id))
+        self.site_hours[str(site_id)] = [msgspec_dict(h) for h in open_hours]
+        return str(site_id)
+
+    async def request(self, site_id: str, first: int, last: int, minutes: int, **extra) -> str:
+        body = {
+            "site_id": site_id,
+            "earliest_date": (self.monday + timedelta(days=first)).isoformat(),
+            "latest_date": (self.monday + timedelta(days=last)).isoformat(),
+            "duration_min": minutes,
+            **extra,
+        }
+        request_id = (await self.post("/api/v1/visit-requests", body, status=201))["id"]
+        self.requests[request_id] = body
+        return request_id
+
+    async def plan(self, days: int = 5, time_limit_s: int = 2, **extra) -> str:
+        body = {
+            "org_id": str(self.county),
+            "start_date": self.monday.isoformat(),
+            "end_date": (self.monday + timedelta(days=days - 1)).isoformat(),
+            "time_limit_s": time_limit_s,
+            **extra,
+        }
+        queued = await self.post("/api/v1/plans", body, status=202)
+        assert queued["status"] == "queued"
+        return queued["id"]
+
+    async def get_plan(self, plan_id: str) -> dict:
+        response = await self.http.get(f"/api/v1/plans/{plan_id}", headers=self.dispatcher.headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def until_done(self, plan_id: str, timeout_s: float = 60) -> dict:
+        deadline = time.monotonic() + timeout_s
+        seen = set()
+        while time.monotonic() < deadline:
+            plan = await self.get_plan(plan_id)
+            seen.add(plan["status"])
+            assert 0 <= plan["progress"] <= 1
+            if plan["status"] in ("done", "failed"):
+                assert plan["status"] == "done", plan["error"]
+                plan["seen"] = seen
+                return plan
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"plan {plan_id} still {seen} after {timeout_s} s")
+
+    def check(self, plan: dict) -> dict[str, tuple[str, str]]:
+        """Checks the stored plan against the requests and sites, trusting no solver output;
+        returns request → (caravan, date)."""
+        placed: dict[str, tuple[str, str]] = {}
+        for route in plan["routes"]:
+            day = date.fromisoformat(route["date"])
+            assert day.isoweekday() <= 5
+            leave_day, leave = local_s(route["leave_at"])
+            return_day, back = local_s(route["return_at"])
+            assert leave_day == return_day == day
+            assert hm("07:00") <= leave and back <= hm("19:00"), route
+            assert back - leave <= 9 * H, "duty day longer than 9 hours"
+            previous = leave
+            for stop in route["stops"]:
+                request_id = stop["request_id"]
+                assert request_id not in placed, "a request visited twice"
+                placed[request_id] = (route["caravan_id"], route["date"])
+                request = self.requests[request_id]
+                assert stop["site_id"] == request["site_id"]
+                assert request["earliest_date"] <= route["date"] <= request["latest_date"]
+                _, arrive = local_s(stop["arrive_at"])
+                _, start = local_s(stop["start_at"])
+                _, depart = local_s(stop["depart_at"])
+                assert previous <= arrive <= start
+                assert depart - start == request["duration_min"] * 60
+                windows = [
+                    (hm(h["start"]), hm(h["end"]))
+                    for h in self.site_hours[stop["site_id"]]
+                    if h["weekday"] == day.isoweekday()
+                ]
+                assert any(a <= start and depart <= b for a, b in windows), (stop, windows)
+                previous = depart
+            assert previous <= back
+        unassigned = {u["request_id"] for u in plan["unassigned"]}
+        assert not unassigned & set(placed)
+        assert unassigned | set(placed) == set(plan["request_ids"])
+        return placed
+
+
+def msgspec_dict(hours_struct) -> dict:
+    return {"weekday": hours_struct.weekday, "start": hours_struct.start, "end": hours_struct.end}
+
+
+@pytest.fixture
+async def world(ctx, http, login):
+    built = await World(ctx, http).build(login)
+    yield built
+    await planning.drain(cancel=True)
+
+
+async def test_small_plan_is_feasible_pins_hold_and_publishing_happens_once(ctx, world):
+    first = await world.caravan(1, crew_size=5, vehicle_type="Ⅳ")
+    second = await world.caravan(2, crew_size=3, vehicle_type="I")
+    requests = []
+    for i, (east, north, minutes) in enumerate(
+        [(5, 3, 60), (12, -4, 90), (-8, 10, 120), (20, 15, 180), (-15, -10, 60), (3, 25, 90)]
+    ):
+        site = await world.site(f"第{i + 1}小学", offset(east, north))
+        requests.append(await world.request(site, 0, 4, minutes, audience="小学生"))
+    late_site = await world.site("北关小学", offset(6, 6), opens="13:00", closes="17:00")
+    requests.append(await world.request(late_site, 1, 2, 120, priority=8))
+    morning_only = await world.site("山区小学", offset(-25, 20), opens="08:00", closes="12:00")
+    impossible = await world.request(morning_only, 0, 4, 480)
+
+    plan_id = await world.plan(time_limit_s=2)
+    plan = await world.until_done(plan_id)
+    placed = world.check(plan)
+    assert set(placed) == set(requests)
+    assert plan["unassigned"] == [
+        {
+            "request_id": impossible,
+            "reason": "unreachable_in_duty_day",
+            "detail": plan["unassigned"][0]["detail"],
+        }
+    ]
+    assert plan["total_distance_km"] > 0 and plan["progress"] == 1
+
+    # Pin one visit to the other caravan on another day, remove another, and plan again.
+    moved = requests[0]
+    caravan, day = placed[moved]
+    other_caravan = second if caravan == first else first
+    monday = world.monday.isoformat()
+    other_day = monday if day != monday else (world.monday + timedelta(days=1)).isoformat()
+    pin = {"request_id": moved, "caravan_id": other_caravan, "date": other_day}
+    pinned = await world.post(f"/api/v1/plans/{plan_id}/pins", pin)
+    assert pinned["pins"] == [pin]
+    removed = requests[1]
+    await world.post(f"/api/v1/plans/{plan_id}/exclusions", {"request_id": removed})
+    bad_day = {**pin, "date": (world.monday + timedelta(days=5)).isoformat()}  # a Saturday
+    refused = await world.post(f"/api/v1/plans/{plan_id}/pins", bad_day, status=400)
+    assert refused["error"]["field"] == "date"
+    assert (await world.post(f"/api/v1/plans/{plan_id}/replan", status=202))["status"] == "queued"
+    again = await world.post(f"/api/v1/plans/{plan_id}/replan", status=409)
+    assert again["error"]["code"] == "plan_running"
+    replanned = await world.until_done(plan_id)
+    assert replanned["runs"] == 2
+    placed = world.check(replanned)
+    assert placed[moved] == (other_caravan, other_day)
+    reasons = {u["request_id"]: u["reason"] for u in replanned["unassigned"]}
+    assert reasons == {removed: "excluded", impossible: "unreachable_in_duty_day"}
+    assert set(placed) == set(requests) - {removed}
+
+    # Publish: every visit becomes a published activity once; sites are told.
+    told = []
+
+    async def notice(ctx, kind, **payload):
+        told.append(payload)
+
+    events.subscribe(events.VISIT_SCHEDULED, notice)
+    published = await world.post(f"/api/v1/plans/{plan_id}/publish")
+    assert published["status"] == "published"
+    assert {p["request_id"] for p in published["published"]} == set(placed)
+    assert len(told) == len(placed)
+    crew = {first: 5, second: 3}
+    for visit in published["published"]:
+        activity = await activities.get_activity(ctx, visit["activity_id"])
+        assert activity.status == "published" and activity.tags == ["科普大篷车"]
+        assert activity.title.startswith("科普大篷车进校园")
+        assert activity.capacity == crew[placed[visit["request_id"]][0]]
+        assert activity.site_id == world.requests[visit["request_id"]]["site_id"]
+        request = await caravans.get_request_doc(ctx, visit["request_id"])
+        assert request["status"] == "scheduled"
+        assert str(request["activity_id"]) == visit["activity_id"]
+    twice = await world.post(f"/api/v1/plans/{plan_id}/publish")
+    assert twice["published"] == published["published"]
+    assert len(told) == len(placed)
+    count = await ctx.db["activities"].count_documents({"tags": "科普大篷车"})
+    assert count == len(placed)
+    locked = await world.post(f"/api/v1/plans/{plan_id}/replan", status=409)
+    assert locked["error"]["code"] == "plan_published"
+    events._subscribers[events.VISIT_SCHEDULED].remove(notice)
+
+    # A second plan over the same week finds nothing left to plan but the impossible one.
+    leftover = await world.until_done(await world.plan(time_limit_s=1))
+    assert set(leftover["request_ids"]) == {impossible, removed}
+
+
+async def test_trip_confirmed_by_the_site_credits_the_crew_and_counts_in_kpis(
+    ctx, http, login, world
+):
+    caravan = await world.caravan(7, crew_size=2)
+    site = await world.site("城关小学", offset(8, 2))
+    request = await world.request(site, 0, 4, 120)
+    plan = await world.until_done(await world.plan(time_limit_s=1))
+    [visit] = (await world.post(f"/api/v1/plans/{plan['id']}/publish"))["published"]
+    volunteer = await login("o_crew")
+    await signups.sign_up(ctx, ObjectId(volunteer.user_id), visit["activity_id"])
+    [route] = plan["routes"]
+
+    # After the visit day the crew logs the trip.
+    visit_day = date.fromisoformat(route["date"])
+    ctx.clock.advance(
+        (
+            datetime.combine(visit_day, datetime.min.time(), SHANGHAI) - ctx.clock.now()
+        ).total_seconds()
+        + 20 * H
+    )
+    trip_body = {
+        "caravan_id": caravan,
+        "date": route["date"],
+        "odometer_start_km": 12000,
+        "odometer_end_km": 12036.5,
+        "visits": [{"request_id": request, "beneficiaries": 320}],
+    }
+    backwards = await world.post(
+        "/api/v1/trips", {**trip_body, "odometer_end_km": 11000}, status=400
+    )
+    assert backwards["error"]["field"] == "odometer_end_km"
+    trip = (await world.post("/api/v1/trips", trip_body, status=201))["id"]
+    assert (await world.post("/api/v1/trips", trip_body, status=409))["error"][
+        "code"
+    ] == "trip_logged"
+    year = visit_day.year
+    kpi_path = f"/api/v1/caravans/kpis?year={year}&org_id={world.county}"
+    before = (await http.get(kpi_path, headers=world.dispatcher.headers)).json()
+    assert before["total"] == {"activities": 0, "km": 36.5, "beneficiaries": 0}
+
+    confirm = f"/api/v1/trips/{trip}/visits/{request}/confirm"
+    refused = await world.post(confirm, session=world.dispatcher, status=403)
+    assert refused["error"]["code"] == "forbidden"
+    confirmed = await world.post(confirm, session=world.site_admin)
+    assert confirmed == {
+        "request_id": request,
+        "beneficiaries": 320,
+        "crew_credited": 1,
+        "hours_each": 2.0,
+    }
+    await world.post(confirm, session=world.site_admin)  # a repeat credits nobody twice
+    mine = await hours.my_hours(ctx, ObjectId(volunteer.user_id))
+    assert (mine.confirmed_hours, mine.pending_hours) == (2.0, 0.0)
+    assert [r.source for r in mine.records] == ["caravan"]
+
+    kpis = (await http.get(kpi_path, headers=world.dispatcher.headers)).json()
+    assert kpis["total"] == {"activities": 1, "km": 36.5, "beneficiaries": 320}
+    assert kpis["caravans"][0]["caravan_id"] == caravan
+    assert kpis["counties"] == [
+        {
+            "activities": 1,
+            "km": 36.5,
+            "beneficiaries": 320,
+            "org_id": str(world.county),
+            "name": "辉县市科协",
+        }
+    ]
+    assert (await caravans.get_caravan_doc(ctx, caravan))["odometer_km"] == 12036.5
+
+
+async def test_bad_inputs_name_their_field(world):
+    site = await world.site("东关小学", offset(1, 1))
+    body = {
+        "site_id": site,
+        "earliest_date": (world.monday + timedelta(days=3)).isoformat(),
+        "latest_date": world.monday.isoformat(),
+        "duration_min": 60,
+    }
+    reversed_range = await world.post("/api/v1/visit-requests", body, status=400)
+    assert reversed_range["error"]["field"] == "latest_date"
+    too_long = await world.post(
+        "/api/v1/visit-requests",
+        {**body, "latest_date": body["earliest_date"], "duration_min": 600},
+        status=400,
+    )
+    assert too_long["error"]["field"] == "duration_min"
+    bad_type = {
+        "name": "x",
+        "plate": "豫G12345",
+        "vehicle_type": "Ⅲ",
+        "depot_id": world.depot,
+        "org_id": str(world.county),
+    }
+    assert (await world.post("/api/v1/caravans", bad_type, status=400))["error"][
+        "field"
+    ] == "vehicle_type"
+    await world.caravan(3)
+    duplicate = await world.post(
+        "/api/v1/caravans", {**bad_type, "vehicle_type": "IV", "plate": "豫G00003"}, status=409
+    )
+    assert duplicate["error"]["code"] == "plate_taken"
+    limit = {
+        "org_id": str(world.county),
+        "start_date": world.monday.isoformat(),
+        "end_date": world.monday.isoformat(),
+        "time_limit_s": 301,
+    }
+    assert (await world.post("/api/v1/plans", limit, status=400))["error"][
+        "field"
+    ] == "time_limit_s"
+
+
+async def test_a_big_plan_finishes_in_time_without_blocking_the_event_loop(ctx, http, world):
+    rng = random.Random(6)
+    fleet = [await world.caravan(n, crew_size=rng.randint(2, 6)) for n in range(30)]
+    site_ids = [
+        await world.site(f"学校{i}", offset(rng.uniform(-40, 40), rng.uniform(-40, 40)))
+        for i in range(150)
+    ]
+    # 20 working days: four weeks from Monday.
+    for i in range(300):
+        first = rng.randrange(0, 26)
+        last = min(25, first + rng.randint(2, 12))
+        await world.request(
+            site_ids[i % 150],
+            first,
+            last,
+            rng.choice([60, 90, 120, 150, 180]),
+            priority=rng.randint(1, 10),
+        )
+    latencies: list[float] = []
+    stamps = []
+    t0 = time.perf_counter()
+    stop = asyncio.Event()
+
+    async def poll_health():
+        while not stop.is_set():
+            started = time.perf_counter()
+            response = await http.get("/healthz")
+            latencies.append(time.perf_counter() - started)
+            stamps.append((round(time.perf_counter() - t0, 3), round(latencies[-1], 3)))
+            assert response.status_code == 200
+            await asyncio.sleep(0.05)
+
+    poller = asyncio.create_task(poll_health())
+    started = time.monotonic()
+    plan_id = await world.plan(days=26, time_limit_s=10)
+    progress_seen = []
+    while True:
+        plan = await world.get_plan(plan_id)
+        if plan["status"] == "running":
+            progress_seen.append(plan["progress"])
+        if plan["status"] in ("done", "failed"):
+            break
+        assert time.monotonic() - started < 30
+        await asyncio.sleep(0.5)
+    elapsed = time.monotonic() - started
+    stop.set()
+    await poller
+    assert plan["status"] == "done", plan["error"]
+    assert len(plan["caravan_ids"]) == len(fleet) and len(plan["request_ids"]) == 300
+    solve_s = (
+        datetime.fromisoformat(plan["finished_at"]) - datetime.fromisoformat(plan["started_at"])
+    ).total_seconds()
+    assert solve_s <= 10 + 2, solve_s
+    assert elapsed <= 10 + 5, elapsed
+    assert any(0 < p < 1 for p in progress_seen), progress_seen
+    placed = world.check(plan)
+    assert len(placed) >= 290, plan["unassigned"]
+    assert len({d for _, d in placed.values()}) <= 20
+    assert len(latencies) > 100
+    assert max(latencies) < 0.1, sorted(stamps, key=lambda x: -x[1])[:5]  # (s into plan, s)
