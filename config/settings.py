@@ -52,6 +52,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     star_thresholds: tuple[PositiveFloat, ...] = (100.0, 300.0, 600.0, 1000.0, 1500.0)
     certificate_issuer: str = "河南省科学技术协会"
 
+    # Reminders through WeChat subscribe messages (template ids from the mini-program's account).
+    template_activity_reminder: str = "tmpl_activity_reminder"
+    template_waitlist_promoted: str = "tmpl_waitlist_promoted"
+    template_activity_changed: str = "tmpl_activity_changed"
+    template_hours_pending: str = "tmpl_hours_pending"
+    template_visit_scheduled: str = "tmpl_visit_scheduled"
+    reminder_leads_h: tuple[PositiveFloat, ...] = (24.0, 2.0)
+    hours_pending_after_h: PositiveFloat = 48.0
+    dispatch_interval_s: PositiveFloat = 15.0
+    dispatch_batch: PositiveInt = 200
+    dispatch_concurrency: PositiveInt = 50
+    reminder_max_attempts: PositiveInt = 5
+    reminder_claim_s: PositiveFloat = 60.0
+    scheduler_lease_s: PositiveFloat = 45.0
+
     # Secrets; when unset they are created once under data_dir (fine for development, set them
     # explicitly in production so every process shares them).
     secret_key: str | None = None

@@ -1,6 +1,6 @@
 """The staff HTTP API under /api/v1, plus the operational endpoints."""
 
-from handlers import activities, hours, orgs, sites, system
+from handlers import activities, caravans, hours, orgs, reminders, sites, system
 
 ROUTES = [
     *system.ROUTES,
@@ -8,4 +8,6 @@ ROUTES = [
     *sites.ROUTES,
     *activities.ROUTES,
     *hours.ROUTES,
+    *reminders.ROUTES,
+    *caravans.ROUTES,
 ]

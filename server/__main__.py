@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("run", help="run the service (the default)")
     commands.add_parser("seed-demo", help="load the demo data into an empty database")
+    commands.add_parser("scheduler", help="run only the scheduler (reminders, daily jobs)")
     grant = commands.add_parser("grant", help="grant a staff role to a WeChat user")
     grant.add_argument("--openid", required=True)
     grant.add_argument("--role", required=True, choices=sorted(STAFF_ROLES))
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     if args.command in (None, "run"):
         return asyncio.run(serve(settings))
+    if args.command == "scheduler":
+        return asyncio.run(serve(settings, http=False))
     return asyncio.run(operate(settings, args))
 
 
@@ -90,8 +93,9 @@ def _start_emulator(settings: Settings, port: int):
     return emulator, msgspec.structs.replace(settings, wechat_api_base=base)
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, *, http: bool = True) -> int:
     from handlers.base import BaseHandler
+    from jobs.scheduler import Scheduler
     from server.app import make_app
     from server.context import Context
 
@@ -101,26 +105,35 @@ async def serve(settings: Settings) -> int:
         from server.demo import seed_demo
 
         await seed_demo(ctx)
-    server = HTTPServer(make_app(ctx), xheaders=True)
-    try:
-        server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
-    except OSError as exc:
-        log.error("cannot_listen", host=settings.host, port=settings.port, error=str(exc))
-        await ctx.close()
-        return 1
+    server = None
+    if http:
+        server = HTTPServer(make_app(ctx), xheaders=True)
+        try:
+            server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
+        except OSError as exc:
+            log.error("cannot_listen", host=settings.host, port=settings.port, error=str(exc))
+            await ctx.close()
+            return 1
+        log.info("listening", url=f"http://{settings.host}:{settings.port}/")
+    scheduler = None
+    if settings.scheduler or not http:
+        scheduler = Scheduler(ctx)
+        scheduler.start()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("listening", url=f"http://{settings.host}:{settings.port}/")
     await stop.wait()
 
     log.info("stopping", in_flight=BaseHandler.in_flight.count)
-    server.stop()
-    if not await BaseHandler.in_flight.drained(settings.shutdown_grace_s):
-        log.warning("stopping_with_requests_in_flight", in_flight=BaseHandler.in_flight.count)
-    await server.close_all_connections()
+    if server is not None:
+        server.stop()
+        if not await BaseHandler.in_flight.drained(settings.shutdown_grace_s):
+            log.warning("stopping_with_requests_in_flight", in_flight=BaseHandler.in_flight.count)
+        await server.close_all_connections()
+    if scheduler is not None:
+        await scheduler.stop()
     if emulator is not None:
         emulator.stop()
     await ctx.close()

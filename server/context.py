@@ -43,6 +43,7 @@ class Context:
 
     @classmethod
     async def start(cls, settings: Settings, *, clock: Clock | None = None) -> Context:
+        from server.domain import notifications
         from server.wechat import emulator, token_keeper
 
         embedded = None
@@ -80,6 +81,7 @@ class Context:
             wechat_executor=wechat_executor,
             embedded=embedded,
         )
+        notifications.register()
         keeper = token_keeper.TokenKeeper(ctx)
         ctx.wechat = WeChatAdapter(
             appid=settings.wechat_appid or emulator.DEFAULT_APPID,
@@ -96,6 +98,9 @@ class Context:
         return msgspec.structs.replace(self.settings, **changes)
 
     async def close(self) -> None:
+        from server.domain import planning
+
+        await planning.drain(cancel=True)
         self.wechat_executor.shutdown(wait=False, cancel_futures=True)
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self._process_pool is not None:

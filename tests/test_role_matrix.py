@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
 from bson import ObjectId
 
 from server.app import all_routes
-from server.domain import activities, hours, identity, orgs, signups, sites
+from server.domain import activities, caravans, hours, identity, orgs, planning, signups, sites
 
 ROLES = ["volunteer", "team_leader", "site_admin", "dispatcher", "org_admin"]
 
@@ -29,6 +29,13 @@ class World:
     someone: str  # a user to grant things to
     activity: str  # in the county, manual approval, with `someone` pending
     record: str  # a pending hours record of `someone` at the site
+    today: str = ""  # Shanghai date
+    caravan: str = ""  # in the county, at a county depot
+    request: str = ""  # a visit request of the site, open from today for 5 days
+    plan: str = ""  # solved (the request excluded, so nothing to route) and not published
+    plan_day: str = ""  # a working day of the plan
+    trip: str = ""  # the caravan's trip today, visiting the request
+    depot: str = ""
 
 
 @dataclass(frozen=True)
@@ -182,12 +189,139 @@ TABLE += [
     ),
 ]
 
+PLANNERS = frozenset({"org_admin", "dispatcher"})
+_PLAN = r"/api/v1/plans/(?P<plan_id>[0-9a-f]{24})"
+
+
+def _days_ahead(w: World, n: int) -> str:
+    return (date.fromisoformat(w.today) + timedelta(days=n)).isoformat()
+
+
+TABLE += [
+    Row(
+        "POST",
+        r"/api/v1/depots",
+        lambda w: "/api/v1/depots",
+        lambda w, n: {
+            "name": f"车场{n}",
+            "org_id": w.county,
+            "location": {"lng": 113.8, "lat": 35.4},
+        },
+        PLANNERS,
+    ),
+    Row(
+        "POST",
+        r"/api/v1/caravans",
+        lambda w: "/api/v1/caravans",
+        lambda w, n: {
+            "name": f"大篷车{n}",
+            "plate": f"豫GK{n:04d}",
+            "vehicle_type": "Ⅱ",
+            "depot_id": w.depot,
+            "org_id": w.county,
+        },
+        PLANNERS,
+    ),
+    Row(
+        "GET",
+        r"/api/v1/caravans/kpis",
+        lambda w: f"/api/v1/caravans/kpis?year={w.today[:4]}&org_id={w.county}",
+        lambda w, n: None,
+        PLANNERS,
+    ),
+    Row(
+        "POST",
+        r"/api/v1/visit-requests",
+        lambda w: "/api/v1/visit-requests",
+        lambda w, n: {
+            "site_id": w.site,
+            "earliest_date": _days_ahead(w, 1),
+            "latest_date": _days_ahead(w, 9),
+            "duration_min": 90,
+        },
+        PLANNERS | {"site_admin"},
+    ),
+    Row(
+        "POST",
+        r"/api/v1/plans",
+        lambda w: "/api/v1/plans",
+        lambda w, n: {
+            "org_id": w.county,
+            "start_date": _days_ahead(w, 200),
+            "end_date": _days_ahead(w, 210),
+            "time_limit_s": 1,
+        },
+        PLANNERS,
+    ),
+    Row("GET", _PLAN, lambda w: f"/api/v1/plans/{w.plan}", lambda w, n: None, PLANNERS),
+    Row(
+        "POST",
+        _PLAN + "/pins",
+        lambda w: f"/api/v1/plans/{w.plan}/pins",
+        lambda w, n: {"request_id": w.request, "caravan_id": w.caravan, "date": w.plan_day},
+        PLANNERS,
+    ),
+    Row(
+        "DELETE",
+        _PLAN + "/pins/(?P<request_id>[0-9a-f]{24})",
+        lambda w: f"/api/v1/plans/{w.plan}/pins/{w.request}",
+        lambda w, n: None,
+        PLANNERS,
+    ),
+    Row(
+        "POST",
+        _PLAN + "/exclusions",
+        lambda w: f"/api/v1/plans/{w.plan}/exclusions",
+        lambda w, n: {"request_id": w.request},
+        PLANNERS,
+    ),
+    Row(
+        "POST",
+        _PLAN + "/replan",
+        lambda w: f"/api/v1/plans/{w.plan}/replan",
+        lambda w, n: None,
+        PLANNERS,
+    ),
+    Row(
+        "POST",
+        _PLAN + "/publish",
+        lambda w: f"/api/v1/plans/{w.plan}/publish",
+        lambda w, n: None,
+        PLANNERS,
+    ),
+    Row(
+        "POST",
+        r"/api/v1/trips",
+        lambda w: "/api/v1/trips",
+        lambda w, n: {
+            "caravan_id": w.caravan,
+            "date": _days_ahead(w, -n),
+            "odometer_start_km": 1000 * n,
+            "odometer_end_km": 1000 * n + 80,
+        },
+        PLANNERS,
+    ),
+    Row(
+        "POST",
+        r"/api/v1/trips/(?P<trip_id>[0-9a-f]{24})/visits/(?P<request_id>[0-9a-f]{24})/confirm",
+        lambda w: f"/api/v1/trips/{w.trip}/visits/{w.request}/confirm",
+        lambda w, n: None,
+        frozenset({"org_admin", "site_admin"}),
+    ),
+]
+
 # Staff routes whose answer depends on who asks but never refuses a signed-in user.
 UNRESTRICTED = {("GET", r"/api/v1/orgs")}
 
+# The outbox belongs to the administrators of the whole province.
+ROOT_ONLY = {
+    ("GET", r"/api/v1/reminders"),
+    ("POST", r"/api/v1/reminders/(?P<reminder_id>[0-9a-f]{24})/retry"),
+}
+
 
 def test_every_staff_endpoint_is_in_the_table():
-    covered = {(r.method, r.route) for r in TABLE} | UNRESTRICTED
+    covered = {(r.method, r.route) for r in TABLE} | UNRESTRICTED | ROOT_ONLY
     for pattern, handler in all_routes():
         if not pattern.startswith("/api/v1"):
             continue
@@ -197,7 +331,7 @@ def test_every_staff_endpoint_is_in_the_table():
 
 
 @pytest.fixture
-async def world(ctx) -> World:
+async def world(ctx):
     root = await orgs.create_org(ctx, "省科协", "province", None)
     city = await orgs.create_org(ctx, "新乡市科协", "city", root)
     county = await orgs.create_org(ctx, "辉县市科协", "county", city)
@@ -231,7 +365,55 @@ async def world(ctx) -> World:
     record = await hours.credit(
         ctx, user_id=someone, hours=2, org_id=county, site_id=site, source="activity"
     )
-    return World(
+    today = ctx.clock.local_now().date()
+    depot = await caravans.create_depot(
+        ctx,
+        caravans.NewDepot(
+            name="辉县市车场", org_id=str(county), location=sites.LocationIn(lng=113.8, lat=35.4)
+        ),
+    )
+    caravan = await caravans.create_caravan(
+        ctx,
+        caravans.NewCaravan(
+            name="辉县一号车",
+            plate="豫GK9999",
+            vehicle_type="II",
+            depot_id=str(depot),
+            org_id=str(county),
+        ),
+    )
+    request = await caravans.create_request(
+        ctx,
+        caravans.NewVisitRequest(
+            site_id=str(site),
+            earliest_date=today,
+            latest_date=today + timedelta(days=5),
+            duration_min=90,
+        ),
+    )
+    new_plan = planning.NewPlan(
+        org_id=str(county),
+        start_date=today + timedelta(days=1),
+        end_date=today + timedelta(days=14),
+        time_limit_s=1,
+    )
+    plan = await planning.create_plan(ctx, new_plan, created_by=someone, start=False)
+    await planning.exclude(ctx, plan, str(request))
+    planning.start_solving(ctx, plan)
+    await planning.wait(plan, 30)
+    plan_day = planning.working_days(await planning.get_plan_doc(ctx, plan))[0]
+    trip = await caravans.log_trip(
+        ctx,
+        caravans.NewTrip(
+            caravan_id=str(caravan),
+            date=today,
+            odometer_start_km=100,
+            odometer_end_km=180,
+            visits=[caravans.TripVisitIn(request_id=str(request), beneficiaries=120)],
+        ),
+        logged_by=someone,
+    )
+    yield World(
         str(root),
         str(city),
         str(county),
@@ -240,7 +422,15 @@ async def world(ctx) -> World:
         str(someone),
         str(activity),
         str(record),
+        today.isoformat(),
+        str(caravan),
+        str(request),
+        str(plan),
+        plan_day,
+        str(trip),
+        str(depot),
     )
+    await planning.drain()
 
 
 @pytest.mark.parametrize(("row", "role"), list(itertools.product(TABLE, ROLES)))

@@ -55,6 +55,16 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("status", ASCENDING), ("ends_at", ASCENDING)]),
     ],
     "certificates": [IndexModel([("user_id", ASCENDING)])],
+    "subscriptions": [
+        IndexModel([("user_id", ASCENDING), ("template_id", ASCENDING)], unique=True)
+    ],
+    "reminders": [
+        IndexModel([("dedupe", ASCENDING)], unique=True),
+        IndexModel([("state", ASCENDING), ("due_at", ASCENDING)]),
+        IndexModel([("state", ASCENDING), ("lease_until", ASCENDING)]),
+        IndexModel([("claim", ASCENDING)], sparse=True),
+        IndexModel([("activity_id", ASCENDING), ("user_id", ASCENDING), ("state", ASCENDING)]),
+    ],
     "sites": [
         IndexModel([("org_id", ASCENDING)]),
         IndexModel([("admin_ids", ASCENDING)]),
@@ -65,6 +75,21 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
     ],
     "geocode_cache": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
+    "depots": [IndexModel([("org_id", ASCENDING)])],
+    "caravans": [
+        IndexModel([("plate", ASCENDING)], unique=True),
+        IndexModel([("org_id", ASCENDING), ("active", ASCENDING)]),
+    ],
+    "visit_requests": [
+        IndexModel([("org_id", ASCENDING), ("status", ASCENDING), ("earliest_date", ASCENDING)]),
+        IndexModel([("site_id", ASCENDING), ("status", ASCENDING)]),
+    ],
+    "trips": [
+        IndexModel([("caravan_id", ASCENDING), ("date", ASCENDING)], unique=True),
+        IndexModel([("org_id", ASCENDING), ("year", ASCENDING)]),
+        IndexModel([("visits.request_id", ASCENDING)]),
+    ],
+    "plans": [IndexModel([("org_id", ASCENDING), ("created_at", ASCENDING)])],
 }
 
 

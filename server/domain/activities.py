@@ -374,7 +374,15 @@ async def discover(
 
 # -- seat counters: every change is one conditional update ------------------------------------
 
-_WINDOW = {"title": 1, "starts_at": 1, "ends_at": 1, "org_id": 1, "capacity": 1, "waitlist": 1}
+_WINDOW = {
+    "title": 1,
+    "starts_at": 1,
+    "ends_at": 1,
+    "org_id": 1,
+    "capacity": 1,
+    "waitlist": 1,
+    "address": 1,
+}
 
 
 def _open_for_signup(now: datetime) -> dict:
@@ -399,13 +407,16 @@ async def take_seat(ctx, activity_id: ObjectId, *, by: Literal["signup", "approv
     )
 
 
-async def join_waitlist(ctx, activity_id: ObjectId) -> dict | None:
-    """A place at the back of the waitlist; the returned `waitlist_seq` orders it."""
+async def join_waitlist(ctx, activity_id: ObjectId, *, approval: str | None) -> dict | None:
+    """A place at the back of the waitlist; the returned `waitlist_seq` orders it, and the
+    counters after the change say whether a seat is free to promote into."""
     query = {"_id": activity_id, "waitlist": True, **_open_for_signup(ctx.clock.now())}
+    if approval:
+        query["approval"] = approval
     return await ctx.db["activities"].find_one_and_update(
         query,
         {"$inc": {"waitlist_count": 1, "waitlist_seq": 1}},
-        projection={**_WINDOW, "waitlist_seq": 1},
+        projection={**_WINDOW, "waitlist_seq": 1, "waitlist_count": 1, "confirmed_count": 1},
         return_document=ReturnDocument.AFTER,
     )
 
@@ -463,3 +474,16 @@ async def set_counts(ctx, activity_id: ObjectId, counts: dict[str, int]) -> None
 async def titles(ctx, activity_ids: list[ObjectId]) -> dict[ObjectId, str]:
     cursor = ctx.db["activities"].find({"_id": {"$in": activity_ids}}, {"title": 1})
     return {doc["_id"]: doc["title"] async for doc in cursor}
+
+
+async def advance_lifecycle(ctx) -> dict[str, int]:
+    """Write down what the clock already shows: published → ongoing → finished."""
+    now = ctx.clock.now()
+    finished = await ctx.db["activities"].update_many(
+        {"status": {"$in": ["published", "ongoing"]}, "ends_at": {"$lte": now}},
+        {"$set": {"status": "finished"}},
+    )
+    ongoing = await ctx.db["activities"].update_many(
+        {"status": "published", "starts_at": {"$lte": now}}, {"$set": {"status": "ongoing"}}
+    )
+    return {"ongoing": ongoing.modified_count, "finished": finished.modified_count}

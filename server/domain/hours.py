@@ -276,3 +276,16 @@ async def confirmed_credits(ctx, user_id: ObjectId) -> list[HoursRecord]:
         .to_list(None)
     )
     return [r for r in await _records(ctx, credits) if r.hours > 0]
+
+
+async def pending_by_site(ctx, older_than: datetime) -> list[tuple[ObjectId, int]]:
+    """Sites with credits waiting for confirmation since before `older_than`."""
+    rows = await aggregate(
+        _ledger(ctx),
+        [
+            {"$match": {"kind": "credit", "status": "pending", "at": {"$lt": older_than}}},
+            {"$match": {"site_id": {"$ne": None}}},
+            {"$group": {"_id": "$site_id", "n": {"$sum": 1}}},
+        ],
+    )
+    return [(row["_id"], row["n"]) for row in rows]

@@ -275,6 +275,13 @@ async def get_user(ctx, user_id: ObjectId) -> dict:
     return user
 
 
+async def openid_of(ctx, user_id: ObjectId) -> str:
+    doc = await ctx.db["users"].find_one({"_id": user_id}, {"openid": 1})
+    if doc is None:
+        raise NotFound("用户不存在", field="user_id")
+    return doc["openid"]
+
+
 async def briefs(ctx, user_ids: list[ObjectId]) -> dict[ObjectId, dict]:
     """Name and masked phone of each user, for rosters and lists staff see."""
     cursor = ctx.db["users"].find({"_id": {"$in": user_ids}}, {"real_name": 1, "phone_masked": 1})

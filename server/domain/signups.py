@@ -134,13 +134,18 @@ async def _closed_reason(ctx, activity_id: ObjectId) -> Exception:
 
 
 async def sign_up(ctx, user_id: ObjectId, activity_id) -> tuple[SignupOut, bool]:
-    """The user's sign-up and whether this call created it (a repeat returns the same record)."""
+    """The user's sign-up and whether this call created it (a repeat returns the same record).
+
+    The common cases cost one conditional update each (a seat, else a waitlist place); only
+    when both fail does it look at the activity to say why, or queue a manual approval.
+    """
     activity_id = parse_id(activity_id, "activity_id")
-    status, window, seq = (
-        "confirmed",
-        await activities.take_seat(ctx, activity_id, by="signup"),
-        None,
-    )
+    status, seq = "confirmed", None
+    window = await activities.take_seat(ctx, activity_id, by="signup")
+    if window is None:
+        window = await activities.join_waitlist(ctx, activity_id, approval="auto")
+        if window is not None:
+            status, seq = "waitlisted", window["waitlist_seq"]
     if window is None:
         status, window, seq = await _place_without_seat(ctx, user_id, activity_id)
         if window is None:
@@ -171,24 +176,29 @@ async def sign_up(ctx, user_id: ObjectId, activity_id) -> tuple[SignupOut, bool]
     if await _overlapping(ctx, user_id, record):
         await _undo(ctx, record, status)
         raise Conflict("与您已确认的另一活动时间冲突", code="time_conflict")
-    if status == "waitlisted":
-        # A seat freed while we queued would otherwise wait for the next cancellation.
-        await promote(ctx, activity_id)
-        record = await _coll(ctx).find_one({"_id": record["_id"]})
+    # A seat freed while we queued would otherwise wait for the next cancellation.
+    seat_free = status == "waitlisted" and window["confirmed_count"] < window["capacity"]
+    if seat_free and user_id in await promote(ctx, activity_id):  # which announced it
+        return await _out(ctx, await _coll(ctx).find_one({"_id": record["_id"]})), created
+    kind = {"confirmed": events.SIGNUP_CONFIRMED, "waitlisted": events.SIGNUP_WAITLISTED}
     await events.emit(
-        ctx,
-        {"confirmed": events.SIGNUP_CONFIRMED, "waitlisted": events.SIGNUP_WAITLISTED}.get(
-            record["status"], events.SIGNUP_PENDING
-        ),
-        activity_id=activity_id,
-        user_id=user_id,
-        signup_id=record["_id"],
-    )
+        ctx, kind.get(status, events.SIGNUP_PENDING), activity_id=activity_id, user_id=user_id,
+        signup_id=record["_id"], title=window["title"], starts_at=window["starts_at"],
+        address=window.get("address"),
+    )  # fmt: skip
+    if status == "waitlisted":
+        # Our place as we joined, without counting the queue again.
+        return SignupOut(
+            id=str(record["_id"]),
+            activity_id=str(activity_id),
+            status=status,
+            waitlist_position=window["waitlist_count"],
+        ), created
     return await _out(ctx, record), created
 
 
 async def _place_without_seat(ctx, user_id: ObjectId, activity_id: ObjectId):
-    """No seat for a sign-up: the waitlist, approval queue, or the reason why not."""
+    """Neither a seat nor a waitlist place: an existing sign-up, the approval queue, or why not."""
     existing = await _coll(ctx).find_one(
         {"activity_id": activity_id, "user_id": user_id, "status": {"$in": list(ACTIVE)}}
     )
@@ -199,10 +209,6 @@ async def _place_without_seat(ctx, user_id: ObjectId, activity_id: ObjectId):
         window = await activities.join_pending(ctx, activity_id)
         if window is not None:
             return "pending", window, None
-    elif doc["waitlist"]:
-        window = await activities.join_waitlist(ctx, activity_id)
-        if window is not None:
-            return "waitlisted", window, window["waitlist_seq"]
     raise await _closed_reason(ctx, activity_id)
 
 
@@ -325,7 +331,7 @@ async def decide(
         return await _settle(ctx, record, "rejected", events.SIGNUP_REJECTED)
     if await activities.take_seat(ctx, activity_id, by="approval") is not None:
         return await _settle(ctx, record, "confirmed", events.SIGNUP_CONFIRMED)
-    window = await activities.join_waitlist(ctx, activity_id)
+    window = await activities.join_waitlist(ctx, activity_id, approval=None)
     if window is not None:
         return await _settle(
             ctx, record, "waitlisted", events.SIGNUP_WAITLISTED, seq=window["waitlist_seq"]

@@ -1,0 +1,69 @@
+"""The scheduler: APScheduler ticks in the service process (or alone with
+`python -m server scheduler`); only the holder of the MongoDB lease acts, so several processes
+can run it and reminders still go out once."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from server.clock import SHANGHAI
+from server.domain import activities, attendance, leases, notifications
+
+log = structlog.get_logger(__name__)
+
+LEASE = "scheduler"
+
+
+class Scheduler:
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.aps = AsyncIOScheduler(timezone=SHANGHAI)
+
+    def start(self) -> None:
+        every = self.ctx.settings.dispatch_interval_s
+        self.aps.add_job(self.tick, "interval", seconds=every, max_instances=1, coalesce=True)
+        self.aps.add_job(
+            self.daily, CronTrigger(hour=2, minute=0, timezone=SHANGHAI), max_instances=1,
+            coalesce=True,
+        )  # fmt: skip
+        self.aps.add_job(
+            self.hours_pending, CronTrigger(hour=9, minute=0, timezone=SHANGHAI),
+            max_instances=1, coalesce=True,
+        )  # fmt: skip
+        self.aps.start()
+        log.info("scheduler_started", holder=self.holder, every_s=every)
+
+    async def _leading(self) -> bool:
+        return await leases.acquire(
+            self.ctx, LEASE, self.holder, self.ctx.settings.scheduler_lease_s
+        )
+
+    async def tick(self) -> None:
+        """Dispatch due reminders, if this process holds the lease."""
+        if await self._leading():
+            sent = await notifications.dispatch_due(self.ctx, self.holder)
+            if sent:
+                log.info("reminders_dispatched", handled=sent)
+
+    async def daily(self) -> None:
+        """Lifecycle, forgotten check-outs (Asia/Shanghai, 02:00)."""
+        if not await self._leading():
+            return
+        moved = await activities.advance_lifecycle(self.ctx)
+        closed = await attendance.close_forgotten(self.ctx)
+        log.info("daily_jobs_done", closed_checkins=closed, **moved)
+
+    async def hours_pending(self) -> None:
+        if await self._leading():
+            await notifications.remind_pending_hours(self.ctx)
+
+    async def stop(self) -> None:
+        self.aps.shutdown(wait=False)
+        await leases.release(self.ctx, LEASE, self.holder)

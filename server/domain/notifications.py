@@ -1,0 +1,404 @@
+"""Reminders through WeChat subscribe messages: exactly the right message, once.
+
+Owns `subscriptions` (how many messages each user accepted per template: one accept, one
+message) and `reminders` (the outbox). Domain events write reminders; the dispatcher claims
+due ones with one atomic update each batch, sends them through the WeChat adapter and records
+the outcome. A claim carries a lease: if its process dies mid-send, the reminder is claimed
+again once the lease runs out, so none is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated
+
+import msgspec
+import structlog
+from bson import ObjectId
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from server.clock import SHANGHAI
+from server.db import aggregate
+from server.domain import activities, events, hours, identity, sites
+from server.domain.errors import InvalidRequest, NotFound
+from server.domain.ids import parse_id
+from server.wechat.client import WeChatError
+
+log = structlog.get_logger(__name__)
+
+TEMPLATE_TITLES = {
+    "activity_reminder": "活动开始提醒",
+    "waitlist_promoted": "候补成功通知",
+    "activity_changed": "活动变更通知",
+    "hours_pending": "服务时长待确认提醒",
+    "visit_scheduled": "科普大篷车到访通知",
+}
+PAGES = {
+    "activity_reminder": "pages/activity/detail?id={activity_id}",
+    "waitlist_promoted": "pages/activity/detail?id={activity_id}",
+    "activity_changed": "pages/activity/detail?id={activity_id}",
+    "hours_pending": "pages/hours/confirm",
+    "visit_scheduled": "pages/caravan/visit?id={activity_id}",
+}
+REFUSED = 43101  # the user refused, or has no quota left at WeChat: never retried
+
+
+class Template(msgspec.Struct):
+    key: str
+    template_id: str
+    title: str
+
+
+class TemplateList(msgspec.Struct):
+    items: list[Template]
+
+
+class Accepted(msgspec.Struct, forbid_unknown_fields=True):
+    accepted: Annotated[list[str], msgspec.Meta(min_length=1, max_length=20)]
+
+
+class Quota(msgspec.Struct):
+    template_id: str
+    remaining: int
+
+
+class QuotaList(msgspec.Struct):
+    items: list[Quota]
+
+
+class DeadReminder(msgspec.Struct):
+    id: str
+    template_key: str
+    user_id: str
+    attempts: int
+    last_error: str | None
+    due_at: datetime
+
+
+class OutboxSummary(msgspec.Struct):
+    counts: dict[str, int]
+    dead: list[DeadReminder]
+
+
+def templates(ctx) -> TemplateList:
+    return TemplateList(
+        items=[
+            Template(key=k, template_id=_template_id(ctx, k), title=t)
+            for k, t in TEMPLATE_TITLES.items()
+        ]
+    )
+
+
+def _template_id(ctx, key: str) -> str:
+    return getattr(ctx.settings, f"template_{key}")
+
+
+# -- subscriptions ----------------------------------------------------------------------------
+
+
+async def accept(ctx, user_id: ObjectId, template_ids: list[str]) -> QuotaList:
+    """What wx.requestSubscribeMessage returned as accepted: one more message each."""
+    known = {_template_id(ctx, k) for k in TEMPLATE_TITLES}
+    for i, template_id in enumerate(template_ids):
+        if template_id not in known:
+            raise InvalidRequest(f"未知的模板 {template_id}", field=f"accepted[{i}]")
+    for template_id in template_ids:
+        await ctx.db["subscriptions"].update_one(
+            {"user_id": user_id, "template_id": template_id},
+            {"$inc": {"remaining": 1}, "$set": {"updated_at": ctx.clock.now()}},
+            upsert=True,
+        )
+    return await quotas(ctx, user_id)
+
+
+async def quotas(ctx, user_id: ObjectId) -> QuotaList:
+    docs = await ctx.db["subscriptions"].find({"user_id": user_id}).to_list(None)
+    return QuotaList(
+        items=[Quota(template_id=d["template_id"], remaining=d["remaining"]) for d in docs]
+    )
+
+
+async def _use_quota(ctx, user_id: ObjectId, template_id: str) -> bool:
+    taken = await ctx.db["subscriptions"].find_one_and_update(
+        {"user_id": user_id, "template_id": template_id, "remaining": {"$gt": 0}},
+        {"$inc": {"remaining": -1}},
+    )
+    return taken is not None
+
+
+async def _give_back_quota(ctx, user_id: ObjectId, template_id: str) -> None:
+    await ctx.db["subscriptions"].update_one(
+        {"user_id": user_id, "template_id": template_id}, {"$inc": {"remaining": 1}}
+    )
+
+
+# -- the outbox -------------------------------------------------------------------------------
+
+
+async def schedule(
+    ctx,
+    *,
+    user_id: ObjectId,
+    key: str,
+    data: dict,
+    due_at: datetime,
+    dedupe: str,
+    activity_id: ObjectId | None = None,
+) -> bool:
+    """Queue one reminder; the dedupe key makes writing it again a no-op."""
+    now = ctx.clock.now()
+    try:
+        await ctx.db["reminders"].insert_one(
+            {
+                "user_id": user_id,
+                "template_key": key,
+                "template_id": _template_id(ctx, key),
+                "page": PAGES[key].format(activity_id=activity_id or ""),
+                "data": data,
+                "activity_id": activity_id,
+                "due_at": max(due_at, now),
+                "state": "pending",
+                "attempts": 0,
+                "last_error": None,
+                "dedupe": dedupe,
+                "created_at": now,
+            }
+        )
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+async def cancel_pending(ctx, *, activity_id: ObjectId, user_id: ObjectId | None = None) -> int:
+    query: dict = {"activity_id": activity_id, "state": "pending"}
+    if user_id is not None:
+        query["user_id"] = user_id
+    result = await ctx.db["reminders"].update_many(
+        query, {"$set": {"state": "cancelled", "finished_at": ctx.clock.now()}}
+    )
+    return result.modified_count
+
+
+def _thing(text: str) -> dict:
+    return {"value": text[:20]}  # WeChat's `thing` values hold at most 20 characters
+
+
+def _time(when: datetime) -> dict:
+    return {"value": when.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")}
+
+
+async def _activity_data(ctx, activity_id: ObjectId, note: str) -> tuple[dict, datetime]:
+    doc = await activities.get_doc(ctx, activity_id)
+    data = {
+        "thing1": _thing(doc["title"]),
+        "time2": _time(doc["starts_at"]),
+        "thing3": _thing(doc.get("address") or note),
+    }
+    return data, doc["starts_at"]
+
+
+# -- reactions to domain events ---------------------------------------------------------------
+
+
+async def on_confirmed(ctx, kind: str, *, activity_id, user_id, **known) -> None:
+    if "starts_at" in known:  # the event carries what the message needs
+        starts_at = known["starts_at"]
+        data = {
+            "thing1": _thing(known["title"]),
+            "time2": _time(starts_at),
+            "thing3": _thing(known.get("address") or "请准时到达"),
+        }
+    else:
+        data, starts_at = await _activity_data(ctx, activity_id, "请准时到达")
+    if kind == events.WAITLIST_PROMOTED:
+        await schedule(
+            ctx, user_id=user_id, key="waitlist_promoted", data=data, due_at=ctx.clock.now(),
+            dedupe=f"promoted:{activity_id}:{user_id}:{uuid.uuid4().hex}", activity_id=activity_id,
+        )  # fmt: skip
+    for lead in ctx.settings.reminder_leads_h:
+        due = starts_at - timedelta(hours=lead)
+        if due > ctx.clock.now():
+            await schedule(
+                ctx, user_id=user_id, key="activity_reminder", data=data, due_at=due,
+                dedupe=f"reminder:{activity_id}:{user_id}:{lead}", activity_id=activity_id,
+            )  # fmt: skip
+
+
+async def on_left(ctx, kind: str, *, activity_id, user_id, **_) -> None:
+    await cancel_pending(ctx, activity_id=activity_id, user_id=user_id)
+    # A later sign-up again writes its reminders afresh.
+    await ctx.db["reminders"].delete_many(
+        {"activity_id": activity_id, "user_id": user_id, "state": "cancelled"}
+    )
+
+
+async def on_activity_cancelled(ctx, kind: str, *, activity_id, user_ids, **_) -> None:
+    await cancel_pending(ctx, activity_id=activity_id)
+    data, _ = await _activity_data(ctx, activity_id, "活动已取消")
+    data["thing3"] = _thing("活动已取消")
+    for user_id in user_ids:
+        await schedule(
+            ctx, user_id=user_id, key="activity_changed", data=data, due_at=ctx.clock.now(),
+            dedupe=f"cancelled:{activity_id}:{user_id}", activity_id=activity_id,
+        )  # fmt: skip
+
+
+async def remind_pending_hours(ctx) -> int:
+    """Site admins whose site has hours waiting longer than allowed: one reminder a day."""
+    now = ctx.clock.now()
+    cutoff = now - timedelta(hours=ctx.settings.hours_pending_after_h)
+    day = now.astimezone(SHANGHAI).strftime("%Y-%m-%d")
+    written = 0
+    for site_id, waiting in await hours.pending_by_site(ctx, cutoff):
+        site = await sites.get_site_doc(ctx, site_id)
+        data = {"thing1": _thing(site["name"]), "number2": {"value": str(waiting)},
+                "time3": _time(now)}  # fmt: skip
+        for admin in site.get("admin_ids", []):
+            written += await schedule(
+                ctx, user_id=admin, key="hours_pending", data=data, due_at=now,
+                dedupe=f"hours_pending:{site_id}:{admin}:{day}",
+            )  # fmt: skip
+    return written
+
+
+async def on_visit_scheduled(ctx, kind: str, *, site_id, activity_id, **_) -> None:
+    """A caravan is coming: tell the site's admins at once."""
+    site = await sites.get_site_doc(ctx, site_id)
+    data, _ = await _activity_data(ctx, activity_id, "科普大篷车到访")
+    data["thing3"] = _thing(site["name"])
+    for admin in site.get("admin_ids", []):
+        await schedule(
+            ctx, user_id=admin, key="visit_scheduled", data=data, due_at=ctx.clock.now(),
+            dedupe=f"visit:{activity_id}:{admin}", activity_id=activity_id,
+        )  # fmt: skip
+
+
+def register() -> None:
+    """Hook the outbox to the domain events (called once at start)."""
+    events.subscribe(events.SIGNUP_CONFIRMED, on_confirmed)
+    events.subscribe(events.WAITLIST_PROMOTED, on_confirmed)
+    events.subscribe(events.SIGNUP_CANCELLED, on_left)
+    events.subscribe(events.MOVED_TO_WAITLIST, on_left)
+    events.subscribe(events.ACTIVITY_CANCELLED, on_activity_cancelled)
+    events.subscribe(events.VISIT_SCHEDULED, on_visit_scheduled)
+
+
+# -- dispatch ---------------------------------------------------------------------------------
+
+
+async def _claim(ctx, limit: int, claimer: str) -> list[dict]:
+    """Claim up to `limit` due reminders: pending ones, and those whose claim ran out."""
+    now = ctx.clock.now()
+    due = {
+        "$or": [
+            {"state": "pending", "due_at": {"$lte": now}},
+            {"state": "sending", "lease_until": {"$lt": now}},
+        ]
+    }
+    ids = [d["_id"] for d in await ctx.db["reminders"].find(due, {"_id": 1}).to_list(limit)]
+    if not ids:
+        return []
+    claim = f"{claimer}:{uuid.uuid4().hex}"
+    await ctx.db["reminders"].update_many(
+        {"_id": {"$in": ids}, **due},
+        {
+            "$set": {
+                "state": "sending",
+                "claim": claim,
+                "lease_until": now + timedelta(seconds=ctx.settings.reminder_claim_s),
+            },
+            "$inc": {"attempts": 1},
+        },
+    )
+    return await ctx.db["reminders"].find({"claim": claim}).to_list(None)
+
+
+def _backoff_s(attempts: int) -> float:
+    return min(3600.0, 5.0 * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
+
+
+async def _deliver(ctx, reminder: dict) -> UpdateOne:
+    """Send one claimed reminder; the returned update records what happened."""
+    now = ctx.clock.now()
+    mine = {"_id": reminder["_id"], "claim": reminder["claim"]}
+    # The intent is written before the quota is taken: a dispatcher that dies after taking it
+    # leaves the mark, and whoever claims the reminder next sends without taking it twice.
+    if not reminder.get("quota_taken"):
+        await ctx.db["reminders"].update_one(mine, {"$set": {"quota_taken": True}})
+        if not await _use_quota(ctx, reminder["user_id"], reminder["template_id"]):
+            return UpdateOne(mine, {"$set": {"state": "skipped", "last_error": "no_quota",
+                                             "finished_at": now}})  # fmt: skip
+    try:
+        openid = await identity.openid_of(ctx, reminder["user_id"])
+        await ctx.wechat.send_subscribe_message(
+            openid, reminder["template_id"], reminder["data"], page=reminder["page"]
+        )
+    except WeChatError as exc:
+        error = f"{exc.errcode} {exc.errmsg}"
+        if exc.errcode == REFUSED:
+            return UpdateOne(mine, {"$set": {"state": "skipped", "last_error": error,
+                                             "finished_at": now}})  # fmt: skip
+        await _give_back_quota(ctx, reminder["user_id"], reminder["template_id"])
+        if exc.transient and reminder["attempts"] < ctx.settings.reminder_max_attempts:
+            retry_at = now + timedelta(seconds=_backoff_s(reminder["attempts"]))
+            retry = {"state": "pending", "due_at": retry_at, "last_error": error}
+            return UpdateOne(mine, {"$set": {**retry, "quota_taken": False}})
+        log.warning("reminder_dead", reminder_id=str(reminder["_id"]), errcode=exc.errcode)
+        return UpdateOne(mine, {"$set": {"state": "dead", "last_error": error,
+                                         "finished_at": now, "quota_taken": False}})  # fmt: skip
+    except NotFound:
+        return UpdateOne(mine, {"$set": {"state": "dead", "last_error": "no_such_user",
+                                         "finished_at": now}})  # fmt: skip
+    return UpdateOne(mine, {"$set": {"state": "sent", "sent_at": now, "last_error": None}})
+
+
+async def dispatch_due(ctx, claimer: str = "dispatcher") -> int:
+    """Deliver everything due now, batch by batch; returns how many were handled."""
+    handled = 0
+    gate = asyncio.Semaphore(ctx.settings.dispatch_concurrency)
+
+    async def deliver(reminder: dict) -> UpdateOne:
+        async with gate:
+            return await _deliver(ctx, reminder)
+
+    while batch := await _claim(ctx, ctx.settings.dispatch_batch, claimer):
+        outcomes = await asyncio.gather(*[deliver(r) for r in batch])
+        await ctx.db["reminders"].bulk_write(outcomes, ordered=False)
+        handled += len(batch)
+    return handled
+
+
+# -- the outbox as staff see it ---------------------------------------------------------------
+
+
+async def summary(ctx, limit: int = 50) -> OutboxSummary:
+    rows = await aggregate(ctx.db["reminders"], [{"$group": {"_id": "$state", "n": {"$sum": 1}}}])
+    dead = await ctx.db["reminders"].find({"state": "dead"}).sort([("due_at", -1)]).to_list(limit)
+    return OutboxSummary(
+        counts={row["_id"]: row["n"] for row in rows},
+        dead=[
+            DeadReminder(
+                id=str(d["_id"]),
+                template_key=d["template_key"],
+                user_id=str(d["user_id"]),
+                attempts=d["attempts"],
+                last_error=d.get("last_error"),
+                due_at=d["due_at"],
+            )
+            for d in dead
+        ],
+    )
+
+
+async def retry(ctx, reminder_id) -> None:
+    result = await ctx.db["reminders"].find_one_and_update(
+        {"_id": parse_id(reminder_id, "reminder_id"), "state": "dead"},
+        {"$set": {"state": "pending", "due_at": ctx.clock.now(), "attempts": 0}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if result is None:
+        raise NotFound("没有该失败提醒", field="reminder_id")
