@@ -69,6 +69,7 @@ async def run(reminders: int, latency_ms: float) -> dict:
                 [
                     {
                         "user_id": u,
+                        "openid": f"o_bench{i}",
                         "template_key": "activity_reminder",
                         "template_id": template,
                         "page": "pages/index",

@@ -155,6 +155,7 @@ async def schedule(
         await ctx.db["reminders"].insert_one(
             {
                 "user_id": user_id,
+                "openid": await identity.openid_of(ctx, user_id),
                 "template_key": key,
                 "template_id": _template_id(ctx, key),
                 "page": PAGES[key].format(activity_id=activity_id or ""),
@@ -325,17 +326,14 @@ async def _deliver(ctx, reminder: dict) -> UpdateOne:
     """Send one claimed reminder; the returned update records what happened."""
     now = ctx.clock.now()
     mine = {"_id": reminder["_id"], "claim": reminder["claim"]}
-    # The intent is written before the quota is taken: a dispatcher that dies after taking it
-    # leaves the mark, and whoever claims the reminder next sends without taking it twice.
-    if not reminder.get("quota_taken"):
-        await ctx.db["reminders"].update_one(mine, {"$set": {"quota_taken": True}})
-        if not await _use_quota(ctx, reminder["user_id"], reminder["template_id"]):
-            return UpdateOne(mine, {"$set": {"state": "skipped", "last_error": "no_quota",
-                                             "finished_at": now}})  # fmt: skip
+    # A reminder claimed again after its dispatcher died has its quota taken already.
+    taken_before = reminder.get("quota_taken", False)  # as read when claimed
+    if not taken_before and not await _use_quota(ctx, reminder["user_id"], reminder["template_id"]):
+        return UpdateOne(mine, {"$set": {"state": "skipped", "last_error": "no_quota",
+                                         "finished_at": now}})  # fmt: skip
     try:
-        openid = await identity.openid_of(ctx, reminder["user_id"])
         await ctx.wechat.send_subscribe_message(
-            openid, reminder["template_id"], reminder["data"], page=reminder["page"]
+            reminder["openid"], reminder["template_id"], reminder["data"], page=reminder["page"]
         )
     except WeChatError as exc:
         error = f"{exc.errcode} {exc.errmsg}"
@@ -350,9 +348,6 @@ async def _deliver(ctx, reminder: dict) -> UpdateOne:
         log.warning("reminder_dead", reminder_id=str(reminder["_id"]), errcode=exc.errcode)
         return UpdateOne(mine, {"$set": {"state": "dead", "last_error": error,
                                          "finished_at": now, "quota_taken": False}})  # fmt: skip
-    except NotFound:
-        return UpdateOne(mine, {"$set": {"state": "dead", "last_error": "no_such_user",
-                                         "finished_at": now}})  # fmt: skip
     return UpdateOne(mine, {"$set": {"state": "sent", "sent_at": now, "last_error": None}})
 
 
@@ -366,6 +361,14 @@ async def dispatch_due(ctx, claimer: str = "dispatcher") -> int:
             return await _deliver(ctx, reminder)
 
     while batch := await _claim(ctx, ctx.settings.dispatch_batch, claimer):
+        # The intent is written before any quota is taken: a dispatcher that dies after taking
+        # one leaves the mark, and whoever claims the reminder next sends without taking twice.
+        fresh = [r["_id"] for r in batch if not r.get("quota_taken")]
+        if fresh:
+            await ctx.db["reminders"].update_many(
+                {"_id": {"$in": fresh}, "claim": batch[0]["claim"]},
+                {"$set": {"quota_taken": True}},
+            )
         outcomes = await asyncio.gather(*[deliver(r) for r in batch])
         await ctx.db["reminders"].bulk_write(outcomes, ordered=False)
         handled += len(batch)
