@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from bson import ObjectId
 
+from server.clock import SHANGHAI
 from server.context import Context
 from server.domain import activities, identity, leases, notifications, orgs, signups
 from tests.conftest import make_settings
@@ -73,6 +74,28 @@ async def test_a_sign_up_gets_its_two_reminders_at_their_times(ctx, emulator, ac
     assert await notifications.quotas(ctx, user) == notifications.QuotaList(
         items=[notifications.Quota(template_id=TEMPLATE, remaining=0)]
     )
+
+
+async def test_caravan_crews_are_reminded_the_evening_before(ctx, activity):
+    nine = (ctx.clock.local_now() + timedelta(days=3)).replace(hour=9, minute=0, second=0)
+    await ctx.db.activities.update_one(
+        {"_id": activity},
+        {
+            "$set": {
+                "tags": ["科普大篷车"],
+                "starts_at": nine,
+                "signup_deadline": nine,
+                "ends_at": nine + timedelta(hours=2),
+            }
+        },
+    )  # a morning show: neither lead falls at 18:00
+    user = await _volunteer(ctx, "o_crew")
+    await signups.sign_up(ctx, user, activity)
+    dues = sorted(r["due_at"] for r in await ctx.db.reminders.find({"user_id": user}).to_list(None))
+    starts_at = (await activities.get_doc(ctx, activity))["starts_at"].astimezone(SHANGHAI)
+    evening = [d.astimezone(SHANGHAI) for d in dues if d.astimezone(SHANGHAI).hour == 18]
+    assert len(dues) == 3 and len(evening) == 1
+    assert evening[0].date() == starts_at.date() - timedelta(days=1)
 
 
 async def test_cancelling_the_sign_up_cancels_its_reminders(ctx, emulator, activity):
@@ -196,6 +219,7 @@ async def test_two_dispatchers_deliver_2000_exactly_once(ctx, emulator, tmp_path
 _DISPATCHER = """
 import asyncio, sys
 from config import load_settings
+from server.clock import SHANGHAI
 from server.context import Context
 from server.domain import notifications
 from server.logs import configure_logging

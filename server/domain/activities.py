@@ -382,6 +382,7 @@ _WINDOW = {
     "capacity": 1,
     "waitlist": 1,
     "address": 1,
+    "tags": 1,
 }
 
 

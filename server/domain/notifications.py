@@ -44,6 +44,7 @@ PAGES = {
     "hours_pending": "pages/hours/confirm",
     "visit_scheduled": "pages/caravan/visit?id={activity_id}",
 }
+CARAVAN_TAG = "科普大篷车"  # the tag planning.publish gives caravan visits
 REFUSED = 43101  # the user refused, or has no quota left at WeChat: never retried
 
 
@@ -192,14 +193,14 @@ def _time(when: datetime) -> dict:
     return {"value": when.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")}
 
 
-async def _activity_data(ctx, activity_id: ObjectId, note: str) -> tuple[dict, datetime]:
+async def _activity_data(ctx, activity_id: ObjectId, note: str) -> tuple[dict, datetime, list]:
     doc = await activities.get_doc(ctx, activity_id)
     data = {
         "thing1": _thing(doc["title"]),
         "time2": _time(doc["starts_at"]),
         "thing3": _thing(doc.get("address") or note),
     }
-    return data, doc["starts_at"]
+    return data, doc["starts_at"], doc.get("tags", [])
 
 
 # -- reactions to domain events ---------------------------------------------------------------
@@ -207,21 +208,26 @@ async def _activity_data(ctx, activity_id: ObjectId, note: str) -> tuple[dict, d
 
 async def on_confirmed(ctx, kind: str, *, activity_id, user_id, **known) -> None:
     if "starts_at" in known:  # the event carries what the message needs
-        starts_at = known["starts_at"]
+        starts_at, tags = known["starts_at"], known.get("tags", [])
         data = {
             "thing1": _thing(known["title"]),
             "time2": _time(starts_at),
             "thing3": _thing(known.get("address") or "请准时到达"),
         }
     else:
-        data, starts_at = await _activity_data(ctx, activity_id, "请准时到达")
+        data, starts_at, tags = await _activity_data(ctx, activity_id, "请准时到达")
     if kind == events.WAITLIST_PROMOTED:
         await schedule(
             ctx, user_id=user_id, key="waitlist_promoted", data=data, due_at=ctx.clock.now(),
             dedupe=f"promoted:{activity_id}:{user_id}:{uuid.uuid4().hex}", activity_id=activity_id,
         )  # fmt: skip
-    for lead in ctx.settings.reminder_leads_h:
-        due = starts_at - timedelta(hours=lead)
+    dues = [(lead, starts_at - timedelta(hours=lead)) for lead in ctx.settings.reminder_leads_h]
+    if CARAVAN_TAG in tags:
+        # Caravan crews get their day's route the evening before (18:00, Asia/Shanghai).
+        local = starts_at.astimezone(SHANGHAI)
+        evening = (local - timedelta(days=1)).replace(hour=18, minute=0, second=0, microsecond=0)
+        dues.append(("eve", evening))
+    for lead, due in dues:
         if due > ctx.clock.now():
             await schedule(
                 ctx, user_id=user_id, key="activity_reminder", data=data, due_at=due,
@@ -239,7 +245,7 @@ async def on_left(ctx, kind: str, *, activity_id, user_id, **_) -> None:
 
 async def on_activity_cancelled(ctx, kind: str, *, activity_id, user_ids, **_) -> None:
     await cancel_pending(ctx, activity_id=activity_id)
-    data, _ = await _activity_data(ctx, activity_id, "活动已取消")
+    data, _, _ = await _activity_data(ctx, activity_id, "活动已取消")
     data["thing3"] = _thing("活动已取消")
     for user_id in user_ids:
         await schedule(
@@ -269,7 +275,7 @@ async def remind_pending_hours(ctx) -> int:
 async def on_visit_scheduled(ctx, kind: str, *, site_id, activity_id, **_) -> None:
     """A caravan is coming: tell the site's admins at once."""
     site = await sites.get_site_doc(ctx, site_id)
-    data, _ = await _activity_data(ctx, activity_id, "科普大篷车到访")
+    data, _, _ = await _activity_data(ctx, activity_id, "科普大篷车到访")
     data["thing3"] = _thing(site["name"])
     for admin in site.get("admin_ids", []):
         await schedule(

@@ -398,7 +398,7 @@ async def drain(*, cancel: bool = False) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-SOLVER_NICENESS = 10
+SOLVER_NICENESS = 19
 """Solves yield the CPU to the service and its database: a plan may take a little longer, a
 request never waits for a plan."""
 

@@ -184,7 +184,7 @@ async def sign_up(ctx, user_id: ObjectId, activity_id) -> tuple[SignupOut, bool]
     await events.emit(
         ctx, kind.get(status, events.SIGNUP_PENDING), activity_id=activity_id, user_id=user_id,
         signup_id=record["_id"], title=window["title"], starts_at=window["starts_at"],
-        address=window.get("address"),
+        address=window.get("address"), tags=window.get("tags", []),
     )  # fmt: skip
     if status == "waitlisted":
         # Our place as we joined, without counting the queue again.
