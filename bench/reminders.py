@@ -49,9 +49,6 @@ async def run(reminders: int, latency_ms: float) -> dict:
                 data_dir=data_dir,
                 secret_key=KEY,
                 data_key=KEY,
-                wechat_threads=64,
-                dispatch_concurrency=60,
-                dispatch_batch=300,
             )
             contexts = [await Context.start(settings) for _ in range(2)]
             ctx = contexts[0]
@@ -62,7 +59,15 @@ async def run(reminders: int, latency_ms: float) -> dict:
                 [{"_id": u, "openid": f"o_bench{i}"} for i, u in enumerate(users)]
             )
             await ctx.db.subscriptions.insert_many(
-                [{"user_id": u, "template_id": template, "remaining": 1} for u in users]
+                [
+                    {
+                        "_id": f"{u}:{template}",
+                        "user_id": u,
+                        "template_id": template,
+                        "remaining": 1,
+                    }
+                    for u in users
+                ]
             )
             now = ctx.clock.now()
             await ctx.db.reminders.insert_many(

@@ -37,7 +37,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     wechat_api_base: str = "https://api.weixin.qq.com/"
     wechat_emulator_port: Port = 8889
     wechat_timeout_s: PositiveFloat = 5.0
-    wechat_threads: PositiveInt = 16
+    wechat_threads: PositiveInt = 64
 
     geocoder: Literal["gazetteer", "baidu"] = "gazetteer"
     baidu_ak: str | None = None
@@ -61,8 +61,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     reminder_leads_h: tuple[PositiveFloat, ...] = (24.0, 2.0)
     hours_pending_after_h: PositiveFloat = 48.0
     dispatch_interval_s: PositiveFloat = 15.0
-    dispatch_batch: PositiveInt = 200
-    dispatch_concurrency: PositiveInt = 50
+    dispatch_batch: PositiveInt = 500
+    dispatch_concurrency: PositiveInt = 64
     reminder_max_attempts: PositiveInt = 5
     reminder_claim_s: PositiveFloat = 60.0
     scheduler_lease_s: PositiveFloat = 45.0

@@ -55,9 +55,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("status", ASCENDING), ("ends_at", ASCENDING)]),
     ],
     "certificates": [IndexModel([("user_id", ASCENDING)])],
-    "subscriptions": [
-        IndexModel([("user_id", ASCENDING), ("template_id", ASCENDING)], unique=True)
-    ],
+    "subscriptions": [IndexModel([("user_id", ASCENDING)])],
     "reminders": [
         IndexModel([("dedupe", ASCENDING)], unique=True),
         IndexModel([("state", ASCENDING), ("due_at", ASCENDING)]),

@@ -109,8 +109,12 @@ async def accept(ctx, user_id: ObjectId, template_ids: list[str]) -> QuotaList:
             raise InvalidRequest(f"未知的模板 {template_id}", field=f"accepted[{i}]")
     for template_id in template_ids:
         await ctx.db["subscriptions"].update_one(
-            {"user_id": user_id, "template_id": template_id},
-            {"$inc": {"remaining": 1}, "$set": {"updated_at": ctx.clock.now()}},
+            {"_id": quota_key(user_id, template_id)},
+            {
+                "$inc": {"remaining": 1},
+                "$set": {"updated_at": ctx.clock.now()},
+                "$setOnInsert": {"user_id": user_id, "template_id": template_id},
+            },
             upsert=True,
         )
     return await quotas(ctx, user_id)
@@ -123,17 +127,22 @@ async def quotas(ctx, user_id: ObjectId) -> QuotaList:
     )
 
 
+def quota_key(user_id: ObjectId, template_id: str) -> str:
+    # The quota is found by primary key: the hottest lookup of a dispatch.
+    return f"{user_id}:{template_id}"
+
+
 async def _use_quota(ctx, user_id: ObjectId, template_id: str) -> bool:
-    taken = await ctx.db["subscriptions"].find_one_and_update(
-        {"user_id": user_id, "template_id": template_id, "remaining": {"$gt": 0}},
+    result = await ctx.db["subscriptions"].update_one(
+        {"_id": quota_key(user_id, template_id), "remaining": {"$gt": 0}},
         {"$inc": {"remaining": -1}},
     )
-    return taken is not None
+    return result.modified_count == 1
 
 
 async def _give_back_quota(ctx, user_id: ObjectId, template_id: str) -> None:
     await ctx.db["subscriptions"].update_one(
-        {"user_id": user_id, "template_id": template_id}, {"$inc": {"remaining": 1}}
+        {"_id": quota_key(user_id, template_id)}, {"$inc": {"remaining": 1}}
     )
 
 
@@ -298,30 +307,43 @@ def register() -> None:
 
 
 async def _claim(ctx, limit: int, claimer: str) -> list[dict]:
-    """Claim up to `limit` due reminders: pending ones, and those whose claim ran out."""
+    """Claim up to `limit` due reminders: those whose claim ran out, then pending ones.
+
+    Two plain queries rather than one $or, so each runs on its own index. The claim also
+    marks the quota as taken (the intent goes first: a dispatcher that dies after taking the
+    quota leaves the mark); `quota_taken` in what this returns is the value from before.
+    """
     now = ctx.clock.now()
-    due = {
-        "$or": [
-            {"state": "pending", "due_at": {"$lte": now}},
-            {"state": "sending", "lease_until": {"$lt": now}},
-        ]
-    }
-    ids = [d["_id"] for d in await ctx.db["reminders"].find(due, {"_id": 1}).to_list(limit)]
-    if not ids:
-        return []
     claim = f"{claimer}:{uuid.uuid4().hex}"
-    await ctx.db["reminders"].update_many(
-        {"_id": {"$in": ids}, **due},
-        {
-            "$set": {
-                "state": "sending",
-                "claim": claim,
-                "lease_until": now + timedelta(seconds=ctx.settings.reminder_claim_s),
+    before: dict[ObjectId, bool] = {}
+    for due in (
+        {"state": "sending", "lease_until": {"$lt": now}},
+        {"state": "pending", "due_at": {"$lte": now}},
+    ):
+        if len(before) >= limit:
+            break
+        found = await ctx.db["reminders"].find(due, {"quota_taken": 1}).to_list(limit - len(before))
+        if not found:
+            continue
+        await ctx.db["reminders"].update_many(
+            {"_id": {"$in": [d["_id"] for d in found]}, **due},
+            {
+                "$set": {
+                    "state": "sending",
+                    "claim": claim,
+                    "quota_taken": True,
+                    "lease_until": now + timedelta(seconds=ctx.settings.reminder_claim_s),
+                },
+                "$inc": {"attempts": 1},
             },
-            "$inc": {"attempts": 1},
-        },
-    )
-    return await ctx.db["reminders"].find({"claim": claim}).to_list(None)
+        )
+        before.update((d["_id"], d.get("quota_taken", False)) for d in found)
+    if not before:
+        return []
+    mine = await ctx.db["reminders"].find({"claim": claim}).to_list(None)
+    for reminder in mine:
+        reminder["quota_taken"] = before[reminder["_id"]]
+    return mine
 
 
 def _backoff_s(attempts: int) -> float:
@@ -333,7 +355,7 @@ async def _deliver(ctx, reminder: dict) -> UpdateOne:
     now = ctx.clock.now()
     mine = {"_id": reminder["_id"], "claim": reminder["claim"]}
     # A reminder claimed again after its dispatcher died has its quota taken already.
-    taken_before = reminder.get("quota_taken", False)  # as read when claimed
+    taken_before = reminder["quota_taken"]  # as it was before this claim
     if not taken_before and not await _use_quota(ctx, reminder["user_id"], reminder["template_id"]):
         return UpdateOne(mine, {"$set": {"state": "skipped", "last_error": "no_quota",
                                          "finished_at": now}})  # fmt: skip
@@ -367,14 +389,6 @@ async def dispatch_due(ctx, claimer: str = "dispatcher") -> int:
             return await _deliver(ctx, reminder)
 
     while batch := await _claim(ctx, ctx.settings.dispatch_batch, claimer):
-        # The intent is written before any quota is taken: a dispatcher that dies after taking
-        # one leaves the mark, and whoever claims the reminder next sends without taking twice.
-        fresh = [r["_id"] for r in batch if not r.get("quota_taken")]
-        if fresh:
-            await ctx.db["reminders"].update_many(
-                {"_id": {"$in": fresh}, "claim": batch[0]["claim"]},
-                {"$set": {"quota_taken": True}},
-            )
         outcomes = await asyncio.gather(*[deliver(r) for r in batch])
         await ctx.db["reminders"].bulk_write(outcomes, ordered=False)
         handled += len(batch)
