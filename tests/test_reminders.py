@@ -15,7 +15,7 @@ from bson import ObjectId
 
 from server.clock import SHANGHAI
 from server.context import Context
-from server.domain import activities, identity, leases, notifications, orgs, signups
+from server.domain import activities, hours, identity, leases, notifications, orgs, signups, sites
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.timeout(300)
@@ -306,3 +306,43 @@ async def test_the_outbox_view_is_for_root_admins(ctx, http, login):
     await orgs.grant_role(ctx, ObjectId(local.user_id), "org_admin", city)
     assert (await http.get("/api/v1/reminders", headers=admin.headers)).status_code == 200
     assert (await http.get("/api/v1/reminders", headers=local.headers)).status_code == 403
+
+
+async def test_hours_pending_for_48_hours_remind_the_site_admins(ctx, emulator):
+    root = await orgs.create_org(ctx, "省科协", "province", None)
+    admin = await _volunteer(ctx, "o_site_admin", accepts=0)
+    await notifications.accept(ctx, admin, ["tmpl_hours_pending"])
+    site = await sites.create_site(
+        ctx,
+        sites.NewSite(
+            name="城关小学", kind="school", org_id=str(root),
+            location=sites.LocationIn(lng=113.8, lat=35.4),
+        ),
+    )  # fmt: skip
+    await sites.add_admin(ctx, site, admin)
+    await hours.credit(
+        ctx, user_id=ObjectId(), hours=2, org_id=root, site_id=site, source="activity"
+    )
+    assert await notifications.remind_pending_hours(ctx) == 0  # not yet 48 hours
+    ctx.clock.advance(49 * 3600)
+    assert await notifications.remind_pending_hours(ctx) == 1
+    assert await notifications.remind_pending_hours(ctx) == 0  # once a day
+    await notifications.dispatch_due(ctx)
+    [message] = emulator.messages("o_site_admin")
+    assert message["template_id"] == "tmpl_hours_pending"
+    assert message["data"]["number2"]["value"] == "1"
+
+
+async def test_the_scheduler_dispatches_only_while_it_holds_the_lease(ctx, emulator, activity):
+    from jobs.scheduler import LEASE, Scheduler
+
+    user = await _volunteer(ctx, "o_sched")
+    await signups.sign_up(ctx, user, activity)
+    ctx.clock.advance(3 * 86400)
+    scheduler = Scheduler(ctx)
+    assert await leases.acquire(ctx, LEASE, "someone-else", 60)
+    await scheduler.tick()
+    assert emulator.messages("o_sched") == []
+    ctx.clock.advance(61)
+    await scheduler.tick()
+    assert len(emulator.messages("o_sched")) == 2
