@@ -73,7 +73,7 @@ LATENCY = Histogram(
 def _encode_extra(value: Any) -> Any:
     if isinstance(value, ObjectId):
         return str(value)
-    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 _encoder = msgspec.json.Encoder(enc_hook=_encode_extra)

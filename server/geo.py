@@ -352,7 +352,7 @@ _ETHNIC_GROUPS = tuple(sorted(_ETHNIC_NAMES, key=len, reverse=True))
 
 
 def level_of(adcode: str) -> str:
-    """ "province" for XX0000…, "city" for XXXX00…, "county" otherwise."""
+    """ "province" when the last four digits are 0, "city" when the last two are, else "county"."""
     if set(adcode[2:]) <= {"0"}:
         return "province"
     if set(adcode[4:]) <= {"0"}:

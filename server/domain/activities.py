@@ -18,7 +18,7 @@ from server import geo
 from server.db import aggregate
 from server.domain import events, geocoding, orgs, sites
 from server.domain.errors import Conflict, InvalidRequest, NotFound, UpstreamError
-from server.domain.ids import parse_id
+from server.domain.ids import fetch, parse_id
 from server.domain.paging import DEFAULT_LIMIT, decode_cursor, encode_cursor
 from server.wechat.client import WeChatError
 
@@ -225,10 +225,7 @@ async def create_activity(ctx, new: NewActivity, *, created_by: ObjectId) -> Obj
 
 
 async def get_doc(ctx, activity_id) -> dict:
-    doc = await ctx.db["activities"].find_one({"_id": parse_id(activity_id, "activity_id")})
-    if doc is None:
-        raise NotFound("活动不存在", field="activity_id")
-    return doc
+    return await fetch(ctx.db["activities"], activity_id, "activity_id", "活动不存在")
 
 
 async def get_activity(ctx, activity_id, *, public: bool = False) -> Activity:

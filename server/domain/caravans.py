@@ -24,7 +24,7 @@ from pymongo.errors import DuplicateKeyError
 
 from server.domain import hours, orgs, signups, sites
 from server.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from server.domain.ids import parse_id
+from server.domain.ids import fetch, parse_id
 
 VehicleTypeIn = Literal["I", "II", "IV", "Ⅰ", "Ⅱ", "Ⅳ"]
 VEHICLE_TYPES = {"I": "I", "II": "II", "IV": "IV", "Ⅰ": "I", "Ⅱ": "II", "Ⅳ": "IV"}
@@ -123,10 +123,7 @@ async def create_depot(ctx, new: NewDepot, *, created_by: ObjectId | None = None
 
 
 async def get_depot_doc(ctx, depot_id) -> dict:
-    doc = await ctx.db["depots"].find_one({"_id": parse_id(depot_id, "depot_id")})
-    if doc is None:
-        raise NotFound("车场不存在", field="depot_id")
-    return doc
+    return await fetch(ctx.db["depots"], depot_id, "depot_id", "车场不存在")
 
 
 async def depots_by_id(ctx, depot_ids: list[ObjectId]) -> dict[ObjectId, dict]:
@@ -163,10 +160,7 @@ async def create_caravan(ctx, new: NewCaravan, *, created_by: ObjectId | None = 
 
 
 async def get_caravan_doc(ctx, caravan_id) -> dict:
-    doc = await ctx.db["caravans"].find_one({"_id": parse_id(caravan_id, "caravan_id")})
-    if doc is None:
-        raise NotFound("大篷车不存在", field="caravan_id")
-    return doc
+    return await fetch(ctx.db["caravans"], caravan_id, "caravan_id", "大篷车不存在")
 
 
 async def caravans_for_plan(
@@ -216,10 +210,7 @@ async def create_request(
 
 
 async def get_request_doc(ctx, request_id) -> dict:
-    doc = await ctx.db["visit_requests"].find_one({"_id": parse_id(request_id, "request_id")})
-    if doc is None:
-        raise NotFound("走访申请不存在", field="request_id")
-    return doc
+    return await fetch(ctx.db["visit_requests"], request_id, "request_id", "走访申请不存在")
 
 
 async def open_requests(

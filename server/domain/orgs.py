@@ -13,7 +13,7 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
 from server.domain.errors import Forbidden, InvalidRequest, NotFound
-from server.domain.ids import parse_id
+from server.domain.ids import fetch
 
 OrgKind = Literal["province", "city", "county", "team", "base"]
 Role = Literal["volunteer", "team_leader", "site_admin", "dispatcher", "org_admin"]
@@ -56,10 +56,7 @@ def _org_out(doc: dict) -> Org:
 
 
 async def get_org(ctx, org_id) -> dict:
-    doc = await ctx.db["orgs"].find_one({"_id": parse_id(org_id, "org_id")})
-    if doc is None:
-        raise NotFound("组织不存在", field="org_id")
-    return doc
+    return await fetch(ctx.db["orgs"], org_id, "org_id", "组织不存在")
 
 
 async def root_org(ctx) -> dict | None:

@@ -31,7 +31,7 @@ from server import routing
 from server.clock import SHANGHAI
 from server.domain import activities, caravans, events, orgs, sites
 from server.domain.errors import Conflict, InvalidRequest, NotFound
-from server.domain.ids import parse_id
+from server.domain.ids import fetch, parse_id
 
 log = structlog.get_logger(__name__)
 
@@ -220,10 +220,7 @@ async def create_plan(ctx, new: NewPlan, *, created_by: ObjectId, start: bool = 
 
 
 async def get_plan_doc(ctx, plan_id) -> dict:
-    doc = await ctx.db["plans"].find_one({"_id": parse_id(plan_id, "plan_id")})
-    if doc is None:
-        raise NotFound("计划不存在", field="plan_id")
-    return doc
+    return await fetch(ctx.db["plans"], plan_id, "plan_id", "计划不存在")
 
 
 async def plan_org(ctx, plan_id) -> ObjectId:

@@ -13,7 +13,7 @@ from bson import ObjectId
 from server import geo
 from server.domain import orgs
 from server.domain.errors import InvalidRequest, NotFound
-from server.domain.ids import parse_id
+from server.domain.ids import fetch, parse_id
 
 SiteKind = Literal["school", "village", "community", "base", "other"]
 CoordType = Literal["wgs84", "gcj02", "bd09"]
@@ -100,10 +100,7 @@ async def create_site(ctx, new: NewSite, *, created_by: ObjectId | None = None) 
 
 
 async def get_site_doc(ctx, site_id) -> dict:
-    doc = await ctx.db["sites"].find_one({"_id": parse_id(site_id, "site_id")})
-    if doc is None:
-        raise NotFound("站点不存在", field="site_id")
-    return doc
+    return await fetch(ctx.db["sites"], site_id, "site_id", "站点不存在")
 
 
 async def get_site(ctx, site_id) -> Site:
