@@ -58,7 +58,7 @@ from pymongo import ReturnDocument  # noqa: E402
 from config import load_settings  # noqa: E402
 from server.context import Context  # noqa: E402
 from server.db.embedded import EmbeddedDatabase, free_port  # noqa: E402
-from server.domain import activities, identity, orgs  # noqa: E402
+from server.domain import activities, identity, orgs, signups  # noqa: E402
 from server.logs import configure_logging  # noqa: E402
 
 SECRET_KEY = base64.urlsafe_b64encode(b"b" * 32).decode()
@@ -342,20 +342,7 @@ async def raw_reserve(ctx, activity_id: ObjectId, user_id: ObjectId) -> str:
         if window is None:
             return "closed"
         seq = window["waitlist_seq"]
-    record = {
-        "_id": ObjectId(),
-        "activity_id": activity_id,
-        "user_id": user_id,
-        "status": status,
-        "starts_at": window["starts_at"],
-        "ends_at": window["ends_at"],
-        "created_at": now,
-        "updated_at": now,
-    }
-    if status == "confirmed":
-        record["confirmed_at"] = now
-    if seq is not None:
-        record["seq"] = seq
+    record = signups.new_record(activity_id, user_id, status, window, seq, now)
     await ctx.db["signups"].insert_one(record)
     return status
 

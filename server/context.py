@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import structlog
 
 from config import Settings
@@ -93,9 +92,6 @@ class Context:
             access_token_invalidator=keeper.invalidate,
         )
         return ctx
-
-    def with_settings(self, **changes: Any) -> Settings:
-        return msgspec.structs.replace(self.settings, **changes)
 
     async def close(self) -> None:
         from server.domain import planning

@@ -459,10 +459,21 @@ async def test_role_matrix(ctx, http, login, world, row, role):
 
 async def test_a_named_site_admin_sees_only_their_site(ctx, http, login, world):
     admin = await login()
-    await sites.add_admin(ctx, ObjectId(world.site), ObjectId(admin.user_id))
-    assert await sites.is_site_admin(
-        ctx, ObjectId(admin.user_id), await sites.get_site_doc(ctx, world.site)
+    other = await sites.create_site(
+        ctx,
+        sites.NewSite(
+            name="另一所学校",
+            kind="school",
+            org_id=world.county,
+            location=sites.LocationIn(lng=113.81, lat=35.47),
+        ),
     )
+    await sites.add_admin(ctx, ObjectId(world.site), ObjectId(admin.user_id))
+    user = ObjectId(admin.user_id)
+    assert await sites.is_site_admin(ctx, user, await sites.get_site_doc(ctx, world.site))
+    assert not await sites.is_site_admin(ctx, user, await sites.get_site_doc(ctx, other))
+    listing = await http.get(f"/api/v1/sites/{other}/hours", headers=admin.headers)
+    assert listing.status_code == 403
 
 
 async def test_orgs_show_the_callers_subtree(ctx, http, login, world):

@@ -260,11 +260,6 @@ async def bind_phone(ctx, principal: Principal, code: str) -> str:
     return mask_phone(phone)
 
 
-async def find_by_phone(ctx, phone: str) -> ObjectId | None:
-    doc = await ctx.db["users"].find_one({"phone_hash": ctx.crypto.lookup_hash(phone)}, {"_id": 1})
-    return doc["_id"] if doc else None
-
-
 # -- profile ----------------------------------------------------------------------------------
 
 

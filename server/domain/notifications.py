@@ -19,7 +19,7 @@ import msgspec
 import structlog
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from server.clock import SHANGHAI
 from server.db import aggregate
@@ -45,6 +45,7 @@ PAGES = {
     "visit_scheduled": "pages/caravan/visit?id={activity_id}",
 }
 CARAVAN_TAG = "科普大篷车"  # the tag planning.publish gives caravan visits
+DUPLICATE_KEY = 11000
 REFUSED = 43101  # the user refused, or has no quota left at WeChat: never retried
 
 
@@ -149,39 +150,51 @@ async def _give_back_quota(ctx, user_id: ObjectId, template_id: str) -> None:
 # -- the outbox -------------------------------------------------------------------------------
 
 
-async def schedule(
-    ctx,
-    *,
-    user_id: ObjectId,
-    key: str,
-    data: dict,
-    due_at: datetime,
-    dedupe: str,
-    activity_id: ObjectId | None = None,
-) -> bool:
+class Due(msgspec.Struct, frozen=True):
+    key: str
+    data: dict
+    due_at: datetime
+    dedupe: str
+
+
+async def schedule(ctx, *, user_id: ObjectId, activity_id: ObjectId | None = None, **due) -> bool:
     """Queue one reminder; the dedupe key makes writing it again a no-op."""
+    return await schedule_many(ctx, user_id, [Due(**due)], activity_id=activity_id) == 1
+
+
+async def schedule_many(
+    ctx, user_id: ObjectId, dues: list[Due], *, activity_id: ObjectId | None = None
+) -> int:
+    """Queue a user's reminders in one write; returns how many were new."""
+    if not dues:
+        return 0
     now = ctx.clock.now()
+    openid = await identity.openid_of(ctx, user_id)
+    documents = [
+        {
+            "user_id": user_id,
+            "openid": openid,
+            "template_key": due.key,
+            "template_id": _template_id(ctx, due.key),
+            "page": PAGES[due.key].format(activity_id=activity_id or ""),
+            "data": due.data,
+            "activity_id": activity_id,
+            "due_at": max(due.due_at, now),
+            "state": "pending",
+            "attempts": 0,
+            "last_error": None,
+            "dedupe": due.dedupe,
+            "created_at": now,
+        }
+        for due in dues
+    ]
     try:
-        await ctx.db["reminders"].insert_one(
-            {
-                "user_id": user_id,
-                "openid": await identity.openid_of(ctx, user_id),
-                "template_key": key,
-                "template_id": _template_id(ctx, key),
-                "page": PAGES[key].format(activity_id=activity_id or ""),
-                "data": data,
-                "activity_id": activity_id,
-                "due_at": max(due_at, now),
-                "state": "pending",
-                "attempts": 0,
-                "last_error": None,
-                "dedupe": dedupe,
-                "created_at": now,
-            }
-        )
-    except DuplicateKeyError:
-        return False
-    return True
+        result = await ctx.db["reminders"].insert_many(documents, ordered=False)
+    except BulkWriteError as exc:
+        if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+            raise
+        return exc.details["nInserted"]
+    return len(result.inserted_ids)
 
 
 async def cancel_pending(ctx, *, activity_id: ObjectId, user_id: ObjectId | None = None) -> int:
@@ -236,12 +249,12 @@ async def on_confirmed(ctx, kind: str, *, activity_id, user_id, **known) -> None
         local = starts_at.astimezone(SHANGHAI)
         evening = (local - timedelta(days=1)).replace(hour=18, minute=0, second=0, microsecond=0)
         dues.append(("eve", evening))
-    for lead, due in dues:
-        if due > ctx.clock.now():
-            await schedule(
-                ctx, user_id=user_id, key="activity_reminder", data=data, due_at=due,
-                dedupe=f"reminder:{activity_id}:{user_id}:{lead}", activity_id=activity_id,
-            )  # fmt: skip
+    reminders = [
+        Due("activity_reminder", data, due, f"reminder:{activity_id}:{user_id}:{lead}")
+        for lead, due in dues
+        if due > ctx.clock.now()
+    ]
+    await schedule_many(ctx, user_id, reminders, activity_id=activity_id)
 
 
 async def on_left(ctx, kind: str, *, activity_id, user_id, **_) -> None:

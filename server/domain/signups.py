@@ -150,21 +150,7 @@ async def sign_up(ctx, user_id: ObjectId, activity_id) -> tuple[SignupOut, bool]
         status, window, seq = await _place_without_seat(ctx, user_id, activity_id)
         if window is None:
             return seq, False  # an existing sign-up, returned as it is
-    now = ctx.clock.now()
-    record = {
-        "_id": ObjectId(),
-        "activity_id": activity_id,
-        "user_id": user_id,
-        "status": status,
-        "starts_at": window["starts_at"],
-        "ends_at": window["ends_at"],
-        "created_at": now,
-        "updated_at": now,
-    }
-    if status == "confirmed":
-        record["confirmed_at"] = now
-    if seq is not None:
-        record["seq"] = seq
+    record = new_record(activity_id, user_id, status, window, seq, ctx.clock.now())
     try:
         await _coll(ctx).insert_one(record)
         created = True
@@ -195,6 +181,27 @@ async def sign_up(ctx, user_id: ObjectId, activity_id) -> tuple[SignupOut, bool]
             waitlist_position=window["waitlist_count"],
         ), created
     return await _out(ctx, record), created
+
+
+def new_record(
+    activity_id: ObjectId, user_id: ObjectId, status: str, window: dict, seq: int | None, now
+) -> dict:
+    """A sign-up record as stored; `window` is what the seat or waitlist update returned."""
+    record = {
+        "_id": ObjectId(),
+        "activity_id": activity_id,
+        "user_id": user_id,
+        "status": status,
+        "starts_at": window["starts_at"],
+        "ends_at": window["ends_at"],
+        "created_at": now,
+        "updated_at": now,
+    }
+    if status == "confirmed":
+        record["confirmed_at"] = now
+    if seq is not None:
+        record["seq"] = seq
+    return record
 
 
 async def _place_without_seat(ctx, user_id: ObjectId, activity_id: ObjectId):

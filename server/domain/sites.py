@@ -120,7 +120,3 @@ async def is_site_admin(ctx, user_id: ObjectId, site: dict) -> bool:
     if user_id in site.get("admin_ids", []):
         return True
     return await orgs.holds_role(ctx, user_id, site["org_id"], {"site_admin"})
-
-
-async def sites_of_admin(ctx, user_id: ObjectId) -> list[ObjectId]:
-    return [d["_id"] async for d in ctx.db["sites"].find({"admin_ids": user_id}, {"_id": 1})]
