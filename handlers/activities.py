@@ -157,6 +157,19 @@ class DecisionHandler(ActivityStaffHandler):
         )
 
 
+class ReachHandler(ActivityStaffHandler):
+    @operation(
+        "Report how many people the activity reached (受益人次); a later report replaces it",
+        body=activities.Reach,
+        response=activities.ReachOut,
+        errors=(403, 404, 409),
+        idempotent=True,
+    )
+    async def put(self, activity_id: str) -> None:
+        await self.authorize_activity(activity_id)
+        self.reply(await activities.report_reach(self.ctx, activity_id, self.body))
+
+
 _ID = "[0-9a-f]{24}"
 ROUTES = [
     (r"/api/v1/projects", ProjectsHandler),
@@ -166,6 +179,7 @@ ROUTES = [
     (rf"/api/v1/activities/(?P<activity_id>{_ID})/cancel", CancelHandler),
     (rf"/api/v1/activities/(?P<activity_id>{_ID})/roster", RosterHandler),
     (rf"/api/v1/activities/(?P<activity_id>{_ID})/capacity", CapacityHandler),
+    (rf"/api/v1/activities/(?P<activity_id>{_ID})/reach", ReachHandler),
     (
         rf"/api/v1/activities/(?P<activity_id>{_ID})/signups/(?P<user_id>{_ID})/(?P<decision>approve|reject)",
         DecisionHandler,

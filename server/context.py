@@ -40,9 +40,15 @@ class Context:
             self._process_pool = ProcessPoolExecutor(max_workers=2)
         return self._process_pool
 
+    def discard_process_pool(self, pool: ProcessPoolExecutor) -> None:
+        """Drops a pool that a dying worker broke for good; the next use starts a new one."""
+        if self._process_pool is pool:
+            self._process_pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
     @classmethod
     async def start(cls, settings: Settings, *, clock: Clock | None = None) -> Context:
-        from server.domain import notifications
+        from server.domain import notifications, planning
         from server.wechat import emulator, token_keeper
 
         embedded = None
@@ -91,6 +97,8 @@ class Context:
             access_token_getter=keeper.get,
             access_token_invalidator=keeper.invalidate,
         )
+        # Plans whose solver died with its process (several may share the database).
+        await planning.recover(ctx)
         return ctx
 
     async def close(self) -> None:

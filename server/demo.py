@@ -26,7 +26,7 @@ DEMO_SITE_ADMIN_OPENID = "demo_site_admin"
 SCHOOL_HOURS = [{"weekday": d, "start": "08:00", "end": "17:00"} for d in range(1, 6)]
 
 
-def _scatter(rng: random.Random, lng: float, lat: float, max_km: float) -> sites.LocationIn:
+def scatter(rng: random.Random, lng: float, lat: float, max_km: float) -> sites.LocationIn:
     """A point within max_km of (lng, lat), uniform over the disc."""
     distance = max_km * math.sqrt(rng.random())
     bearing = rng.uniform(0, 2 * math.pi)
@@ -74,7 +74,7 @@ async def seed_demo(ctx, *, seed: int = 2026) -> bool:
                         name=f"{county_row['name']}{label}",
                         kind=kind,
                         org_id=str(county),
-                        location=_scatter(rng, county_row["lng"], county_row["lat"], max_km),
+                        location=scatter(rng, county_row["lng"], county_row["lat"], max_km),
                         audience="中小学生" if kind == "school" else "村民",
                         open_hours=[sites.OpenHours(**h) for h in SCHOOL_HOURS],
                     ),

@@ -1,12 +1,15 @@
 """科普大篷车 end to end: depots, caravans and requests over HTTP, plans solved in the process
 pool and checked from the stored plan alone, pins across a re-plan, publishing once, trip logs
-confirmed by the site, crew hours, KPIs, and a big plan that never blocks the event loop."""
+confirmed by the site, crew hours, KPIs, a big plan that never blocks the event loop, and plans
+whose solver died (with its service, or its pool worker) solved again."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
+import signal
 import time
 from datetime import date, datetime, timedelta
 
@@ -14,6 +17,7 @@ import pytest
 from bson import ObjectId
 
 from server.clock import SHANGHAI
+from server.context import Context
 from server.domain import activities, caravans, events, hours, orgs, planning, signups, sites
 
 DEPOT = (113.805468, 35.462312)  # 辉县市
@@ -463,3 +467,109 @@ async def test_a_big_plan_finishes_in_time_without_blocking_the_event_loop(ctx, 
     assert len({d for _, d in placed.values()}) <= 20
     assert len(latencies) > 100
     assert max(latencies) < 0.1, sorted(stamps, key=lambda x: -x[1])[:5]  # (s into plan, s)
+
+
+async def dead_plan(ctx, world, **left) -> str:
+    """A plan as a service that died while solving it left it: running, its lease run out."""
+    await world.caravan(1)
+    for i, (east, north) in enumerate([(5, 3), (-6, 4), (2, -7)]):
+        await world.request(await world.site(f"第{i + 1}小学", offset(east, north)), 0, 4, 90)
+    new = planning.NewPlan(
+        org_id=str(world.county),
+        start_date=world.monday,
+        end_date=world.monday + timedelta(days=4),
+        time_limit_s=1,
+    )
+    plan_id = await planning.create_plan(
+        ctx, new, created_by=ObjectId(world.dispatcher.user_id), start=False
+    )
+    now = ctx.clock.now()
+    state = {
+        "status": "running",
+        "lease_holder": "a process that died",
+        "lease_until": now - timedelta(minutes=1),
+        "started_at": now - timedelta(minutes=2),
+        "progress": 0.4,
+        "runs": 1,
+        "attempts": 1,
+    }
+    await ctx.db["plans"].update_one({"_id": plan_id}, {"$set": state | left})
+    return str(plan_id)
+
+
+async def stored_once(ctx, plan_id: str, *states: str, timeout_s: float = 60) -> dict:
+    """The stored plan once it is in one of `states` (read without the API: a read through it
+    would itself take the plan over)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        doc = await planning.get_plan_doc(ctx, plan_id)
+        if doc["status"] in states:
+            return doc
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"plan {plan_id} still {doc['status']} after {timeout_s} s")
+
+
+async def test_a_plan_whose_service_died_is_solved_once_by_the_services_that_start(ctx, world):
+    plan_id = await dead_plan(ctx, world)
+    services = await asyncio.gather(Context.start(ctx.settings), Context.start(ctx.settings))
+    try:
+        doc = await stored_once(ctx, plan_id, "done", "failed")
+    finally:
+        for service in services:
+            await service.close()
+    assert doc["status"] == "done", doc["error"]
+    assert (doc["runs"], doc["attempts"]) == (2, 2)  # one re-run: one service won the claim
+    assert doc["lease_holder"] != "a process that died"
+    placed = world.check(await world.get_plan(plan_id))
+    assert set(placed) == set(world.requests)
+
+
+async def test_a_plan_that_keeps_losing_its_solver_fails_with_a_reason(ctx, world):
+    tries = planning.MAX_ATTEMPTS
+    plan_id = await dead_plan(ctx, world, runs=tries, attempts=tries)
+    service = await Context.start(ctx.settings)
+    try:
+        doc = await stored_once(ctx, plan_id, "done", "failed")
+    finally:
+        await service.close()
+    assert doc["status"] == "failed" and doc["runs"] == tries
+    plan = await world.get_plan(plan_id)
+    assert plan["status"] == "failed" and f"{tries} 次" in plan["error"]
+
+    # Planning it again is the dispatcher's decision, with attempts anew.
+    assert (await world.post(f"/api/v1/plans/{plan_id}/replan", status=202))["status"] == "queued"
+    again = await world.until_done(plan_id)
+    assert again["runs"] == tries + 1 and again["error"] is None
+
+
+async def test_reading_a_plan_whose_creator_died_before_solving_it_takes_it_over(ctx, world):
+    left = {"status": "queued", "lease_holder": None, "progress": 0.0, "runs": 0, "attempts": 0}
+    plan_id = await dead_plan(ctx, world, **left)
+    assert planning.running() == []
+    plan = await world.until_done(plan_id)
+    assert plan["runs"] == 1
+    assert set(world.check(plan)) == set(world.requests)
+
+
+async def test_a_killed_solver_worker_is_replaced_and_its_plan_still_finishes(ctx, world):
+    rng = random.Random(4)
+    for n in range(3):
+        await world.caravan(n)
+    schools = [
+        await world.site(f"学校{i}", offset(rng.uniform(-30, 30), rng.uniform(-30, 30)))
+        for i in range(40)
+    ]
+    for i in range(80):
+        await world.request(schools[i % 40], 0, 11, 90)
+    plan_id = await world.plan(days=12, time_limit_s=4)
+    deadline = time.monotonic() + 30
+    while (doc := await planning.get_plan_doc(ctx, plan_id))["progress"] == 0:
+        assert doc["status"] in ("queued", "running") and time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    pool = ctx.process_pool
+    os.kill(next(iter(pool._processes)), signal.SIGKILL)  # a worker, dying as if out of memory
+    plan = await world.until_done(plan_id, timeout_s=90)
+    doc = await planning.get_plan_doc(ctx, plan_id)
+    assert (doc["runs"], doc["attempts"]) == (2, 2)
+    assert ctx.process_pool is not pool
+    assert len(world.check(plan)) >= 70, plan["unassigned"]

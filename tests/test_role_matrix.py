@@ -14,7 +14,17 @@ import pytest
 from bson import ObjectId
 
 from server.app import all_routes
-from server.domain import activities, caravans, hours, identity, orgs, planning, signups, sites
+from server.domain import (
+    activities,
+    campaigns,
+    caravans,
+    hours,
+    identity,
+    orgs,
+    planning,
+    signups,
+    sites,
+)
 
 ROLES = ["volunteer", "team_leader", "site_admin", "dispatcher", "org_admin"]
 
@@ -36,6 +46,8 @@ class World:
     plan_day: str = ""  # a working day of the plan
     trip: str = ""  # the caravan's trip today, visiting the request
     depot: str = ""
+    campaign: str = ""  # the caravan, in the county, over the plan's period
+    held: str = ""  # a published activity of the county that took place yesterday
 
 
 @dataclass(frozen=True)
@@ -310,6 +322,47 @@ TABLE += [
     ),
 ]
 
+_CAMPAIGN = r"/api/v1/campaigns/(?P<campaign_id>[0-9a-f]{24})"
+
+
+def _listing(path: str, allowed: frozenset[str] = PLANNERS) -> Row:
+    """A list of the county's records (the caller must be allowed in the county or above)."""
+    return Row("GET", path, lambda w: f"{path}?org_id={w.county}", lambda w, n: None, allowed)
+
+
+TABLE += [
+    _listing(r"/api/v1/depots"),
+    _listing(r"/api/v1/caravans"),
+    _listing(r"/api/v1/visit-requests", PLANNERS | {"site_admin"}),
+    _listing(r"/api/v1/plans"),
+    _listing(r"/api/v1/trips"),
+    _listing(r"/api/v1/campaigns"),
+    Row(
+        "POST",
+        r"/api/v1/campaigns",
+        lambda w: "/api/v1/campaigns",
+        lambda w, n: {
+            "name": f"沿黄科普行{n}",
+            "org_id": w.county,
+            "start_date": _days_ahead(w, 300),
+            "end_date": _days_ahead(w, 310),
+            "caravan_ids": [w.caravan],
+        },
+        PLANNERS,
+    ),
+    Row("GET", _CAMPAIGN, lambda w: f"/api/v1/campaigns/{w.campaign}", lambda w, n: None, PLANNERS),
+]
+
+TABLE += [
+    Row(
+        "PUT",
+        _A + "/reach",
+        lambda w: f"/api/v1/activities/{w.held}/reach",
+        lambda w, n: {"beneficiaries": 100 + n},
+        ORGANISERS,
+    ),
+]
+
 # Staff routes whose answer depends on who asks but never refuses a signed-in user.
 UNRESTRICTED = {("GET", r"/api/v1/orgs")}
 
@@ -402,6 +455,16 @@ async def world(ctx):
     planning.start_solving(ctx, plan)
     await planning.wait(plan, 30)
     plan_day = planning.working_days(await planning.get_plan_doc(ctx, plan))[0]
+    campaign = await campaigns.create_campaign(
+        ctx,
+        campaigns.NewCampaign(
+            name="沿黄科普行",
+            org_id=str(county),
+            start_date=today + timedelta(days=1),
+            end_date=today + timedelta(days=14),
+            caravan_ids=[str(caravan)],
+        ),
+    )
     trip = await caravans.log_trip(
         ctx,
         caravans.NewTrip(
@@ -413,6 +476,12 @@ async def world(ctx):
         ),
         logged_by=someone,
     )
+    yesterday = ctx.clock.now() - timedelta(days=1)
+    held = activities.activity_doc(
+        ctx, title="昨日科普", description="", org_id=county, starts_at=yesterday,
+        ends_at=yesterday + timedelta(hours=2), capacity=10, created_by=someone, status="published",
+    )  # fmt: skip
+    await activities.import_activities(ctx, [held])
     yield World(
         str(root),
         str(city),
@@ -429,6 +498,8 @@ async def world(ctx):
         plan_day,
         str(trip),
         str(depot),
+        campaign=str(campaign),
+        held=str(held["_id"]),
     )
     await planning.drain()
 

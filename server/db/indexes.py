@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pymongo import ASCENDING, GEOSPHERE, IndexModel
+from pymongo import ASCENDING, DESCENDING, GEOSPHERE, IndexModel
 
 # Spelled out because SecantusDB compares it when an index is created again at the next start.
 GEO_INDEX = {"2dsphereIndexVersion": 3}
@@ -86,8 +86,23 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("caravan_id", ASCENDING), ("date", ASCENDING)], unique=True),
         IndexModel([("org_id", ASCENDING), ("year", ASCENDING)]),
         IndexModel([("visits.request_id", ASCENDING)]),
+        IndexModel([("date", ASCENDING)]),
     ],
-    "plans": [IndexModel([("org_id", ASCENDING), ("created_at", ASCENDING)])],
+    "stats_orgs": [IndexModel([("orgs", ASCENDING), ("year", ASCENDING), ("kind", ASCENDING)])],
+    "stats_volunteers": [
+        IndexModel([("org_id", ASCENDING), ("year", ASCENDING), ("hours", DESCENDING)])
+    ],
+    "stats_sites": [IndexModel([("orgs", ASCENDING), ("year", ASCENDING)])],
+    "stats_projects": [IndexModel([("orgs", ASCENDING), ("year", ASCENDING)])],
+    "plans": [
+        IndexModel([("org_id", ASCENDING), ("created_at", ASCENDING)]),
+        IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)]),
+    ],
+    "campaigns": [
+        # One campaign per caravan and day: refuses overlapping campaigns, even concurrent ones.
+        IndexModel([("caravan_days", ASCENDING)], unique=True),
+        IndexModel([("org_id", ASCENDING)]),
+    ],
 }
 
 

@@ -26,6 +26,8 @@ Status = Literal["draft", "published", "ongoing", "finished", "cancelled"]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
 DEFAULT_CHECKIN_RADIUS_M = 500
+CARAVAN_TAG = "科普大篷车"
+"""The tag of activities that are caravan visits: statistics count them as caravan work."""
 
 
 class NewProject(msgspec.Struct, forbid_unknown_fields=True):
@@ -96,6 +98,27 @@ class ActivityPage(msgspec.Struct):
 
 class StatusOut(msgspec.Struct):
     status: str
+
+
+class Reach(msgspec.Struct, forbid_unknown_fields=True):
+    beneficiaries: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+
+
+class ReachOut(msgspec.Struct):
+    activity_id: str
+    beneficiaries: int
+
+
+class HeldActivity(msgspec.Struct, frozen=True):
+    """What statistics need of an activity that took (or will take) place."""
+
+    activity_id: ObjectId
+    org_id: ObjectId
+    project_id: ObjectId | None
+    site_id: ObjectId | None
+    starts_at: datetime
+    beneficiaries: int
+    caravan_visit: bool
 
 
 # -- projects ---------------------------------------------------------------------------------
@@ -192,36 +215,92 @@ async def create_activity(ctx, new: NewActivity, *, created_by: ObjectId) -> Obj
         location = new.location.to_geojson()
     elif location is None and address:
         location = await geocoding.locate_address(ctx, address)
+    doc = activity_doc(
+        ctx,
+        title=new.title.strip(),
+        description=new.description,
+        org_id=org_id,
+        project_id=project_id,
+        site_id=site_id,
+        location=location,
+        address=address,
+        starts_at=new.starts_at,
+        ends_at=new.ends_at,
+        signup_deadline=deadline,
+        capacity=new.capacity,
+        waitlist=new.waitlist,
+        tags=new.tags,
+        approval=new.approval,
+        checkin_radius_m=new.checkin_radius_m,
+        created_by=created_by,
+    )
+    await ctx.db["activities"].insert_one(doc)
+    return doc["_id"]
+
+
+def activity_doc(
+    ctx,
+    *,
+    title: str,
+    description: str,
+    org_id: ObjectId,
+    starts_at: datetime,
+    ends_at: datetime,
+    capacity: int,
+    created_by: ObjectId | None,
+    project_id: ObjectId | None = None,
+    site_id: ObjectId | None = None,
+    location: dict | None = None,
+    address: str | None = None,
+    signup_deadline: datetime | None = None,
+    waitlist: bool = True,
+    tags: list[str] = (),
+    approval: str = "auto",
+    checkin_radius_m: int = DEFAULT_CHECKIN_RADIUS_M,
+    status: Status = "draft",
+    confirmed_count: int = 0,
+) -> dict:
+    """The one shape of an activity, for the single path above and bulk loads alike."""
+    now = ctx.clock.now()
     doc = {
         "_id": ObjectId(),
-        "title": new.title.strip(),
-        "description": new.description,
+        "title": title,
+        "description": description,
         "org_id": org_id,
         "project_id": project_id,
         "site_id": site_id,
         "location": location,
         "address": address,
-        "starts_at": new.starts_at,
-        "ends_at": new.ends_at,
-        "signup_deadline": deadline,
-        "capacity": new.capacity,
-        "waitlist": new.waitlist,
-        "tags": list(dict.fromkeys(new.tags)),
-        "approval": new.approval,
-        "checkin_radius_m": new.checkin_radius_m,
-        "status": "draft",
-        "confirmed_count": 0,
+        "starts_at": starts_at,
+        "ends_at": ends_at,
+        "signup_deadline": signup_deadline or starts_at,
+        "capacity": capacity,
+        "waitlist": waitlist,
+        "tags": list(dict.fromkeys(tags)),
+        "approval": approval,
+        "checkin_radius_m": checkin_radius_m,
+        "status": status,
+        "confirmed_count": confirmed_count,
         "waitlist_count": 0,
         "pending_count": 0,
         "waitlist_seq": 0,
         "waitlist_front": 0,
         "created_by": created_by,
-        "created_at": ctx.clock.now(),
+        "created_at": now,
     }
+    if status != "draft":
+        doc["published_at"] = now
     if location is None:
         doc.pop("location")  # a 2dsphere index refuses null; an activity may have no place yet
-    await ctx.db["activities"].insert_one(doc)
-    return doc["_id"]
+    return doc
+
+
+async def import_activities(ctx, docs: list[dict]) -> int:
+    """Bulk path for data loads: activities built by `activity_doc`, written in one call."""
+    if not docs:
+        return 0
+    result = await ctx.db["activities"].insert_many(docs, ordered=False)
+    return len(result.inserted_ids)
 
 
 async def get_doc(ctx, activity_id) -> dict:
@@ -288,6 +367,72 @@ async def mark_cancelled(ctx, activity_id, *, reason: str | None) -> bool:
         },
     )
     return result.modified_count == 1
+
+
+async def report_reach(ctx, activity_id, reach: Reach) -> ReachOut:
+    """The organiser reports how many people the activity reached (受益人次), once it has
+    started; a later report replaces the earlier one."""
+    doc = await get_doc(ctx, activity_id)
+    status = effective_status(doc, ctx.clock.now())
+    if status not in ("ongoing", "finished"):
+        raise Conflict(f"{status} 状态的活动不能登记受益人次", code="invalid_state")
+    before = await ctx.db["activities"].find_one_and_update(
+        {"_id": doc["_id"], "status": {"$ne": "cancelled"}},
+        {"$set": {"beneficiaries": reach.beneficiaries}},
+        projection={"beneficiaries": 1},
+    )
+    if before is None:
+        raise Conflict("活动已取消", code="invalid_state")
+    delta = reach.beneficiaries - before.get("beneficiaries", 0)
+    if delta:
+        await events.emit(ctx, events.ACTIVITY_REACHED, activity_id=doc["_id"], delta=delta)
+    return ReachOut(activity_id=str(doc["_id"]), beneficiaries=reach.beneficiaries)
+
+
+_HELD_FIELDS = {"org_id": 1, "project_id": 1, "site_id": 1, "starts_at": 1, "beneficiaries": 1,
+                "tags": 1}  # fmt: skip
+
+
+def _held(doc: dict) -> HeldActivity:
+    return HeldActivity(
+        activity_id=doc["_id"],
+        org_id=doc["org_id"],
+        project_id=doc.get("project_id"),
+        site_id=doc.get("site_id"),
+        starts_at=doc["starts_at"],
+        beneficiaries=doc.get("beneficiaries", 0),
+        caravan_visit=CARAVAN_TAG in doc.get("tags", ()),
+    )
+
+
+async def held_activity(ctx, activity_id: ObjectId) -> HeldActivity | None:
+    """The activity as statistics count it, None if it never went public (a draft)."""
+    doc = await ctx.db["activities"].find_one(
+        {"_id": activity_id, "published_at": {"$exists": True}}, _HELD_FIELDS
+    )
+    return _held(doc) if doc else None
+
+
+async def held_activities(ctx, start: datetime, end: datetime) -> list[HeldActivity]:
+    """Published activities starting in [start, end) that were not cancelled."""
+    query: dict = {
+        "status": {"$in": ["published", "ongoing", "finished"]},
+        "starts_at": {"$gte": start, "$lt": end},
+    }
+    cursor = ctx.db["activities"].find(query, _HELD_FIELDS, batch_size=10_000)
+    return [_held(doc) async for doc in cursor]
+
+
+async def count_projects(ctx, org_ids: set[ObjectId], created_before: datetime) -> int:
+    # A province has some hundred projects: reading them beats a long $in.
+    cursor = ctx.db["projects"].find({"created_at": {"$lt": created_before}}, {"org_id": 1})
+    return sum([1 async for doc in cursor if doc["org_id"] in org_ids])
+
+
+async def project_briefs(ctx, project_ids: list[ObjectId]) -> dict[ObjectId, dict]:
+    """Name and organisation of each project, for reports."""
+    cursor = ctx.db["projects"].find({"_id": {"$in": project_ids}}, {"name": 1, "org_id": 1})
+    return {doc.pop("_id"): doc async for doc in cursor}
 
 
 async def staff_org(ctx, activity_id) -> ObjectId:

@@ -200,6 +200,7 @@ async def _close(ctx, record: dict, doc: dict, out: datetime, point, *, status: 
             site_id=doc.get("site_id"),
             activity_id=doc["_id"],
             source="activity",
+            served_at=doc["starts_at"],
             basis={"checked_in_at": record["checked_in_at"], "checked_out_at": out},
         )
     closed = await ctx.db["attendance"].find_one_and_update(

@@ -22,11 +22,14 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from server.domain import hours, orgs, signups, sites
+from server.clock import SHANGHAI
+from server.domain import events, hours, orgs, signups, sites
 from server.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from server.domain.ids import fetch, parse_id
+from server.domain.paging import page_by_id
 
 VehicleTypeIn = Literal["I", "II", "IV", "Ⅰ", "Ⅱ", "Ⅳ"]
+RequestStatus = Literal["open", "scheduling", "scheduled"]
 VEHICLE_TYPES = {"I": "I", "II": "II", "IV": "IV", "Ⅰ": "I", "Ⅱ": "II", "Ⅳ": "IV"}
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 STALE_CLAIM = timedelta(minutes=2)
@@ -77,6 +80,83 @@ class VisitConfirmed(msgspec.Struct):
     beneficiaries: int
     crew_credited: int
     hours_each: float
+
+
+class DepotOut(msgspec.Struct):
+    id: str
+    name: str
+    org_id: str
+    location: dict
+    address: str | None
+
+
+class DepotPage(msgspec.Struct):
+    items: list[DepotOut]
+    next_cursor: str | None
+
+
+class CaravanOut(msgspec.Struct):
+    id: str
+    name: str
+    plate: str
+    vehicle_type: str
+    depot_id: str
+    org_id: str
+    crew_size: int
+    odometer_km: float
+    active: bool
+
+
+class CaravanPage(msgspec.Struct):
+    items: list[CaravanOut]
+    next_cursor: str | None
+
+
+class VisitRequestOut(msgspec.Struct):
+    id: str
+    site_id: str
+    org_id: str
+    earliest_date: str
+    latest_date: str
+    duration_min: int
+    audience: str | None
+    priority: int
+    status: str
+    caravan_id: str | None
+    date: str | None
+    activity_id: str | None
+    created_at: datetime
+
+
+class VisitRequestPage(msgspec.Struct):
+    items: list[VisitRequestOut]
+    next_cursor: str | None
+
+
+class TripVisitOut(msgspec.Struct):
+    request_id: str
+    site_id: str
+    activity_id: str | None
+    duration_min: int
+    beneficiaries: int
+    confirmed: bool
+
+
+class TripOut(msgspec.Struct):
+    id: str
+    caravan_id: str
+    org_id: str
+    date: str
+    odometer_start_km: float
+    odometer_end_km: float
+    km: float
+    visits: list[TripVisitOut]
+    logged_at: datetime
+
+
+class TripPage(msgspec.Struct):
+    items: list[TripOut]
+    next_cursor: str | None
 
 
 class Kpi(msgspec.Struct):
@@ -131,6 +211,23 @@ async def depots_by_id(ctx, depot_ids: list[ObjectId]) -> dict[ObjectId, dict]:
     return {doc["_id"]: doc async for doc in cursor}
 
 
+async def list_depots(ctx, org_ids: list[ObjectId], cursor: str | None, limit: int) -> DepotPage:
+    docs, following = await page_by_id(
+        ctx.db["depots"], {"org_id": {"$in": org_ids}}, cursor, limit
+    )
+    items = [
+        DepotOut(
+            id=str(d["_id"]),
+            name=d["name"],
+            org_id=str(d["org_id"]),
+            location=d["location"],
+            address=d.get("address"),
+        )
+        for d in docs
+    ]
+    return DepotPage(items=items, next_cursor=following)
+
+
 async def create_caravan(ctx, new: NewCaravan, *, created_by: ObjectId | None = None) -> ObjectId:
     org_id = parse_id(new.org_id, "org_id")
     await orgs.get_org(ctx, org_id)
@@ -181,6 +278,29 @@ async def caravans_by_id(ctx, caravan_ids: list[ObjectId]) -> dict[ObjectId, dic
     return {doc["_id"]: doc async for doc in cursor}
 
 
+async def list_caravans(
+    ctx, org_ids: list[ObjectId], cursor: str | None, limit: int
+) -> CaravanPage:
+    docs, following = await page_by_id(
+        ctx.db["caravans"], {"org_id": {"$in": org_ids}}, cursor, limit
+    )
+    items = [
+        CaravanOut(
+            id=str(d["_id"]),
+            name=d["name"],
+            plate=d["plate"],
+            vehicle_type=d["vehicle_type"],
+            depot_id=str(d["depot_id"]),
+            org_id=str(d["org_id"]),
+            crew_size=d["crew_size"],
+            odometer_km=d["odometer_km"],
+            active=d["active"],
+        )
+        for d in docs
+    ]
+    return CaravanPage(items=items, next_cursor=following)
+
+
 # -- visit requests ---------------------------------------------------------------------------
 
 
@@ -192,21 +312,46 @@ async def create_request(
         raise InvalidRequest("最晚日期不能早于最早日期", field="latest_date")
     if new.latest_date < ctx.clock.local_now().date():
         raise InvalidRequest("最晚日期已过", field="latest_date")
-    doc = {
+    doc = _request_doc(
+        ctx,
+        site,
+        new.earliest_date,
+        new.latest_date,
+        new.duration_min,
+        new.audience,
+        new.priority,
+        created_by,
+    )
+    await ctx.db["visit_requests"].insert_one(doc)
+    return doc["_id"]
+
+
+def _request_doc(
+    ctx,
+    site: dict,
+    earliest: date,
+    latest: date,
+    duration_min: int,
+    audience: str | None,
+    priority: int,
+    created_by: ObjectId | None,
+    **state,
+) -> dict:
+    """The one shape of a visit request (open, unless `state` says how far it got)."""
+    return {
         "_id": ObjectId(),
         "site_id": site["_id"],
         "org_id": site["org_id"],
-        "earliest_date": new.earliest_date.isoformat(),
-        "latest_date": new.latest_date.isoformat(),
-        "duration_min": new.duration_min,
-        "audience": new.audience if new.audience is not None else site.get("audience"),
-        "priority": new.priority,
+        "earliest_date": earliest.isoformat(),
+        "latest_date": latest.isoformat(),
+        "duration_min": duration_min,
+        "audience": audience if audience is not None else site.get("audience"),
+        "priority": priority,
         "status": "open",
         "created_by": created_by,
         "created_at": ctx.clock.now(),
+        **state,
     }
-    await ctx.db["visit_requests"].insert_one(doc)
-    return doc["_id"]
 
 
 async def get_request_doc(ctx, request_id) -> dict:
@@ -236,6 +381,56 @@ async def open_requests(
 async def requests_by_id(ctx, request_ids: list[ObjectId]) -> dict[ObjectId, dict]:
     cursor = ctx.db["visit_requests"].find({"_id": {"$in": request_ids}})
     return {doc["_id"]: doc async for doc in cursor}
+
+
+async def list_requests(
+    ctx,
+    org_ids: list[ObjectId],
+    *,
+    status: str | None = None,
+    site_id: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    cursor: str | None = None,
+    limit: int,
+) -> VisitRequestPage:
+    """Requests of these organisations, oldest first; with a date range, those that may be
+    visited within it (the ones a plan over that range would consider)."""
+    query: dict = {"org_id": {"$in": org_ids}}
+    if status is not None:
+        query["status"] = status
+    if site_id is not None:
+        query["site_id"] = parse_id(site_id, "site_id")
+    if start is not None:
+        query["latest_date"] = {"$gte": start.isoformat()}
+    if end is not None:
+        _check_range(start, end)
+        query["earliest_date"] = {"$lte": end.isoformat()}
+    docs, following = await page_by_id(ctx.db["visit_requests"], query, cursor, limit)
+    items = [
+        VisitRequestOut(
+            id=str(d["_id"]),
+            site_id=str(d["site_id"]),
+            org_id=str(d["org_id"]),
+            earliest_date=d["earliest_date"],
+            latest_date=d["latest_date"],
+            duration_min=d["duration_min"],
+            audience=d.get("audience"),
+            priority=d["priority"],
+            status=d["status"],
+            caravan_id=str(d["caravan_id"]) if d.get("caravan_id") else None,
+            date=d.get("date"),
+            activity_id=str(d["activity_id"]) if d.get("activity_id") else None,
+            created_at=d["created_at"],
+        )
+        for d in docs
+    ]
+    return VisitRequestPage(items=items, next_cursor=following)
+
+
+def _check_range(start: date | None, end: date) -> None:
+    if start is not None and end < start:
+        raise InvalidRequest("结束日期不能早于开始日期", field="to")
 
 
 async def claim_for_publish(ctx, request_id: ObjectId, plan_id: ObjectId) -> dict | None:
@@ -310,29 +505,10 @@ async def log_trip(ctx, new: NewTrip, *, logged_by: ObjectId) -> ObjectId:
             raise InvalidRequest("走访申请不属于该大篷车的组织", field=field)
         if await ctx.db["trips"].find_one({"visits.request_id": request_id}, {"_id": 1}):
             raise Conflict("该走访已登记在另一次出车中", code="visit_logged", field=field)
-        visits.append(
-            {
-                "request_id": request_id,
-                "site_id": request["site_id"],
-                "activity_id": request.get("activity_id"),
-                "duration_min": request["duration_min"],
-                "beneficiaries": visit.beneficiaries,
-                "confirmed": False,
-            }
-        )
-    doc = {
-        "_id": ObjectId(),
-        "caravan_id": caravan["_id"],
-        "org_id": caravan["org_id"],
-        "date": new.date.isoformat(),
-        "year": new.date.year,
-        "odometer_start_km": new.odometer_start_km,
-        "odometer_end_km": new.odometer_end_km,
-        "km": round(new.odometer_end_km - new.odometer_start_km, 1),
-        "visits": visits,
-        "logged_by": logged_by,
-        "logged_at": ctx.clock.now(),
-    }
+        visits.append(_visit_entry(request, visit.beneficiaries))
+    doc = _trip_doc(
+        ctx, caravan, new.date, new.odometer_start_km, new.odometer_end_km, visits, logged_by
+    )
     try:
         await ctx.db["trips"].insert_one(doc)
     except DuplicateKeyError:
@@ -340,7 +516,94 @@ async def log_trip(ctx, new: NewTrip, *, logged_by: ObjectId) -> ObjectId:
     await ctx.db["caravans"].update_one(
         {"_id": caravan["_id"]}, {"$max": {"odometer_km": new.odometer_end_km}}
     )
+    await events.emit(ctx, events.TRIP_LOGGED, org_id=doc["org_id"], date=doc["date"], km=doc["km"])
     return doc["_id"]
+
+
+def _visit_entry(request: dict, beneficiaries: int, *, confirmed: bool = False) -> dict:
+    return {
+        "request_id": request["_id"],
+        "site_id": request["site_id"],
+        "activity_id": request.get("activity_id"),
+        "duration_min": request["duration_min"],
+        "beneficiaries": beneficiaries,
+        "confirmed": confirmed,
+    }
+
+
+def _trip_doc(
+    ctx,
+    caravan: dict,
+    day: date,
+    start_km: float,
+    end_km: float,
+    visits: list,
+    logged_by: ObjectId | None,
+) -> dict:
+    """The one shape of a logged trip."""
+    return {
+        "_id": ObjectId(),
+        "caravan_id": caravan["_id"],
+        "org_id": caravan["org_id"],
+        "date": day.isoformat(),
+        "year": day.year,
+        "odometer_start_km": start_km,
+        "odometer_end_km": end_km,
+        "km": round(end_km - start_km, 1),
+        "visits": visits,
+        "logged_by": logged_by,
+        "logged_at": ctx.clock.now(),
+    }
+
+
+class PastTrip(msgspec.Struct):
+    """A trip of earlier records, for bulk loads: each visit as (site, beneficiaries)."""
+
+    caravan: dict
+    date: date
+    odometer_start_km: float
+    odometer_end_km: float
+    visits: list[tuple[dict, int]]
+    duration_min: int = 90
+
+
+async def import_trips(ctx, trips: list[PastTrip]) -> int:
+    """Bulk path for data loads: each visit becomes a visited request, each trip a trip log with
+    its visits confirmed, in the shapes the single paths write."""
+    requests, docs = [], []
+    for trip in trips:
+        visits = []
+        for site, people in trip.visits:
+            request = _request_doc(
+                ctx,
+                site,
+                trip.date,
+                trip.date,
+                trip.duration_min,
+                None,
+                5,
+                None,
+                status="scheduled",
+                caravan_id=trip.caravan["_id"],
+            )
+            requests.append(request)
+            visits.append(_visit_entry(request, people, confirmed=True))
+        docs.append(
+            _trip_doc(
+                ctx,
+                trip.caravan,
+                trip.date,
+                trip.odometer_start_km,
+                trip.odometer_end_km,
+                visits,
+                None,
+            )
+        )
+    if requests:
+        await ctx.db["visit_requests"].insert_many(requests, ordered=False)
+    if docs:
+        await ctx.db["trips"].insert_many(docs, ordered=False)
+    return len(docs)
 
 
 async def trip_org(ctx, trip_id) -> ObjectId:
@@ -348,6 +611,56 @@ async def trip_org(ctx, trip_id) -> ObjectId:
     if doc is None:
         raise NotFound("出车记录不存在", field="trip_id")
     return doc["org_id"]
+
+
+async def list_trips(
+    ctx,
+    org_ids: list[ObjectId],
+    *,
+    caravan_id: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    cursor: str | None = None,
+    limit: int,
+) -> TripPage:
+    """Trip logs of these organisations' caravans, the latest logged first."""
+    query: dict = {"org_id": {"$in": org_ids}}
+    if caravan_id is not None:
+        query["caravan_id"] = parse_id(caravan_id, "caravan_id")
+    days: dict = {}
+    if start is not None:
+        days["$gte"] = start.isoformat()
+    if end is not None:
+        _check_range(start, end)
+        days["$lte"] = end.isoformat()
+    if days:
+        query["date"] = days
+    docs, following = await page_by_id(ctx.db["trips"], query, cursor, limit, newest_first=True)
+    items = [
+        TripOut(
+            id=str(d["_id"]),
+            caravan_id=str(d["caravan_id"]),
+            org_id=str(d["org_id"]),
+            date=d["date"],
+            odometer_start_km=d["odometer_start_km"],
+            odometer_end_km=d["odometer_end_km"],
+            km=d["km"],
+            visits=[
+                TripVisitOut(
+                    request_id=str(v["request_id"]),
+                    site_id=str(v["site_id"]),
+                    activity_id=str(v["activity_id"]) if v.get("activity_id") else None,
+                    duration_min=v["duration_min"],
+                    beneficiaries=v["beneficiaries"],
+                    confirmed=v["confirmed"],
+                )
+                for v in d["visits"]
+            ],
+            logged_at=d["logged_at"],
+        )
+        for d in docs
+    ]
+    return TripPage(items=items, next_cursor=following)
 
 
 async def confirm_visit(ctx, trip_id, request_id, *, by: ObjectId) -> VisitConfirmed:
@@ -363,8 +676,12 @@ async def confirm_visit(ctx, trip_id, request_id, *, by: ObjectId) -> VisitConfi
     site = await sites.get_site_doc(ctx, visit["site_id"])
     if not await sites.is_site_admin(ctx, by, site):
         raise Forbidden("只有该站点的管理员可以确认受益人数")
-    await ctx.db["trips"].update_one(
-        {"_id": trip_id, "visits.request_id": request_id, "visits.confirmed": {"$ne": True}},
+    # $elemMatch: the same visit must be the one not yet confirmed, whatever its siblings are.
+    first_confirmation = await ctx.db["trips"].update_one(
+        {
+            "_id": trip_id,
+            "visits": {"$elemMatch": {"request_id": request_id, "confirmed": {"$ne": True}}},
+        },
         {
             "$set": {
                 "visits.$.confirmed": True,
@@ -373,6 +690,11 @@ async def confirm_visit(ctx, trip_id, request_id, *, by: ObjectId) -> VisitConfi
             }
         },
     )
+    if first_confirmation.modified_count:
+        await events.emit(
+            ctx, events.VISIT_CONFIRMED, org_id=trip["org_id"], site_id=site["_id"],
+            date=trip["date"], beneficiaries=visit["beneficiaries"],
+        )  # fmt: skip
     hours_each = round(visit["duration_min"] / 60, 2)
     credited = 0
     if visit.get("activity_id"):
@@ -389,6 +711,7 @@ async def confirm_visit(ctx, trip_id, request_id, *, by: ObjectId) -> VisitConfi
                     source="caravan",
                     activity_id=visit["activity_id"],
                     site_id=site["_id"],
+                    served_at=day_start(trip["date"]),
                     basis={"trip_id": trip_id, "request_id": request_id},
                     by=by,
                 )
@@ -478,3 +801,40 @@ async def kpis(ctx, year: int, org_id) -> Kpis:
 
 def parse_day(value: str | date) -> date:
     return value if isinstance(value, date) else datetime.strptime(value, "%Y-%m-%d").date()
+
+
+def day_start(day: str | date) -> datetime:
+    """Midnight of a Shanghai day, as an aware datetime."""
+    return datetime.combine(parse_day(day), datetime.min.time(), SHANGHAI)
+
+
+class TripFacts(msgspec.Struct, frozen=True):
+    """What statistics need of a logged trip."""
+
+    org_id: ObjectId
+    date: str
+    km: float
+    visits: list[dict]  # site_id, beneficiaries, confirmed
+
+
+async def trip_facts(ctx, start: date, end: date) -> list[TripFacts]:
+    """Trips driven on Shanghai days in [start, end)."""
+    query = {"date": {"$gte": start.isoformat(), "$lt": end.isoformat()}}
+    fields = {"org_id": 1, "date": 1, "km": 1, "visits.site_id": 1,
+              "visits.beneficiaries": 1, "visits.confirmed": 1}  # fmt: skip
+    return [
+        TripFacts(
+            org_id=doc["org_id"],
+            date=doc["date"],
+            km=doc["km"],
+            visits=[
+                {
+                    "site_id": v["site_id"],
+                    "beneficiaries": v["beneficiaries"],
+                    "confirmed": v.get("confirmed", False),
+                }
+                for v in doc["visits"]
+            ],
+        )
+        async for doc in ctx.db["trips"].find(query, fields)
+    ]

@@ -31,6 +31,14 @@ VISIT_SCHEDULED = "visit_scheduled"
 """A caravan visit was published as an activity: request_id, site_id, activity_id, caravan_id,
 plan_id. The site's admins are to be told (reminders hook in here)."""
 
+ACTIVITY_REACHED = "activity_reached"
+"""The organiser reported how many people an activity reached: activity_id, delta."""
+TRIP_LOGGED = "trip_logged"
+"""A caravan's day on the road was logged: org_id, date (Shanghai), km."""
+VISIT_CONFIRMED = "visit_confirmed"
+"""A site confirmed a caravan visit and the people it reached: org_id, site_id, date,
+beneficiaries. Emitted once per visit."""
+
 _subscribers: dict[str, list[Subscriber]] = defaultdict(list)
 
 

@@ -25,6 +25,8 @@ Source = Literal["activity", "caravan"]
 ORGANISERS = {"team_leader", "dispatcher"}
 HOURS_CONFIRMED = "hours_confirmed"
 HOURS_DISPUTED = "hours_disputed"
+HOURS_ADJUSTED = "hours_adjusted"
+"""A confirmed credit's value changed: record_id, delta (the statistics follow it)."""
 
 
 class HoursRecord(msgspec.Struct):
@@ -72,32 +74,73 @@ async def credit(
     source: Source,
     activity_id: ObjectId | None = None,
     site_id: ObjectId | None = None,
+    served_at: datetime | None = None,
     basis: dict | None = None,
     by: ObjectId | None = None,
 ) -> ObjectId:
     """A pending credit. One credit per (user, activity): a repeat returns the existing one."""
     if hours <= 0:
         raise InvalidRequest("时长须大于 0", field="hours")
-    now = ctx.clock.now()
-    key = {"user_id": user_id, "activity_id": activity_id, "kind": "credit"}
+    doc = credit_doc(
+        ctx,
+        user_id=user_id,
+        hours=hours,
+        org_id=org_id,
+        source=source,
+        activity_id=activity_id,
+        site_id=site_id,
+        served_at=served_at,
+        basis=basis,
+        by=by,
+    )
+    key = {k: doc.pop(k) for k in ("user_id", "activity_id", "kind")}
     doc = await _ledger(ctx).find_one_and_update(
-        key,
-        {
-            "$setOnInsert": {
-                "hours": hours,
-                "status": "pending",
-                "org_id": org_id,
-                "site_id": site_id,
-                "source": source,
-                "basis": basis or {},
-                "by": by,
-                "at": now,
-            }
-        },
-        upsert=True,
-        return_document=ReturnDocument.AFTER,
+        key, {"$setOnInsert": doc}, upsert=True, return_document=ReturnDocument.AFTER
     )
     return doc["_id"]
+
+
+def credit_doc(
+    ctx,
+    *,
+    user_id: ObjectId,
+    hours: float,
+    org_id: ObjectId,
+    source: Source,
+    activity_id: ObjectId | None,
+    site_id: ObjectId | None,
+    served_at: datetime | None,
+    basis: dict | None = None,
+    by: ObjectId | None = None,
+    status: Literal["pending", "confirmed"] = "pending",
+) -> dict:
+    """The one shape of a credit. `served_at` is when the service took place (the activity's
+    start): statistics count the hours in that period, whenever they were credited."""
+    now = ctx.clock.now()
+    decided = {"confirmed_by": by, "confirmed_at": now} if status == "confirmed" else {}
+    return {
+        "user_id": user_id,
+        "activity_id": activity_id,
+        "kind": "credit",
+        "hours": hours,
+        "status": status,
+        "org_id": org_id,
+        "site_id": site_id,
+        "source": source,
+        "basis": basis or {},
+        "by": by,
+        "at": now,
+        "served_at": served_at or now,
+        **decided,
+    }
+
+
+async def import_credits(ctx, docs: list[dict]) -> int:
+    """Bulk path for data loads: credits built by `credit_doc`, written in one call."""
+    if not docs:
+        return 0
+    result = await _ledger(ctx).insert_many(docs, ordered=False)
+    return len(result.inserted_ids)
 
 
 async def _values(ctx, credit_ids: list[ObjectId]) -> dict[ObjectId, float]:
@@ -187,13 +230,28 @@ async def confirm(ctx, by: ObjectId, record_ids: list[str]) -> int:
         {"ref": {"$in": ids}, "status": "pending"},
         {"$set": {"status": "confirmed"}},
     )
+    # The token tells which credits this call confirmed when others confirm the same ones at
+    # once: each credit is announced exactly once, so the statistics count it once.
+    token = ObjectId()
     result = await _ledger(ctx).update_many(
         {"_id": {"$in": ids}, "status": "pending"},
-        {"$set": {"status": "confirmed", "confirmed_by": by, "confirmed_at": now}},
+        {
+            "$set": {
+                "status": "confirmed",
+                "confirmed_by": by,
+                "confirmed_at": now,
+                "confirmation": token,
+            }
+        },
     )
     if result.modified_count:
-        users = sorted({c["user_id"] for c in credits})
-        await events.emit(ctx, HOURS_CONFIRMED, user_ids=users, record_ids=ids)
+        mine = (
+            await _ledger(ctx)
+            .find({"_id": {"$in": ids}, "confirmation": token}, {"user_id": 1})
+            .to_list(None)
+        )
+        users = sorted({c["user_id"] for c in mine})
+        await events.emit(ctx, HOURS_CONFIRMED, user_ids=users, record_ids=[c["_id"] for c in mine])
     return result.modified_count
 
 
@@ -222,8 +280,11 @@ async def adjust(ctx, by: ObjectId, record_id, change: Adjustment) -> HoursRecor
                 "reason": change.reason,
                 "by": by,
                 "at": ctx.clock.now(),
+                "served_at": credit.get("served_at", credit["at"]),
             }
         )
+        if credit["status"] == "confirmed":
+            await events.emit(ctx, HOURS_ADJUSTED, record_id=record_id, delta=delta)
     [record] = await _records(ctx, [credit])
     return record
 
@@ -276,6 +337,46 @@ async def confirmed_credits(ctx, user_id: ObjectId) -> list[HoursRecord]:
         .to_list(None)
     )
     return [r for r in await _records(ctx, credits) if r.hours > 0]
+
+
+class CreditValue(msgspec.Struct, frozen=True):
+    """What statistics need of a confirmed credit: who, where, when served, and its value."""
+
+    user_id: ObjectId
+    org_id: ObjectId
+    served_at: datetime
+    hours: float
+
+
+async def credit_values(ctx, record_ids: list[ObjectId]) -> list[CreditValue]:
+    credits = (
+        await _ledger(ctx)
+        .find(
+            {"_id": {"$in": record_ids}, "kind": "credit"},
+            {"user_id": 1, "org_id": 1, "served_at": 1, "at": 1},
+        )
+        .to_list(None)
+    )
+    values = await _values(ctx, [c["_id"] for c in credits])
+    return [
+        CreditValue(
+            user_id=c["user_id"],
+            org_id=c["org_id"],
+            served_at=c.get("served_at", c["at"]),
+            hours=values.get(c["_id"], 0.0),
+        )
+        for c in credits
+    ]
+
+
+async def confirmed_entries(ctx, start: datetime, end: datetime):
+    """Every confirmed ledger entry (credits and their corrections) served in [start, end), as
+    CreditValues, streamed: at provincial scale this is the whole year's ledger. No index: a
+    recount reads nearly all of it, and a plain scan is faster than fetching entry by entry."""
+    query = {"status": "confirmed", "served_at": {"$gte": start, "$lt": end}}
+    fields = {"_id": 0, "user_id": 1, "org_id": 1, "served_at": 1, "hours": 1}
+    async for entry in _ledger(ctx).find(query, fields, batch_size=10_000):
+        yield CreditValue(**entry)
 
 
 async def pending_by_site(ctx, older_than: datetime) -> list[tuple[ObjectId, int]]:

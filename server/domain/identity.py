@@ -188,6 +188,18 @@ def _new_user_fields(now) -> dict:
     return {"created_at": now, "real_name": None, "expertise": [], "region_code": None}
 
 
+async def import_users(ctx, people: list[tuple[str, str | None]]) -> list[ObjectId]:
+    """Bulk path for data loads: users by (openid, real name), as a first login creates them."""
+    now = ctx.clock.now()
+    docs = [
+        {"_id": ObjectId(), "openid": openid, **_new_user_fields(now), "real_name": name}
+        for openid, name in people
+    ]
+    if docs:
+        await ctx.db["users"].insert_many(docs, ordered=False)
+    return [doc["_id"] for doc in docs]
+
+
 async def _bootstrap_admin(ctx, user_id: ObjectId) -> None:
     root = await orgs.root_org(ctx)
     if root is None:

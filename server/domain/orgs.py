@@ -6,6 +6,7 @@ Owns the `orgs` and `role_grants` collections.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 import msgspec
@@ -113,6 +114,33 @@ async def subtree_ids(ctx, org_id: ObjectId) -> list[ObjectId]:
     return [doc["_id"] async for doc in cursor]
 
 
+class OrgNode(msgspec.Struct, frozen=True):
+    """An organisation as statistics see it: its kind and its lineage (itself first)."""
+
+    id: ObjectId
+    name: str
+    kind: str
+    lineage: tuple[ObjectId, ...]
+    created_at: datetime | None
+
+
+async def nodes(ctx, org_ids: list[ObjectId] | None = None) -> dict[ObjectId, OrgNode]:
+    """Organisations by id (all of them when `org_ids` is None; a province has a few
+    thousand, so this is one small read)."""
+    query = {} if org_ids is None else {"_id": {"$in": org_ids}}
+    fields = {"name": 1, "kind": 1, "ancestors": 1, "created_at": 1}
+    return {
+        doc["_id"]: OrgNode(
+            id=doc["_id"],
+            name=doc["name"],
+            kind=doc["kind"],
+            lineage=(doc["_id"], *reversed(doc.get("ancestors", []))),
+            created_at=doc.get("created_at"),
+        )
+        async for doc in ctx.db["orgs"].find(query, fields)
+    }
+
+
 # -- roles ------------------------------------------------------------------------------------
 
 
@@ -179,6 +207,19 @@ async def staff_org_ids(ctx, user_id: ObjectId) -> list[ObjectId]:
     """The organisations in which the user holds any staff role (the tops of what they see)."""
     grants = await grants_of(ctx, user_id)
     return sorted({g["org_id"] for g in grants})
+
+
+async def scope_ids(ctx, user_id: ObjectId, roles: set[str] | frozenset) -> list[ObjectId]:
+    """The organisations whose records a list shows the user: every subtree in which they hold
+    one of `roles` (or org_admin), the same rule as `holds_role` seen from above."""
+    wanted = set(roles) | {"org_admin"}
+    tops = sorted({g["org_id"] for g in await grants_of(ctx, user_id) if g["role"] in wanted})
+    if not tops:
+        return []
+    cursor = ctx.db["orgs"].find(
+        {"$or": [{"_id": {"$in": tops}}, {"ancestors": {"$in": tops}}]}, {"_id": 1}
+    )
+    return [doc["_id"] async for doc in cursor]
 
 
 async def visible_orgs(ctx, user_id: ObjectId) -> list[Org]:

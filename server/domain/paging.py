@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from server.domain.errors import InvalidRequest
+from server.domain.ids import parse_id
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -29,3 +30,23 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     if not isinstance(position, dict):
         raise InvalidRequest("cursor 无效", field="cursor")
     return position
+
+
+async def page_by_id(
+    collection,
+    query: dict,
+    cursor: str | None,
+    limit: int,
+    *,
+    newest_first: bool = False,
+    projection: dict | None = None,
+) -> tuple[list[dict], str | None]:
+    """One page of the documents matching `query` in `_id` order (oldest first unless asked),
+    and the cursor of the next page (None on the last)."""
+    if position := decode_cursor(cursor):
+        after = parse_id(position.get("i"), "cursor")
+        query = {**query, "_id": {"$lt" if newest_first else "$gt": after}}
+    order = -1 if newest_first else 1
+    docs = await collection.find(query, projection).sort([("_id", order)]).to_list(limit + 1)
+    more = len(docs) > limit
+    return docs[:limit], encode_cursor({"i": str(docs[limit - 1]["_id"])}) if more else None

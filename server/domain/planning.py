@@ -10,6 +10,16 @@ it to the plan document, then stores the routes with each stop's arrival and dep
 States: queued → running → done | failed. The dispatcher reviews a done plan, pins a visit to a
 caravan and day or removes (excludes) one, re-plans (pins and exclusions hold), and publishes:
 every planned visit becomes a published activity at its site that volunteers join as crew.
+
+A plan made for a campaign (server/domain/campaigns.py) takes the campaign's caravans, from
+several counties, and lies within its period.
+
+Solving survives the death of its process. A queued or running plan holds a lease
+(`lease_until`, `lease_holder`): a solve claims the plan atomically (only one process wins)
+and renews the lease while it runs. When the lease runs out, the process solving it died (or
+its pool worker did): a service that starts (`recover`, from Context.start) or reads the plan
+(`get_plan`) claims it and solves it again, up to MAX_ATTEMPTS attempts, after which the plan
+fails with a reason.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import contextlib
 import multiprocessing
 import os
 import queue as queue_module
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 
@@ -29,9 +40,10 @@ from pymongo import ReturnDocument
 
 from server import routing
 from server.clock import SHANGHAI
-from server.domain import activities, caravans, events, orgs, sites
+from server.domain import activities, campaigns, caravans, events, orgs, sites
 from server.domain.errors import Conflict, InvalidRequest, NotFound
 from server.domain.ids import fetch, parse_id
+from server.domain.paging import page_by_id
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +53,13 @@ MAX_DAYS = 62
 POLL_S = 0.25
 SITE_BATCH = 8
 REASON_ALREADY_SCHEDULED = "already_scheduled"
+SOLVING = ("queued", "running")
+LEASE = timedelta(seconds=30)
+HEARTBEAT_S = 5.0
+"""A solve renews its lease at least this often (and with every progress report)."""
+MAX_ATTEMPTS = 3
+"""Solves of one plan that may start before it fails: a plan that kills its solver every time
+must not keep the service busy for ever."""
 CARAVAN_TAG = "科普大篷车"
 KIND_WORD = {
     "school": "校园",
@@ -55,9 +74,13 @@ _tasks: dict[ObjectId, asyncio.Task] = {}
 
 
 class NewPlan(msgspec.Struct, forbid_unknown_fields=True):
+    """`start_date` and `end_date` are required, except for a campaign's plan: they then
+    default to the campaign's period and must lie within it."""
+
     org_id: str
-    start_date: date
-    end_date: date
+    start_date: date | None = None
+    end_date: date | None = None
+    campaign_id: str | None = None
     caravan_ids: Annotated[list[str], msgspec.Meta(min_length=1, max_length=200)] | None = None
     request_ids: Annotated[list[str], msgspec.Meta(max_length=5000)] | None = None
     time_limit_s: Annotated[int, msgspec.Meta(ge=1, le=300)] = 30
@@ -93,9 +116,15 @@ class StopOut(msgspec.Struct):
 
 
 class RouteOut(msgspec.Struct):
+    """One caravan-day. It leaves `depot_id` and ends at `end_depot_id`: today always the same
+    depot, as every duty day is a round trip. Multi-day tours with overnight stops at another
+    depot (a later step) fit as days that end where the next one starts; the solver would then
+    take each caravan-day's end depot too (PyVRP vehicle types have both)."""
+
     caravan_id: str
     date: str
     depot_id: str
+    end_depot_id: str
     leave_at: datetime
     return_at: datetime
     stops: list[StopOut]
@@ -123,6 +152,7 @@ class PublishedVisit(msgspec.Struct):
 class PlanOut(msgspec.Struct):
     id: str
     org_id: str
+    campaign_id: str | None
     status: str
     progress: float
     best_cost: int | None
@@ -143,6 +173,30 @@ class PlanOut(msgspec.Struct):
     finished_at: datetime | None
     published_at: datetime | None
     published: list[PublishedVisit]
+
+
+class PlanSummary(msgspec.Struct):
+    id: str
+    org_id: str
+    campaign_id: str | None
+    status: str
+    progress: float
+    start_date: str
+    end_date: str
+    caravans: int
+    requests: int
+    routes: int
+    unassigned: int
+    total_distance_km: float
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    published_at: datetime | None
+
+
+class PlanPage(msgspec.Struct):
+    items: list[PlanSummary]
+    next_cursor: str | None
 
 
 class PublishOut(msgspec.Struct):
@@ -166,13 +220,24 @@ def working_days(plan: dict) -> list[str]:
 async def create_plan(ctx, new: NewPlan, *, created_by: ObjectId, start: bool = True) -> ObjectId:
     org_id = parse_id(new.org_id, "org_id")
     await orgs.get_org(ctx, org_id)
-    if new.end_date < new.start_date:
+    caravan_ids = [parse_id(c, "caravan_ids") for c in new.caravan_ids] if new.caravan_ids else None
+    campaign_id = None
+    if new.campaign_id is not None:
+        campaign = await campaigns.get_campaign_doc(ctx, new.campaign_id)
+        first, last, caravan_ids = _within_campaign(new, org_id, campaign, caravan_ids)
+        campaign_id = campaign["_id"]
+    elif new.start_date is None:
+        raise InvalidRequest("请填写计划的开始日期", field="start_date")
+    elif new.end_date is None:
+        raise InvalidRequest("请填写计划的结束日期", field="end_date")
+    else:
+        first, last = new.start_date, new.end_date
+    if last < first:
         raise InvalidRequest("结束日期不能早于开始日期", field="end_date")
-    if (new.end_date - new.start_date).days + 1 > MAX_DAYS:
+    if (last - first).days + 1 > MAX_DAYS:
         raise InvalidRequest(f"计划期不能超过 {MAX_DAYS} 天", field="end_date")
     if sites.minutes(new.duty_start) >= sites.minutes(new.duty_end):
         raise InvalidRequest("出车时段的开始须早于结束", field="duty_start")
-    caravan_ids = [parse_id(c, "caravan_ids") for c in new.caravan_ids] if new.caravan_ids else None
     request_ids = (
         [parse_id(r, "request_ids") for r in new.request_ids]
         if new.request_ids is not None
@@ -181,12 +246,14 @@ async def create_plan(ctx, new: NewPlan, *, created_by: ObjectId, start: bool = 
     fleet = await caravans.caravans_for_plan(ctx, org_id, caravan_ids)
     if not fleet:
         raise InvalidRequest("该组织没有可用的大篷车", field="caravan_ids")
-    requests = await caravans.open_requests(ctx, org_id, new.start_date, new.end_date, request_ids)
+    requests = await caravans.open_requests(ctx, org_id, first, last, request_ids)
+    now = ctx.clock.now()
     doc = {
         "_id": ObjectId(),
         "org_id": org_id,
-        "start_date": new.start_date.isoformat(),
-        "end_date": new.end_date.isoformat(),
+        "campaign_id": campaign_id,
+        "start_date": first.isoformat(),
+        "end_date": last.isoformat(),
         "weekdays": sorted(set(new.weekdays)),
         "duty_start": new.duty_start,
         "duty_end": new.duty_end,
@@ -197,6 +264,10 @@ async def create_plan(ctx, new: NewPlan, *, created_by: ObjectId, start: bool = 
         "pins": [],
         "excluded": [],
         "status": "queued",
+        # Until this process's solve claims it; a plan whose creator died is recovered after.
+        "lease_holder": None,
+        "lease_until": now + LEASE,
+        "attempts": 0,
         "progress": 0.0,
         "best_cost": None,
         "routes": [],
@@ -205,7 +276,7 @@ async def create_plan(ctx, new: NewPlan, *, created_by: ObjectId, start: bool = 
         "runs": 0,
         "error": None,
         "created_by": created_by,
-        "created_at": ctx.clock.now(),
+        "created_at": now,
         "started_at": None,
         "finished_at": None,
         "published_at": None,
@@ -217,6 +288,27 @@ async def create_plan(ctx, new: NewPlan, *, created_by: ObjectId, start: bool = 
     if start:
         start_solving(ctx, doc["_id"])
     return doc["_id"]
+
+
+def _within_campaign(
+    new: NewPlan, org_id: ObjectId, campaign: dict, caravan_ids: list[ObjectId] | None
+) -> tuple[date, date, list[ObjectId]]:
+    """The period and caravans of a campaign's plan: the campaign's, or part of them."""
+    if campaign["org_id"] != org_id:
+        raise InvalidRequest("该巡回行动不属于计划的组织", field="campaign_id")
+    opens = date.fromisoformat(campaign["start_date"])
+    closes = date.fromisoformat(campaign["end_date"])
+    first, last = new.start_date or opens, new.end_date or closes
+    period = f"巡回行动期间（{campaign['start_date']} 至 {campaign['end_date']}）"
+    if not opens <= first <= closes:
+        raise InvalidRequest(f"开始日期须在{period}之内", field="start_date")
+    if not opens <= last <= closes:
+        raise InvalidRequest(f"结束日期须在{period}之内", field="end_date")
+    if caravan_ids is None:
+        return first, last, campaign["caravan_ids"]
+    if not set(caravan_ids) <= set(campaign["caravan_ids"]):
+        raise InvalidRequest("部分大篷车不在该巡回行动中", field="caravan_ids")
+    return first, last, caravan_ids
 
 
 async def get_plan_doc(ctx, plan_id) -> dict:
@@ -234,6 +326,7 @@ def _plan_out(doc: dict) -> PlanOut:
     return PlanOut(
         id=str(doc["_id"]),
         org_id=str(doc["org_id"]),
+        campaign_id=str(doc["campaign_id"]) if doc.get("campaign_id") else None,
         status=doc["status"],
         progress=round(doc.get("progress", 0.0), 3),
         best_cost=None if doc.get("best_cost") is None else int(doc["best_cost"]),
@@ -247,6 +340,7 @@ def _plan_out(doc: dict) -> PlanOut:
                 caravan_id=str(r["caravan_id"]),
                 date=r["date"],
                 depot_id=str(r["depot_id"]),
+                end_depot_id=str(r["end_depot_id"]),
                 leave_at=r["leave_at"],
                 return_at=r["return_at"],
                 stops=[
@@ -288,7 +382,45 @@ def _plan_out(doc: dict) -> PlanOut:
 
 
 async def get_plan(ctx, plan_id) -> PlanOut:
-    return _plan_out(await get_plan_doc(ctx, plan_id))
+    doc = await get_plan_doc(ctx, plan_id)
+    if _stale(ctx, doc) and doc["_id"] not in _tasks:
+        # Its solver's process died: the reader's process takes it over (if it wins the claim).
+        start_solving(ctx, doc["_id"])
+    return _plan_out(doc)
+
+
+async def list_plans(ctx, org_ids: list[ObjectId], cursor: str | None, limit: int) -> PlanPage:
+    """The plans of these organisations, newest first, without their routes."""
+    docs, following = await page_by_id(
+        ctx.db["plans"],
+        {"org_id": {"$in": org_ids}},
+        cursor,
+        limit,
+        newest_first=True,
+        projection={"routes.stops": 0, "pins": 0, "excluded": 0, "published": 0},
+    )
+    items = [
+        PlanSummary(
+            id=str(d["_id"]),
+            org_id=str(d["org_id"]),
+            campaign_id=str(d["campaign_id"]) if d.get("campaign_id") else None,
+            status=d["status"],
+            progress=round(d.get("progress", 0.0), 3),
+            start_date=d["start_date"],
+            end_date=d["end_date"],
+            caravans=len(d["caravan_ids"]),
+            requests=len(d["request_ids"]),
+            routes=len(d["routes"]),
+            unassigned=len(d["unassigned"]),
+            total_distance_km=d["total_distance_km"],
+            error=d.get("error"),
+            created_at=d["created_at"],
+            finished_at=d.get("finished_at"),
+            published_at=d.get("published_at"),
+        )
+        for d in docs
+    ]
+    return PlanPage(items=items, next_cursor=following)
 
 
 # -- pins, exclusions, re-planning ------------------------------------------------------------
@@ -352,7 +484,17 @@ async def replan(ctx, plan_id) -> Queued:
     _editable(plan)
     doc = await ctx.db["plans"].find_one_and_update(
         {"_id": plan["_id"], "status": {"$in": ["done", "failed"]}, "published_at": None},
-        {"$set": {"status": "queued", "progress": 0.0, "best_cost": None, "error": None}},
+        {
+            "$set": {
+                "status": "queued",
+                "progress": 0.0,
+                "best_cost": None,
+                "error": None,
+                "lease_holder": None,
+                "lease_until": ctx.clock.now() + LEASE,
+                "attempts": 0,
+            }
+        },
     )
     if doc is None:
         raise Conflict("计划正在求解，请等它结束再重新规划", code="plan_running")
@@ -364,7 +506,8 @@ async def replan(ctx, plan_id) -> Queued:
 
 
 def start_solving(ctx, plan_id: ObjectId) -> None:
-    """Starts the background solve of a queued plan in this process."""
+    """Starts the background solve of a plan in this process (its claim decides whether this
+    process solves it)."""
     task = asyncio.get_running_loop().create_task(_run(ctx, plan_id), name=f"plan-{plan_id}")
     _tasks[plan_id] = task
 
@@ -424,62 +567,165 @@ def _drain_queue(progress) -> list[tuple[float, int | None]]:
 
 
 async def _run(ctx, plan_id: ObjectId) -> None:
+    """Solves the plan if this process wins its claim; again, as a new attempt, when a pool
+    worker died under it."""
+    while await _attempt(ctx, plan_id):
+        pass
+
+
+async def _attempt(ctx, plan_id: ObjectId) -> bool:
+    """One solve of the plan; True when it should be tried again."""
     plans = ctx.db["plans"]
+    token = str(ObjectId())
+    pool = ctx.process_pool
     manager = None
     try:
-        plan = await get_plan_doc(ctx, plan_id)
+        plan = await _claim(ctx, plan_id, token)
+        if plan is None:
+            return False
         problem, days, gone = await _build_problem(ctx, plan)
-        await plans.update_one(
-            {"_id": plan_id},
-            {
-                "$set": {"status": "running", "started_at": ctx.clock.now(), "progress": 0.0},
-                "$inc": {"runs": 1},
-            },
-        )
         manager, progress = await ctx.run_blocking(_start_manager)
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
-            ctx.process_pool, _solve_in_worker, problem, routing.ProgressToQueue(progress)
+            pool, _solve_in_worker, problem, routing.ProgressToQueue(progress)
         )
+        renewed = loop.time()
         while True:
             done, _ = await asyncio.wait({future}, timeout=POLL_S)
-            updates = await ctx.run_blocking(_drain_queue, progress)
-            if updates and not done:
-                fraction, cost = updates[-1]
-                await plans.update_one(
-                    {"_id": plan_id},
-                    {"$set": {"progress": min(fraction, 0.999), "best_cost": cost}},
-                )
             if done:
                 break
+            report = {}
+            if updates := await ctx.run_blocking(_drain_queue, progress):
+                fraction, cost = updates[-1]
+                report = {"progress": min(fraction, 0.999), "best_cost": cost}
+            if report or loop.time() - renewed >= HEARTBEAT_S:
+                if not await _renew(ctx, plan_id, token, report):
+                    # This process stalled past its lease and another took the plan over.
+                    log.warning("plan_taken_over", plan_id=str(plan_id))
+                    return False
+                renewed = loop.time()
         result: routing.PlanResult = future.result()
-        await plans.update_one({"_id": plan_id}, {"$set": _result_fields(ctx, result, days, gone)})
+        written = await plans.update_one(
+            {"_id": plan_id, "lease_holder": token},
+            {"$set": _result_fields(ctx, result, days, gone)},
+        )
         log.info(
-            "plan_done",
+            "plan_done" if written.matched_count else "plan_taken_over",
             plan_id=str(plan_id),
             routes=len(result.routes),
             unassigned=len(result.unassigned),
             seconds=round(result.runtime_s, 2),
         )
+        return False
+    except BrokenProcessPool:
+        # A worker died (killed, out of memory) and took the pool with it: a new pool solves
+        # the plan again.
+        log.warning("plan_worker_died", plan_id=str(plan_id))
+        ctx.discard_process_pool(pool)
+        await _hand_back(ctx, plan_id, token)
+        return True
     except asyncio.CancelledError:
+        # The service is stopping: another process, or this one's next start, solves it; a
+        # stop is no failed attempt.
         with contextlib.suppress(Exception):
-            await asyncio.shield(_fail(ctx, plan_id, "求解被中断"))
+            await asyncio.shield(_hand_back(ctx, plan_id, token, failed_attempt=False))
         raise
     except Exception as exc:
         log.exception("plan_failed", plan_id=str(plan_id))
         with contextlib.suppress(Exception):
-            await _fail(ctx, plan_id, f"求解失败：{type(exc).__name__}: {exc}")
+            await _fail(ctx, plan_id, token, f"求解失败：{type(exc).__name__}: {exc}")
+        return False
     finally:
         if manager is not None:
             with contextlib.suppress(Exception):
                 await ctx.run_blocking(manager.shutdown)
 
 
-async def _fail(ctx, plan_id: ObjectId, message: str) -> None:
+def _claimable(now: datetime) -> dict:
+    """A plan queued here and not yet taken, or one whose solver stopped renewing its lease."""
+    return {
+        "$or": [
+            {"status": "queued", "lease_holder": None},
+            {"status": {"$in": list(SOLVING)}, "lease_until": {"$lt": now}},
+        ]
+    }
+
+
+def _stale(ctx, doc: dict) -> bool:
+    return doc["status"] in SOLVING and doc["lease_until"] < ctx.clock.now()
+
+
+async def _claim(ctx, plan_id: ObjectId, token: str) -> dict | None:
+    """Takes the plan for one solve, atomically: of several processes, one wins. The plan as it
+    was before the claim (its `runs` seed the search), or None when it is not this process's
+    to solve: taken by another, finished, or failed here for running out of attempts."""
+    now = ctx.clock.now()
+    plans = ctx.db["plans"]
+    plan = await plans.find_one_and_update(
+        {"_id": plan_id, "attempts": {"$lt": MAX_ATTEMPTS}, **_claimable(now)},
+        {
+            "$set": {
+                "status": "running",
+                "lease_holder": token,
+                "lease_until": now + LEASE,
+                "started_at": now,
+                "progress": 0.0,
+            },
+            "$inc": {"runs": 1, "attempts": 1},
+        },
+    )
+    if plan is None:
+        given_up = await plans.update_one(
+            {"_id": plan_id, "attempts": {"$gte": MAX_ATTEMPTS}, **_claimable(now)},
+            {
+                "$set": {
+                    "status": "failed",
+                    "error": f"求解进程已中途退出 {MAX_ATTEMPTS} 次，不再重试；请检查后重新规划",
+                    "finished_at": now,
+                }
+            },
+        )
+        if given_up.modified_count:
+            log.error("plan_out_of_attempts", plan_id=str(plan_id))
+    return plan
+
+
+async def _renew(ctx, plan_id: ObjectId, token: str, fields: dict) -> bool:
+    """Extends the lease (with the latest progress); False when the plan is no longer ours."""
+    result = await ctx.db["plans"].update_one(
+        {"_id": plan_id, "lease_holder": token},
+        {"$set": {**fields, "lease_until": ctx.clock.now() + LEASE}},
+    )
+    return result.matched_count == 1
+
+
+async def _hand_back(ctx, plan_id: ObjectId, token: str, *, failed_attempt: bool = True) -> None:
+    """Gives the plan up for another solve, here or in another process."""
+    now = ctx.clock.now()
+    update: dict = {"$set": {"status": "queued", "lease_holder": None, "lease_until": now}}
+    if not failed_attempt:
+        update["$inc"] = {"attempts": -1}
+    await ctx.db["plans"].update_one({"_id": plan_id, "lease_holder": token}, update)
+
+
+async def _fail(ctx, plan_id: ObjectId, token: str, message: str) -> None:
     await ctx.db["plans"].update_one(
-        {"_id": plan_id},
+        {"_id": plan_id, "lease_holder": token},
         {"$set": {"status": "failed", "error": message, "finished_at": ctx.clock.now()}},
     )
+
+
+async def recover(ctx) -> None:
+    """Takes over the plans whose solver's process died (their lease ran out): each is solved
+    again here, unless another process claims it first. Called when a service starts."""
+    cursor = ctx.db["plans"].find(
+        {"status": {"$in": list(SOLVING)}, "lease_until": {"$lt": ctx.clock.now()}}, {"_id": 1}
+    )
+    stale = [doc["_id"] async for doc in cursor]
+    for plan_id in stale:
+        start_solving(ctx, plan_id)
+    if stale:
+        log.info("plans_recovered", plans=[str(p) for p in stale])
 
 
 async def _build_problem(ctx, plan: dict) -> tuple[routing.PlanProblem, list[str], list]:
@@ -582,6 +828,7 @@ def _result_fields(ctx, result: routing.PlanResult, days: list[str], gone: list)
             "caravan_id": ObjectId(r.caravan_id),
             "date": days[r.day],
             "depot_id": ObjectId(r.depot_id),
+            "end_depot_id": ObjectId(r.depot_id),  # every duty day is a round trip, for now
             "leave_at": _at(days[r.day], r.leave_s),
             "return_at": _at(days[r.day], r.return_s),
             "stops": [

@@ -204,6 +204,15 @@ def new_record(
     return record
 
 
+async def import_signups(ctx, records: list[dict]) -> int:
+    """Bulk path for data loads: records built by `new_record`, written in one call. The
+    activities' counters must be given to match (activities.activity_doc takes them)."""
+    if not records:
+        return 0
+    result = await _coll(ctx).insert_many(records, ordered=False)
+    return len(result.inserted_ids)
+
+
 async def _place_without_seat(ctx, user_id: ObjectId, activity_id: ObjectId):
     """Neither a seat nor a waitlist place: an existing sign-up, the approval queue, or why not."""
     existing = await _coll(ctx).find_one(

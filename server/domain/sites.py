@@ -103,6 +103,12 @@ async def get_site_doc(ctx, site_id) -> dict:
     return await fetch(ctx.db["sites"], site_id, "site_id", "站点不存在")
 
 
+async def briefs(ctx, site_ids: list[ObjectId]) -> dict[ObjectId, dict]:
+    """Name and organisation of each site, for reports."""
+    cursor = ctx.db["sites"].find({"_id": {"$in": site_ids}}, {"name": 1, "org_id": 1})
+    return {doc.pop("_id"): doc async for doc in cursor}
+
+
 async def get_site(ctx, site_id) -> Site:
     return _site_out(await get_site_doc(ctx, site_id))
 
