@@ -1,6 +1,6 @@
 """The staff HTTP API under /api/v1, plus the operational endpoints."""
 
-from handlers import activities, caravans, hours, orgs, reminders, sites, system
+from handlers import activities, caravans, hours, orgs, reminders, sites, stats, system
 
 ROUTES = [
     *system.ROUTES,
@@ -10,4 +10,5 @@ ROUTES = [
     *hours.ROUTES,
     *reminders.ROUTES,
     *caravans.ROUTES,
+    *stats.ROUTES,
 ]

@@ -13,7 +13,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from server.clock import SHANGHAI
-from server.domain import activities, attendance, leases, notifications
+from server.domain import activities, attendance, leases, notifications, stats
 
 log = structlog.get_logger(__name__)
 
@@ -53,12 +53,18 @@ class Scheduler:
                 log.info("reminders_dispatched", handled=sent)
 
     async def daily(self) -> None:
-        """Lifecycle, forgotten check-outs (Asia/Shanghai, 02:00)."""
+        """Lifecycle, forgotten check-outs, and the statistics roll-ups checked against a recount
+        of this year and the last (corrections to last year's records arrive late)
+        (Asia/Shanghai, 02:00)."""
         if not await self._leading():
             return
         moved = await activities.advance_lifecycle(self.ctx)
         closed = await attendance.close_forgotten(self.ctx)
-        log.info("daily_jobs_done", closed_checkins=closed, **moved)
+        this_year = self.ctx.clock.local_now().year
+        repaired = 0
+        for year in (this_year - 1, this_year):
+            repaired += sum((await stats.reconcile(self.ctx, year)).values())
+        log.info("daily_jobs_done", closed_checkins=closed, rollups_repaired=repaired, **moved)
 
     async def hours_pending(self) -> None:
         if await self._leading():

@@ -27,6 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run", help="run the service (the default)")
     commands.add_parser("seed-demo", help="load the demo data into an empty database")
     commands.add_parser("scheduler", help="run only the scheduler (reminders, daily jobs)")
+    scale = commands.add_parser(
+        "seed-scale", help="write a generated provincial year into an empty database"
+    )
+    scale.add_argument("--volunteers", type=int, default=148_000)
+    scale.add_argument("--activities", type=int, default=11_425)
+    scale.add_argument("--year", type=int, default=2026)
+    scale.add_argument("--trips", type=int, default=1_220)
+    scale.add_argument("--seed", type=int, default=2026)
     grant = commands.add_parser("grant", help="grant a staff role to a WeChat user")
     grant.add_argument("--openid", required=True)
     grant.add_argument("--role", required=True, choices=sorted(STAFF_ROLES))
@@ -58,6 +66,8 @@ async def operate(settings: Settings, args: argparse.Namespace) -> int:
         if args.command == "seed-demo":
             loaded = await seed_demo(ctx)
             print("demo data loaded" if loaded else "the database already has data; left as is")
+        elif args.command == "seed-scale":
+            await _seed_scale(ctx, args)
         elif args.command == "grant":
             org = (
                 await orgs.root_org(ctx)
@@ -79,6 +89,23 @@ async def operate(settings: Settings, args: argparse.Namespace) -> int:
         await ctx.close()
         if emulator is not None:
             emulator.stop()
+
+
+async def _seed_scale(ctx, args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from server.seed import Scale, seed_year
+
+    scale = Scale(
+        volunteers=args.volunteers,
+        activities=args.activities,
+        year=args.year,
+        trips=args.trips,
+        seed=args.seed,
+    )
+    with tqdm(total=scale.volunteers + scale.activities + scale.trips, unit="rec") as bar:
+        written = await seed_year(ctx, scale, bar.update)
+    print(" ".join(f"{k}={v}" for k, v in written.items()))
 
 
 def _start_emulator(settings: Settings, port: int):

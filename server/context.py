@@ -48,7 +48,7 @@ class Context:
 
     @classmethod
     async def start(cls, settings: Settings, *, clock: Clock | None = None) -> Context:
-        from server.domain import notifications, planning
+        from server.domain import notifications, planning, stats
         from server.wechat import emulator, token_keeper
 
         embedded = None
@@ -87,6 +87,7 @@ class Context:
             embedded=embedded,
         )
         notifications.register()
+        stats.register()
         keeper = token_keeper.TokenKeeper(ctx)
         ctx.wechat = WeChatAdapter(
             appid=settings.wechat_appid or emulator.DEFAULT_APPID,

@@ -361,6 +361,13 @@ TABLE += [
         lambda w, n: {"beneficiaries": 100 + n},
         ORGANISERS,
     ),
+    Row(
+        "GET",
+        r"/api/v1/stats/annual",
+        lambda w: f"/api/v1/stats/annual?org_id={w.county}&year={w.today[:4]}",
+        lambda w, n: None,
+        frozenset({"org_admin", "dispatcher", "team_leader"}),
+    ),
 ]
 
 # Staff routes whose answer depends on who asks but never refuses a signed-in user.

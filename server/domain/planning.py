@@ -60,7 +60,6 @@ HEARTBEAT_S = 5.0
 MAX_ATTEMPTS = 3
 """Solves of one plan that may start before it fails: a plan that kills its solver every time
 must not keep the service busy for ever."""
-CARAVAN_TAG = "科普大篷车"
 KIND_WORD = {
     "school": "校园",
     "village": "乡村",
@@ -957,7 +956,7 @@ async def _publish_visit(
                 starts_at=stop["start_at"],
                 ends_at=stop["depart_at"],
                 capacity=caravan["crew_size"],
-                tags=[CARAVAN_TAG],
+                tags=[activities.CARAVAN_TAG],
             ),
             created_by=by,
         )

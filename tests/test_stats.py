@@ -1,0 +1,385 @@
+"""Statistics: the report against a plain recount of the raw records, roll-ups kept by events,
+the nightly check repairing them, and the exports."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections import Counter, defaultdict
+from datetime import date, datetime, timedelta
+
+import openpyxl
+import pytest
+from bson import ObjectId
+
+from jobs.scheduler import Scheduler
+from server.clock import SHANGHAI
+from server.domain import activities, caravans, hours, orgs, signups, sites, stats
+from server.seed import Scale, seed_year
+
+YEAR = 2026
+SMALL = Scale(volunteers=400, activities=160, teams=24, bases=4, projects=6, trips=40, cities=2)
+
+
+@pytest.fixture
+async def year(ctx):
+    written = await seed_year(ctx, SMALL)
+    assert written["hours_records"] > 500 and written["trips"] == SMALL.trips
+    return written
+
+
+@pytest.fixture
+async def admin(ctx, login, year):
+    session = await login()
+    root = await orgs.root_org(ctx)
+    await orgs.grant_role(ctx, ObjectId(session.user_id), "org_admin", root["_id"])
+    return session
+
+
+def _local(moment: datetime) -> datetime:
+    return moment.astimezone(SHANGHAI)
+
+
+async def plain_recount(ctx, org_id: ObjectId, first: date, last: date) -> dict:
+    """The report's figures, straight from the raw collections, with no shared code."""
+    org_docs = await ctx.db["orgs"].find().to_list(None)
+    inside = {d["_id"] for d in org_docs if d["_id"] == org_id or org_id in d["ancestors"]}
+
+    def in_period(moment: datetime) -> bool:
+        return first <= _local(moment).date() <= last
+
+    held = [
+        a
+        for a in await ctx.db["activities"].find().to_list(None)
+        if a["status"] in ("published", "ongoing", "finished")
+        and "科普大篷车" not in a.get("tags", [])
+        and a["org_id"] in inside
+        and in_period(a["starts_at"])
+    ]
+    per_user: Counter = Counter()
+    months: dict[str, Counter] = defaultdict(Counter)
+    for entry in await ctx.db["hours_ledger"].find({"status": "confirmed"}).to_list(None):
+        if entry["org_id"] in inside and in_period(entry["served_at"]):
+            per_user[entry["user_id"]] += entry["hours"]
+            months[_local(entry["served_at"]).strftime("%Y-%m")]["hours"] += entry["hours"]
+    for a in held:
+        month = _local(a["starts_at"]).strftime("%Y-%m")
+        months[month]["activities"] += 1
+        months[month]["beneficiaries"] += a.get("beneficiaries", 0)
+    km, visits, reached = 0.0, 0, 0
+    for trip in await ctx.db["trips"].find().to_list(None):
+        if trip["org_id"] in inside and first.isoformat() <= trip["date"] <= last.isoformat():
+            km += trip["km"]
+            months[trip["date"][:7]]["km"] += trip["km"]
+            for visit in trip["visits"]:
+                if visit.get("confirmed"):
+                    visits += 1
+                    reached += visit["beneficiaries"]
+    top = sorted(
+        ((round(h, 2), str(u)) for u, h in per_user.items() if round(h, 2) > 0),
+        key=lambda pair: (-pair[0], pair[1]),
+    )[:10]
+    end = datetime.combine(last + timedelta(days=1), datetime.min.time(), SHANGHAI)
+    projects = await ctx.db["projects"].count_documents(
+        {"org_id": {"$in": list(inside)}, "created_at": {"$lt": end}}
+    )
+    existing = [d for d in org_docs if d["_id"] in inside and d["created_at"] < end]
+    return {
+        "volunteer": {
+            "teams": sum(1 for d in existing if d["kind"] == "team"),
+            "bases": sum(1 for d in existing if d["kind"] == "base"),
+            "projects": projects,
+            "activities": len(held),
+            "volunteers": sum(1 for h in per_user.values() if round(h, 6) > 0),
+            "hours": round(sum(per_user.values()), 2),
+            "beneficiaries": sum(a.get("beneficiaries", 0) for a in held),
+        },
+        "caravan": {"activities": visits, "km": round(km, 1), "beneficiaries": reached},
+        "top_volunteers": [{"user_id": u, "hours": h} for h, u in top],
+        "months": {m: dict(c) for m, c in months.items()},
+    }
+
+
+async def _report(http, session, **params) -> dict:
+    answer = await http.get("/api/v1/stats/annual", params=params, headers=session.headers)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _assert_matches(report: dict, expected: dict) -> None:
+    assert report["volunteer"] == pytest.approx(expected["volunteer"])
+    assert report["caravan"] == pytest.approx(expected["caravan"])
+    assert [
+        {"user_id": t["user_id"], "hours": t["hours"]} for t in report["top_volunteers"]
+    ] == expected["top_volunteers"]
+    for row in report["months"]:
+        want = expected["months"].get(row["key"], {})
+        assert row["hours"] == pytest.approx(round(want.get("hours", 0), 2)), row
+        assert row["activities"] == want.get("activities", 0), row
+        assert row["beneficiaries"] == want.get("beneficiaries", 0), row
+        assert row["km"] == pytest.approx(round(want.get("km", 0), 1)), row
+
+
+async def test_figures_equal_a_plain_recount_for_subtrees_and_periods(ctx, http, admin, year):
+    root = await orgs.root_org(ctx)
+    city = await ctx.db["orgs"].find_one({"kind": "city"}, sort=[("_id", -1)])
+    county = await ctx.db["orgs"].find_one({"kind": "county", "parent_id": city["_id"]})
+    whole_year = (date(YEAR, 1, 1), date(YEAR, 12, 31))
+    spring = (date(YEAR, 3, 1), date(YEAR, 6, 30))
+    for org, (first, last) in [
+        (root, whole_year),
+        (city, whole_year),
+        (county, whole_year),
+        (root, spring),
+        (city, spring),
+    ]:
+        if (first, last) == whole_year:
+            report = await _report(http, admin, org_id=str(org["_id"]), year=YEAR)
+            assert report["source"] == "rollup"
+        else:
+            report = await _report(
+                http, admin, org_id=str(org["_id"]), **{"from": str(first), "to": str(last)}
+            )
+            assert report["source"] == "recount"
+            assert [m["key"] for m in report["months"]] == [
+                "2026-03",
+                "2026-04",
+                "2026-05",
+                "2026-06",
+            ]
+        _assert_matches(report, await plain_recount(ctx, org["_id"], first, last))
+    provincial = await _report(http, admin, year=YEAR)
+    assert provincial["org_id"] == str(root["_id"])
+    assert provincial["volunteer"]["activities"] > 100 and provincial["caravan"]["km"] > 0
+    assert sum(c["hours"] for c in provincial["counties"]) == pytest.approx(
+        provincial["volunteer"]["hours"], abs=0.05
+    )
+    assert len(provincial["top_teams_by_hours"]) == 10
+    hours_ranked = [t["hours"] for t in provincial["top_teams_by_hours"]]
+    assert hours_ranked == sorted(hours_ranked, reverse=True)
+    assert (
+        provincial["top_sites"][0]["beneficiaries"] >= provincial["top_sites"][-1]["beneficiaries"]
+    )
+    assert all(t["name"] and "*" in t["name"] for t in provincial["top_volunteers"])
+
+
+async def test_an_adjusted_record_changes_the_totals(ctx, http, login, admin, year):
+    before = await _report(http, admin, year=YEAR)
+    credit = await ctx.db["hours_ledger"].find_one({"status": "confirmed", "hours": 3.0})
+    team = await orgs.get_org(ctx, credit["org_id"])
+    organiser = await login()
+    await orgs.grant_role(ctx, ObjectId(organiser.user_id), "team_leader", team["_id"])
+    answer = await http.post(
+        f"/api/v1/hours/{credit['_id']}/adjust",
+        json={"hours": 1.5, "reason": "提前离场"},
+        headers=organiser.headers,
+    )
+    assert answer.status_code == 200, answer.text
+    after = await _report(http, admin, year=YEAR)
+    assert after["volunteer"]["hours"] == pytest.approx(before["volunteer"]["hours"] - 1.5)
+    month = _local(credit["served_at"]).strftime("%Y-%m")
+    by_month = {m["key"]: m["hours"] for m in after["months"]}
+    was = {m["key"]: m["hours"] for m in before["months"]}
+    assert by_month[month] == pytest.approx(was[month] - 1.5)
+    assert await stats.reconcile(ctx, YEAR, repair=False) == dict.fromkeys(
+        (stats.ORGS, stats.VOLUNTEERS, stats.SITES, stats.PROJECTS), 0
+    )
+
+
+async def test_events_keep_the_rollups_equal_to_a_recount(ctx, year):
+    """Publish, report reach, confirm hours (concurrently), log a trip and confirm its visit,
+    cancel: afterwards the stored roll-ups are exactly what a full recount gives."""
+    root = await orgs.root_org(ctx)
+    rollup = f"{root['_id']}:{YEAR}"
+    before = (await ctx.db[stats.ORGS].find_one({"_id": rollup}))["totals"]
+    team = await ctx.db["orgs"].find_one({"kind": "team"})
+    county_id = team["parent_id"]
+    site = await ctx.db["sites"].find_one({"org_id": county_id})
+    site_admin = await ctx.db["users"].find_one({"openid": "seed_2026_1"})
+    await sites.add_admin(ctx, site["_id"], site_admin["_id"])
+    start = ctx.clock.now() + timedelta(days=2)
+    upcoming = await activities.create_activity(
+        ctx,
+        activities.NewActivity(
+            title="新活动",
+            description="",
+            org_id=str(team["_id"]),
+            site_id=str(site["_id"]),
+            starts_at=start,
+            ends_at=start + timedelta(hours=2),
+            capacity=10,
+        ),
+        created_by=None,
+    )
+    await activities.publish(ctx, upcoming, publisher_openid="seed_2026_0")
+    past = await ctx.db["activities"].find_one({"org_id": team["_id"], "status": "finished"})
+    await activities.report_reach(ctx, past["_id"], activities.Reach(beneficiaries=4321))
+    people = [u["_id"] for u in await ctx.db["users"].find().limit(60).to_list(None)]
+    credits = [
+        await hours.credit(
+            ctx,
+            user_id=p,
+            hours=2.5,
+            org_id=team["_id"],
+            source="activity",
+            activity_id=ObjectId(),
+            site_id=site["_id"],
+            served_at=past["starts_at"],
+        )
+        for p in people
+    ]
+    ids = [str(c) for c in credits]
+    # Overlapping batches at once: every credit must count exactly once.
+    await asyncio.gather(
+        *(hours.confirm(ctx, site_admin["_id"], ids[i : i + 20]) for i in range(0, 60, 10))
+    )
+    caravan = await ctx.db["caravans"].find_one({})
+    request = await caravans.create_request(
+        ctx,
+        caravans.NewVisitRequest(
+            site_id=str(site["_id"]),
+            earliest_date=ctx.clock.local_now().date(),
+            latest_date=ctx.clock.local_now().date() + timedelta(days=3),
+            duration_min=60,
+        ),
+    )
+    trip = await caravans.log_trip(
+        ctx,
+        caravans.NewTrip(
+            caravan_id=str(caravan["_id"]),
+            date=ctx.clock.local_now().date(),
+            odometer_start_km=500_000,
+            odometer_end_km=500_088,
+            visits=[caravans.TripVisitIn(request_id=str(request), beneficiaries=77)],
+        ),
+        logged_by=site_admin["_id"],
+    )
+    for _ in range(2):  # a repeat confirmation counts nothing
+        await caravans.confirm_visit(ctx, trip, request, by=site_admin["_id"])
+    cancelled = await activities.create_activity(
+        ctx,
+        activities.NewActivity(
+            title="取消的活动",
+            description="",
+            org_id=str(team["_id"]),
+            starts_at=start,
+            ends_at=start + timedelta(hours=1),
+            capacity=5,
+        ),
+        created_by=None,
+    )
+    await activities.publish(ctx, cancelled, publisher_openid="seed_2026_0")
+    await signups.cancel_activity(ctx, cancelled, reason="天气")
+    after = (await ctx.db[stats.ORGS].find_one({"_id": rollup}))["totals"]
+    assert after["hours"] == pytest.approx(before["hours"] + 60 * 2.5)
+    assert after["activities"] == before["activities"] + 1  # the cancelled one came and went
+    assert after["beneficiaries"] == before["beneficiaries"] + 4321 - past["beneficiaries"]
+    assert after["km"] == pytest.approx(before["km"] + 88)
+    assert after["caravan_activities"] == before["caravan_activities"] + 1
+    assert after["caravan_beneficiaries"] == before["caravan_beneficiaries"] + 77
+    assert await stats.reconcile(ctx, YEAR, repair=False) == dict.fromkeys(
+        (stats.ORGS, stats.VOLUNTEERS, stats.SITES, stats.PROJECTS), 0
+    )
+
+
+async def test_the_nightly_job_repairs_a_drifted_rollup(ctx, http, admin, year, capsys):
+    good = await _report(http, admin, year=YEAR)
+    root = await orgs.root_org(ctx)
+    await ctx.db[stats.ORGS].update_one(
+        {"_id": f"{root['_id']}:{YEAR}"}, {"$inc": {"totals.hours": 40, "totals.activities": 3}}
+    )
+    await ctx.db[stats.VOLUNTEERS].delete_one({"year": YEAR, "org_id": root["_id"]})
+    drifted = await _report(http, admin, year=YEAR)
+    assert drifted["volunteer"]["hours"] == pytest.approx(good["volunteer"]["hours"] + 40)
+    assert await stats.reconcile(ctx, YEAR, repair=False) == {
+        stats.ORGS: 1,
+        stats.VOLUNTEERS: 1,
+        stats.SITES: 0,
+        stats.PROJECTS: 0,
+    }
+    capsys.readouterr()
+    await Scheduler(ctx).daily()
+    assert "stats_rollup_mismatch" in capsys.readouterr().out
+    assert await _report(http, admin, year=YEAR) == good
+    assert sum((await stats.reconcile(ctx, YEAR)).values()) == 0
+
+
+async def test_workbook_and_csv_totals_equal_the_json(ctx, http, admin, year):
+    report = await _report(http, admin, year=YEAR)
+    answer = await http.get(
+        "/api/v1/stats/annual", params={"year": YEAR, "format": "xlsx"}, headers=admin.headers
+    )
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/vnd.openxmlformats")
+    book = openpyxl.load_workbook(io.BytesIO(answer.content))
+    assert book.sheetnames == [
+        "总览",
+        "按月",
+        "按县",
+        "十佳志愿者",
+        "十佳队伍",
+        "十佳站点",
+        "十佳项目",
+    ]
+    summary = {row[0]: row[1] for row in book["总览"].iter_rows(min_row=2, values_only=True)}
+    assert summary["志愿服务时长"] == pytest.approx(report["volunteer"]["hours"])
+    assert summary["科普活动"] == report["volunteer"]["activities"]
+    assert summary["大篷车行驶里程(km)"] == pytest.approx(report["caravan"]["km"])
+    months = list(book["按月"].iter_rows(min_row=2, values_only=True))
+    assert len(months) == 13 and months[-1][0] == "合计"
+    assert months[-1][1] == report["volunteer"]["activities"]
+    assert months[-1][3] == pytest.approx(report["volunteer"]["hours"], abs=0.01)
+    assert months[-1][5] == pytest.approx(report["caravan"]["km"], abs=0.1)
+    counties = list(book["按县"].iter_rows(min_row=2, values_only=True))
+    assert counties[-1][2] == report["volunteer"]["activities"]
+    assert book["按县"].column_dimensions["A"].width > 8
+    top = list(book["十佳志愿者"].iter_rows(min_row=2, values_only=True))
+    assert [row[3] for row in top] == [t["hours"] for t in report["top_volunteers"]]
+
+    answer = await http.get(
+        "/api/v1/stats/annual",
+        params={"year": YEAR, "format": "csv", "table": "months"},
+        headers=admin.headers,
+    )
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(answer.content.decode("utf-8-sig"))))
+    assert rows[0][0] == "月份" and rows[-1][0] == "合计"
+    assert float(rows[-1][3]) == pytest.approx(report["volunteer"]["hours"], abs=0.01)
+
+
+async def test_bad_requests_are_refused_clearly(ctx, http, admin, year):
+    for params, field in [
+        ({"year": 1800}, "year"),
+        ({"from": "2026-05-01", "to": "2026-04-01"}, "to"),
+        ({"from": "2026-13-01"}, "from"),
+        ({"format": "pdf"}, "format"),
+        ({"format": "csv", "table": "nope"}, "table"),
+    ]:
+        answer = await http.get("/api/v1/stats/annual", params=params, headers=admin.headers)
+        assert answer.status_code == 400, (params, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_request"
+        assert field in answer.text
+    answer = await http.get(
+        "/api/v1/stats/annual", params={"org_id": str(ObjectId())}, headers=admin.headers
+    )
+    assert answer.status_code in (403, 404)
+
+
+async def test_reach_needs_a_started_activity(ctx, year):
+    team = await ctx.db["orgs"].find_one({"kind": "team"})
+    start = ctx.clock.now() + timedelta(days=1)
+    upcoming = await activities.create_activity(
+        ctx,
+        activities.NewActivity(
+            title="明日活动",
+            description="",
+            org_id=str(team["_id"]),
+            starts_at=start,
+            ends_at=start + timedelta(hours=1),
+            capacity=5,
+        ),
+        created_by=None,
+    )
+    with pytest.raises(Exception, match="受益人次"):
+        await activities.report_reach(ctx, upcoming, activities.Reach(beneficiaries=10))
