@@ -118,6 +118,43 @@ async def test_no_quota_is_skipped_and_not_retried(ctx, emulator, activity):
     assert emulator.messages("o_r3") == []
 
 
+async def _due_now(ctx, user, n: int, prefix: str) -> None:
+    for i in range(n):
+        await notifications.schedule(
+            ctx, user_id=user, key="activity_reminder", data={"thing1": {"value": "x"}},
+            due_at=ctx.clock.now(), dedupe=f"{prefix}{i}",
+        )  # fmt: skip
+
+
+async def test_a_batch_spends_what_each_quota_holds_and_skips_the_rest(ctx, emulator):
+    short, ample = await _volunteer(ctx, "o_q_short"), await _volunteer(ctx, "o_q_ample", 5)
+    await _due_now(ctx, short, 3, "short")  # one batch: 3 reminders of one template, quota 2
+    await _due_now(ctx, ample, 3, "ample")
+    assert await notifications.dispatch_due(ctx) == 6
+    assert len(emulator.messages("o_q_short")) == 2
+    assert len(emulator.messages("o_q_ample")) == 3
+    skipped = await ctx.db.reminders.find({"state": "skipped"}).to_list(None)
+    assert [(r["user_id"], r["last_error"]) for r in skipped] == [(short, "no_quota")]
+    remaining = [(await notifications.quotas(ctx, u)).items[0].remaining for u in (short, ample)]
+    assert remaining == [0, 2]
+
+
+async def test_batches_taking_from_one_quota_at_once_get_what_it_holds(ctx):
+    """Concurrent takes conflict in the database and are decided again; none gives too much."""
+    user = await _volunteer(ctx, "o_q_shared", accepts=0)
+    # After the first round the connections are open, so the two transactions overlap.
+    for _ in range(3):
+        await notifications.accept(ctx, user, [TEMPLATE] * 7)
+        batches = [
+            [{"_id": ObjectId(), "user_id": user, "template_id": TEMPLATE} for _ in range(6)]
+            for _ in range(2)
+        ]
+        given = await asyncio.gather(*[notifications._take_quotas(ctx, b) for b in batches])
+        assert sum(len(g) for g in given) == 7
+        assert all(g <= {r["_id"] for r in b} for g, b in zip(given, batches, strict=True))
+        assert (await notifications.quotas(ctx, user)).items[0].remaining == 0
+
+
 async def test_43101_is_not_retried(ctx, emulator, activity):
     user = await _volunteer(ctx, "o_r4", accepts=1)
     await signups.sign_up(ctx, user, activity)

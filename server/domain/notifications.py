@@ -2,9 +2,10 @@
 
 Owns `subscriptions` (how many messages each user accepted per template: one accept, one
 message) and `reminders` (the outbox). Domain events write reminders; the dispatcher claims
-due ones with one atomic update each batch, sends them through the WeChat adapter and records
-the outcome. A claim carries a lease: if its process dies mid-send, the reminder is claimed
-again once the lease runs out, so none is lost.
+due ones a batch at a time, each with one atomic update, takes their quotas in one transaction,
+sends them through the WeChat adapter and records the outcomes. A claim carries a lease: if its
+process dies mid-send, the reminder is claimed again once the lease runs out, so none is lost.
+The database is what limits dispatch, so its reads and writes go a batch at a time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -19,10 +21,10 @@ import msgspec
 import structlog
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from server.clock import SHANGHAI
-from server.db import aggregate
+from server.db import aggregate, transaction
 from server.domain import activities, events, hours, identity, sites
 from server.domain.errors import InvalidRequest, NotFound
 from server.domain.ids import parse_id
@@ -44,9 +46,9 @@ PAGES = {
     "hours_pending": "pages/hours/confirm",
     "visit_scheduled": "pages/caravan/visit?id={activity_id}",
 }
-CARAVAN_TAG = "科普大篷车"  # the tag planning.publish gives caravan visits
 DUPLICATE_KEY = 11000
 REFUSED = 43101  # the user refused, or has no quota left at WeChat: never retried
+IN_CHUNK = 100  # keys per $in list (see _in_chunks)
 
 
 class Template(msgspec.Struct):
@@ -99,6 +101,12 @@ def _template_id(ctx, key: str) -> str:
     return getattr(ctx.settings, f"template_{key}")
 
 
+def _in_chunks(keys: list) -> list[list]:
+    """SecantusDB checks $in against each document in time linear in the list: lists of a
+    hundred keep a batch's claim and quota reads linear in the batch's size."""
+    return [keys[i : i + IN_CHUNK] for i in range(0, len(keys), IN_CHUNK)]
+
+
 # -- subscriptions ----------------------------------------------------------------------------
 
 
@@ -133,12 +141,42 @@ def quota_key(user_id: ObjectId, template_id: str) -> str:
     return f"{user_id}:{template_id}"
 
 
-async def _use_quota(ctx, user_id: ObjectId, template_id: str) -> bool:
-    result = await ctx.db["subscriptions"].update_one(
-        {"_id": quota_key(user_id, template_id), "remaining": {"$gt": 0}},
-        {"$inc": {"remaining": -1}},
-    )
-    return result.modified_count == 1
+async def _take_quotas(ctx, reminders: list[dict]) -> set[ObjectId]:
+    """Give each reminder one message of its user's quota while the quota lasts; returns the
+    ids of the reminders given one.
+
+    One transaction for a batch: read its quotas, decide, write the decrements. (A bulk write
+    tells how many it changed, not which, so the decision comes from the read.) A user's
+    reminders of one template in a batch take what the quota holds, first come first served;
+    the rest get none. A quota changed meanwhile is a write conflict: read and decide again.
+    """
+    wanted: dict[str, list[ObjectId]] = defaultdict(list)
+    for reminder in reminders:
+        wanted[quota_key(reminder["user_id"], reminder["template_id"])].append(reminder["_id"])
+    if not wanted:
+        return set()
+    while True:
+        try:
+            async with transaction(ctx.client) as session:
+                left: dict[str, int] = {}
+                for keys in _in_chunks(list(wanted)):
+                    found = ctx.db["subscriptions"].find(
+                        {"_id": {"$in": keys}}, {"remaining": 1}, session=session
+                    )
+                    left.update({quota["_id"]: quota["remaining"] async for quota in found})
+                given = {key: ids[: max(0, left.get(key, 0))] for key, ids in wanted.items()}
+                takes = [
+                    UpdateOne({"_id": key}, {"$inc": {"remaining": -len(ids)}})
+                    for key, ids in given.items()
+                    if ids
+                ]
+                if takes:
+                    await ctx.db["subscriptions"].bulk_write(takes, session=session)
+        except PyMongoError as exc:
+            if exc.has_error_label("TransientTransactionError"):
+                continue
+            raise
+        return {reminder_id for ids in given.values() for reminder_id in ids}
 
 
 async def _give_back_quota(ctx, user_id: ObjectId, template_id: str) -> None:
@@ -244,7 +282,7 @@ async def on_confirmed(ctx, kind: str, *, activity_id, user_id, **known) -> None
             dedupe=f"promoted:{activity_id}:{user_id}:{uuid.uuid4().hex}", activity_id=activity_id,
         )  # fmt: skip
     dues = [(lead, starts_at - timedelta(hours=lead)) for lead in ctx.settings.reminder_leads_h]
-    if CARAVAN_TAG in tags:
+    if activities.CARAVAN_TAG in tags:
         # Caravan crews get their day's route the evening before (18:00, Asia/Shanghai).
         local = starts_at.astimezone(SHANGHAI)
         evening = (local - timedelta(days=1)).replace(hour=18, minute=0, second=0, microsecond=0)
@@ -336,20 +374,19 @@ async def _claim(ctx, limit: int, claimer: str) -> list[dict]:
         if len(before) >= limit:
             break
         found = await ctx.db["reminders"].find(due, {"quota_taken": 1}).to_list(limit - len(before))
-        if not found:
-            continue
-        await ctx.db["reminders"].update_many(
-            {"_id": {"$in": [d["_id"] for d in found]}, **due},
-            {
-                "$set": {
-                    "state": "sending",
-                    "claim": claim,
-                    "quota_taken": True,
-                    "lease_until": now + timedelta(seconds=ctx.settings.reminder_claim_s),
+        for ids in _in_chunks([d["_id"] for d in found]):
+            await ctx.db["reminders"].update_many(
+                {"_id": {"$in": ids}, **due},
+                {
+                    "$set": {
+                        "state": "sending",
+                        "claim": claim,
+                        "quota_taken": True,
+                        "lease_until": now + timedelta(seconds=ctx.settings.reminder_claim_s),
+                    },
+                    "$inc": {"attempts": 1},
                 },
-                "$inc": {"attempts": 1},
-            },
-        )
+            )
         before.update((d["_id"], d.get("quota_taken", False)) for d in found)
     if not before:
         return []
@@ -363,13 +400,12 @@ def _backoff_s(attempts: int) -> float:
     return min(3600.0, 5.0 * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
 
 
-async def _deliver(ctx, reminder: dict) -> UpdateOne:
-    """Send one claimed reminder; the returned update records what happened."""
+async def _deliver(ctx, reminder: dict, has_quota: bool) -> UpdateOne | None:
+    """Send one claimed reminder; returns the update recording why it was not sent, or None
+    once it is (the batch records those together)."""
     now = ctx.clock.now()
     mine = {"_id": reminder["_id"], "claim": reminder["claim"]}
-    # A reminder claimed again after its dispatcher died has its quota taken already.
-    taken_before = reminder["quota_taken"]  # as it was before this claim
-    if not taken_before and not await _use_quota(ctx, reminder["user_id"], reminder["template_id"]):
+    if not has_quota:
         return UpdateOne(mine, {"$set": {"state": "skipped", "last_error": "no_quota",
                                          "finished_at": now}})  # fmt: skip
     try:
@@ -389,7 +425,18 @@ async def _deliver(ctx, reminder: dict) -> UpdateOne:
         log.warning("reminder_dead", reminder_id=str(reminder["_id"]), errcode=exc.errcode)
         return UpdateOne(mine, {"$set": {"state": "dead", "last_error": error,
                                          "finished_at": now, "quota_taken": False}})  # fmt: skip
-    return UpdateOne(mine, {"$set": {"state": "sent", "sent_at": now, "last_error": None}})
+    return None
+
+
+async def _record(ctx, claim: str, unsent: list[UpdateOne]) -> None:
+    """Write a batch's outcomes: the unsent ones one by one, then in one update all that is
+    left of the claim, which was sent."""
+    if unsent:
+        await ctx.db["reminders"].bulk_write(unsent, ordered=False)
+    await ctx.db["reminders"].update_many(
+        {"claim": claim, "state": "sending"},
+        {"$set": {"state": "sent", "sent_at": ctx.clock.now(), "last_error": None}},
+    )
 
 
 async def dispatch_due(ctx, claimer: str = "dispatcher") -> int:
@@ -397,13 +444,17 @@ async def dispatch_due(ctx, claimer: str = "dispatcher") -> int:
     handled = 0
     gate = asyncio.Semaphore(ctx.settings.dispatch_concurrency)
 
-    async def deliver(reminder: dict) -> UpdateOne:
+    async def deliver(reminder: dict, has_quota: bool) -> UpdateOne | None:
         async with gate:
-            return await _deliver(ctx, reminder)
+            return await _deliver(ctx, reminder, has_quota)
 
     while batch := await _claim(ctx, ctx.settings.dispatch_batch, claimer):
-        outcomes = await asyncio.gather(*[deliver(r) for r in batch])
-        await ctx.db["reminders"].bulk_write(outcomes, ordered=False)
+        # A reminder claimed again after its dispatcher died has its quota taken already.
+        given = await _take_quotas(ctx, [r for r in batch if not r["quota_taken"]])
+        outcomes = await asyncio.gather(
+            *[deliver(r, r["quota_taken"] or r["_id"] in given) for r in batch]
+        )
+        await _record(ctx, batch[0]["claim"], [o for o in outcomes if o is not None])
         handled += len(batch)
     return handled
 
