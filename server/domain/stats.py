@@ -293,6 +293,8 @@ async def _apply(ctx, tally: Tally, year: int) -> None:
             for figure, value in figures.items():
                 increments[f"totals.{figure}"] = increments.get(f"totals.{figure}", 0) + value
                 increments[f"months.{month}.{figure}"] = value
+        if not increments:
+            continue
         node = tally.nodes.get(org_id)
         org_ops.append(
             UpdateOne(
