@@ -312,50 +312,49 @@ async def _apply(ctx, tally: Tally, year: int) -> None:
             )
         )
     await _bulk(ctx.db[ORGS], org_ops)
-    if tally.sites:
-        briefs = await sites.briefs(ctx, list(tally.sites))
-        site_orgs = {s: b["org_id"] for s, b in briefs.items()}
-        tally.nodes |= await _nodes_for(ctx, site_orgs.values())
-        await _bulk(
-            ctx.db[SITES],
-            [
-                UpdateOne(
-                    {"_id": _key(site_id, year)},
-                    {
-                        "$inc": {"beneficiaries": people},
-                        "$setOnInsert": {
-                            "site_id": site_id,
-                            "year": year,
-                            "orgs": list(tally.lineage(site_orgs.get(site_id))),
-                        },
+    site_briefs = await sites.briefs(ctx, list(tally.sites)) if tally.sites else {}
+    await _add_owned(
+        ctx,
+        SITES,
+        "site_id",
+        tally,
+        year,
+        site_briefs,
+        {site: {"beneficiaries": people} for site, people in tally.sites.items()},
+    )
+    project_briefs = (
+        await activities.project_briefs(ctx, list(tally.projects)) if tally.projects else {}
+    )
+    await _add_owned(ctx, PROJECTS, "project_id", tally, year, project_briefs, tally.projects)
+
+
+async def _add_owned(
+    ctx, name: str, field: str, tally: Tally, year: int, briefs: dict, increments: dict
+) -> None:
+    """Add to the year of things an organisation owns (sites, projects), counted under every
+    organisation above their owner."""
+    if not increments:
+        return
+    owners = {thing: brief["org_id"] for thing, brief in briefs.items()}
+    tally.nodes |= await _nodes_for(ctx, owners.values())
+    await _bulk(
+        ctx.db[name],
+        [
+            UpdateOne(
+                {"_id": _key(thing, year)},
+                {
+                    "$inc": dict(figures),
+                    "$setOnInsert": {
+                        field: thing,
+                        "year": year,
+                        "orgs": list(tally.lineage(owners.get(thing))),
                     },
-                    upsert=True,
-                )
-                for site_id, people in tally.sites.items()
-            ],
-        )
-    if tally.projects:
-        briefs = await activities.project_briefs(ctx, list(tally.projects))
-        project_orgs = {p: b["org_id"] for p, b in briefs.items()}
-        tally.nodes |= await _nodes_for(ctx, project_orgs.values())
-        await _bulk(
-            ctx.db[PROJECTS],
-            [
-                UpdateOne(
-                    {"_id": _key(project_id, year)},
-                    {
-                        "$inc": dict(figures),
-                        "$setOnInsert": {
-                            "project_id": project_id,
-                            "year": year,
-                            "orgs": list(tally.lineage(project_orgs.get(project_id))),
-                        },
-                    },
-                    upsert=True,
-                )
-                for project_id, figures in tally.projects.items()
-            ],
-        )
+                },
+                upsert=True,
+            )
+            for thing, figures in increments.items()
+        ],
+    )
 
 
 async def _add_volunteer_hours(ctx, user_id, org_id, value: float, year: int) -> int:
