@@ -252,6 +252,34 @@ async def test_a_caravan_is_in_one_campaign_at_a_time(tour):
     assert (await tour.call("GET", "/api/v1/campaigns", tour.county_dispatcher))["items"] == []
 
 
+async def test_a_county_plan_leaves_the_campaigns_caravans_to_them(ctx, tour):
+    lent = await tour.caravan(tour.huixian)
+    kept = await tour.caravan(tour.huixian)
+    campaign = {
+        "name": "沿黄科普行",
+        "org_id": str(tour.city),
+        "start_date": tour.day(7),
+        "end_date": tour.day(11),
+        "caravan_ids": [lent],
+    }
+    await tour.call("POST", "/api/v1/campaigns", tour.city_dispatcher, campaign, 201)
+    who = tour.county_dispatcher
+    plan = {
+        "org_id": str(tour.huixian),
+        "start_date": tour.day(0),
+        "end_date": tour.day(9),
+        "time_limit_s": 1,
+    }
+    refused = await tour.call("POST", "/api/v1/plans", who, {**plan, "caravan_ids": [lent]}, 409)
+    assert refused["error"]["code"] == "caravan_in_campaign"
+    assert "沿黄科普行" in refused["error"]["message"]
+    created = await tour.call("POST", "/api/v1/plans", who, plan, 202)
+    doc = await planning.get_plan_doc(ctx, created["id"])
+    assert doc["caravan_ids"] == [ObjectId(kept)]
+    before = {**plan, "end_date": tour.day(4), "caravan_ids": [lent]}  # the week before: free
+    await tour.call("POST", "/api/v1/plans", who, before, 202)
+
+
 async def test_lists_page_with_a_cursor_and_show_only_what_the_caller_may_see(ctx, tour):
     mine = [await tour.caravan(tour.huixian) for _ in range(5)]
     theirs = [await tour.caravan(tour.weihui) for _ in range(2)]

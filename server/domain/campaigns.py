@@ -89,19 +89,48 @@ async def create_campaign(ctx, new: NewCampaign, *, created_by: ObjectId | None 
     return doc["_id"]
 
 
-async def _overlap(ctx, doc: dict, fleet: list[dict]) -> Conflict:
-    """Names the campaign that already holds one of these caravans on one of these days."""
-    other = await ctx.db["campaigns"].find_one(
-        {"caravan_days": {"$in": doc["caravan_days"]}},
-        {"name": 1, "start_date": 1, "end_date": 1, "caravan_ids": 1},
-    )
-    caravan = next(c for c in fleet if c["_id"] in other["caravan_ids"])
+_HOLDER = {"name": 1, "start_date": 1, "end_date": 1, "caravan_ids": 1}
+
+
+def _held(caravan: dict, other: dict, consequence: str) -> Conflict:
     return Conflict(
         f"大篷车 {caravan['plate']} 已加入同期的巡回行动「{other['name']}」"
-        f"（{other['start_date']} 至 {other['end_date']}），不能同时加入两个巡回行动",
+        f"（{other['start_date']} 至 {other['end_date']}），{consequence}",
         code="caravan_in_campaign",
         field="caravan_ids",
     )
+
+
+async def _overlap(ctx, doc: dict, fleet: list[dict]) -> Conflict:
+    """Names the campaign that already holds one of these caravans on one of these days."""
+    other = await ctx.db["campaigns"].find_one(
+        {"caravan_days": {"$in": doc["caravan_days"]}}, _HOLDER
+    )
+    caravan = next(c for c in fleet if c["_id"] in other["caravan_ids"])
+    return _held(caravan, other, "不能同时加入两个巡回行动")
+
+
+async def outside_campaigns(ctx, fleet: list[dict], first: date, last: date, *, named: bool):
+    """The caravans of `fleet` that no campaign holds on any day of [first, last], for a plan
+    made outside campaigns. Caravans the dispatcher `named` must all be free: a held one is
+    refused with the campaign that holds it; otherwise held ones are left out."""
+    holders = (
+        await ctx.db["campaigns"]
+        .find(
+            {
+                "caravan_ids": {"$in": [c["_id"] for c in fleet]},
+                "start_date": {"$lte": last.isoformat()},
+                "end_date": {"$gte": first.isoformat()},
+            },
+            _HOLDER,
+        )
+        .to_list(None)
+    )
+    held = {caravan_id: other for other in holders for caravan_id in other["caravan_ids"]}
+    for caravan in fleet:
+        if named and caravan["_id"] in held:
+            raise _held(caravan, held[caravan["_id"]], "请在该巡回行动中规划，或另选车辆、日期")
+    return [c for c in fleet if c["_id"] not in held]
 
 
 async def get_campaign_doc(ctx, campaign_id) -> dict:

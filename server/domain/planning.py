@@ -243,8 +243,11 @@ async def create_plan(ctx, new: NewPlan, *, created_by: ObjectId, start: bool = 
         else None
     )
     fleet = await caravans.caravans_for_plan(ctx, org_id, caravan_ids)
+    if campaign_id is None:
+        # A caravan lent to a campaign is the campaign's on its days.
+        fleet = await campaigns.outside_campaigns(ctx, fleet, first, last, named=bool(caravan_ids))
     if not fleet:
-        raise InvalidRequest("该组织没有可用的大篷车", field="caravan_ids")
+        raise InvalidRequest("该组织在计划期内没有可用的大篷车", field="caravan_ids")
     requests = await caravans.open_requests(ctx, org_id, first, last, request_ids)
     now = ctx.clock.now()
     doc = {
