@@ -16,6 +16,7 @@ from bson import ObjectId
 from jobs.scheduler import Scheduler
 from server.clock import SHANGHAI
 from server.domain import activities, caravans, hours, orgs, signups, sites, stats
+from server.domain.errors import Conflict
 from server.seed import Scale, seed_year
 
 YEAR = 2026
@@ -35,6 +36,24 @@ async def admin(ctx, login, year):
     root = await orgs.root_org(ctx)
     await orgs.grant_role(ctx, ObjectId(session.user_id), "org_admin", root["_id"])
     return session
+
+
+async def _published(ctx, team: dict, title: str, start: datetime, **more) -> ObjectId:
+    activity_id = await activities.create_activity(
+        ctx,
+        activities.NewActivity(
+            title=title,
+            description="",
+            org_id=str(team["_id"]),
+            starts_at=start,
+            ends_at=start + timedelta(hours=2),
+            capacity=10,
+            **more,
+        ),
+        created_by=None,
+    )
+    await activities.publish(ctx, activity_id, publisher_openid="seed_2026_0")
+    return activity_id
 
 
 def _local(moment: datetime) -> datetime:
@@ -199,20 +218,7 @@ async def test_events_keep_the_rollups_equal_to_a_recount(ctx, year):
     site_admin = await ctx.db["users"].find_one({"openid": "seed_2026_1"})
     await sites.add_admin(ctx, site["_id"], site_admin["_id"])
     start = ctx.clock.now() + timedelta(days=2)
-    upcoming = await activities.create_activity(
-        ctx,
-        activities.NewActivity(
-            title="新活动",
-            description="",
-            org_id=str(team["_id"]),
-            site_id=str(site["_id"]),
-            starts_at=start,
-            ends_at=start + timedelta(hours=2),
-            capacity=10,
-        ),
-        created_by=None,
-    )
-    await activities.publish(ctx, upcoming, publisher_openid="seed_2026_0")
+    await _published(ctx, team, "新活动", start, site_id=str(site["_id"]))
     past = await ctx.db["activities"].find_one({"org_id": team["_id"], "status": "finished"})
     await activities.report_reach(ctx, past["_id"], activities.Reach(beneficiaries=4321))
     people = [u["_id"] for u in await ctx.db["users"].find().limit(60).to_list(None)]
@@ -257,19 +263,7 @@ async def test_events_keep_the_rollups_equal_to_a_recount(ctx, year):
     )
     for _ in range(2):  # a repeat confirmation counts nothing
         await caravans.confirm_visit(ctx, trip, request, by=site_admin["_id"])
-    cancelled = await activities.create_activity(
-        ctx,
-        activities.NewActivity(
-            title="取消的活动",
-            description="",
-            org_id=str(team["_id"]),
-            starts_at=start,
-            ends_at=start + timedelta(hours=1),
-            capacity=5,
-        ),
-        created_by=None,
-    )
-    await activities.publish(ctx, cancelled, publisher_openid="seed_2026_0")
+    cancelled = await _published(ctx, team, "取消的活动", start)
     await signups.cancel_activity(ctx, cancelled, reason="天气")
     after = (await ctx.db[stats.ORGS].find_one({"_id": rollup}))["totals"]
     assert after["hours"] == pytest.approx(before["hours"] + 60 * 2.5)
@@ -371,17 +365,6 @@ async def test_bad_requests_are_refused_clearly(ctx, http, admin, year):
 async def test_reach_needs_a_started_activity(ctx, year):
     team = await ctx.db["orgs"].find_one({"kind": "team"})
     start = ctx.clock.now() + timedelta(days=1)
-    upcoming = await activities.create_activity(
-        ctx,
-        activities.NewActivity(
-            title="明日活动",
-            description="",
-            org_id=str(team["_id"]),
-            starts_at=start,
-            ends_at=start + timedelta(hours=1),
-            capacity=5,
-        ),
-        created_by=None,
-    )
-    with pytest.raises(Exception, match="受益人次"):
+    upcoming = await _published(ctx, team, "明日活动", start)
+    with pytest.raises(Conflict, match="受益人次"):
         await activities.report_reach(ctx, upcoming, activities.Reach(beneficiaries=10))

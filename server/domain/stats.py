@@ -28,6 +28,7 @@ import io
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from itertools import zip_longest
 
 import msgspec
 import structlog
@@ -51,6 +52,7 @@ FIGURES = (
     "km",
     "caravan_beneficiaries",
 )
+OWNED_FIGURES = ("activities", "beneficiaries")  # of a site's or project's year
 TOP = 10
 EPSILON = 1e-6
 ORGS, VOLUNTEERS, SITES, PROJECTS = (
@@ -233,29 +235,7 @@ async def _documents(ctx, tally: Tally, year: int | None) -> dict[str, dict[str,
             "totals": {**totals, "volunteers": serving[org_id]},
             "months": {month: dict(figures) for month, figures in months.items()},
         }
-    site_orgs = await sites.briefs(ctx, list(tally.sites))
-    site_docs = {
-        _key(site_id, year): {
-            "_id": _key(site_id, year),
-            "site_id": site_id,
-            "year": year,
-            "orgs": list(tally.lineage(site_orgs.get(site_id, {}).get("org_id"))),
-            "beneficiaries": people,
-        }
-        for site_id, people in tally.sites.items()
-    }
-    project_orgs = await activities.project_briefs(ctx, list(tally.projects))
-    project_docs = {
-        _key(project_id, year): {
-            "_id": _key(project_id, year),
-            "project_id": project_id,
-            "year": year,
-            "orgs": list(tally.lineage(project_orgs.get(project_id, {}).get("org_id"))),
-            "activities": figures["activities"],
-            "beneficiaries": figures["beneficiaries"],
-        }
-        for project_id, figures in tally.projects.items()
-    }
+    site_docs, project_docs = await _owned_docs(ctx, tally, year)
     return {ORGS: org_docs, VOLUNTEERS: volunteers, SITES: site_docs, PROJECTS: project_docs}
 
 
@@ -312,49 +292,51 @@ async def _apply(ctx, tally: Tally, year: int) -> None:
             )
         )
     await _bulk(ctx.db[ORGS], org_ops)
+    for name, docs in zip((SITES, PROJECTS), await _owned_docs(ctx, tally, year), strict=True):
+        await _bulk(ctx.db[name], [_increment(doc) for doc in docs.values()])
+
+
+async def _owned_docs(ctx, tally: Tally, year: int | None) -> tuple[dict, dict]:
+    """The roll-ups of sites and projects in a tally, each counted under every organisation
+    above the one that owns it."""
     site_briefs = await sites.briefs(ctx, list(tally.sites)) if tally.sites else {}
-    await _add_owned(
-        ctx,
-        SITES,
-        "site_id",
-        tally,
-        year,
-        site_briefs,
-        {site: {"beneficiaries": people} for site, people in tally.sites.items()},
-    )
     project_briefs = (
         await activities.project_briefs(ctx, list(tally.projects)) if tally.projects else {}
     )
-    await _add_owned(ctx, PROJECTS, "project_id", tally, year, project_briefs, tally.projects)
-
-
-async def _add_owned(
-    ctx, name: str, field: str, tally: Tally, year: int, briefs: dict, increments: dict
-) -> None:
-    """Add to the year of things an organisation owns (sites, projects), counted under every
-    organisation above their owner."""
-    if not increments:
-        return
-    owners = {thing: brief["org_id"] for thing, brief in briefs.items()}
-    tally.nodes |= await _nodes_for(ctx, owners.values())
-    await _bulk(
-        ctx.db[name],
-        [
-            UpdateOne(
-                {"_id": _key(thing, year)},
-                {
-                    "$inc": dict(figures),
-                    "$setOnInsert": {
-                        field: thing,
-                        "year": year,
-                        "orgs": list(tally.lineage(owners.get(thing))),
-                    },
-                },
-                upsert=True,
-            )
-            for thing, figures in increments.items()
-        ],
+    tally.nodes |= await _nodes_for(
+        ctx, {b["org_id"] for b in [*site_briefs.values(), *project_briefs.values()]}
     )
+
+    def owned(field: str, thing: ObjectId, briefs: dict, figures: dict) -> dict:
+        owner = briefs.get(thing, {}).get("org_id")
+        key = _key(thing, year)
+        return {
+            "_id": key,
+            field: thing,
+            "year": year,
+            "orgs": list(tally.lineage(owner)),
+            **figures,
+        }
+
+    return (
+        {
+            _key(site, year): owned("site_id", site, site_briefs, {"beneficiaries": people})
+            for site, people in tally.sites.items()
+        },
+        {
+            _key(project, year): owned(
+                "project_id", project, project_briefs, {f: figures[f] for f in OWNED_FIGURES}
+            )
+            for project, figures in tally.projects.items()
+        },
+    )
+
+
+def _increment(doc: dict) -> UpdateOne:
+    """The update that adds a site's or project's roll-up document to the stored one."""
+    added = {k: v for k, v in doc.items() if k in OWNED_FIGURES}
+    rest = {k: v for k, v in doc.items() if k not in added and k != "_id"}
+    return UpdateOne({"_id": doc["_id"]}, {"$inc": added, "$setOnInsert": rest}, upsert=True)
 
 
 async def _add_volunteer_hours(ctx, user_id, org_id, value: float, year: int) -> int:
@@ -473,7 +455,7 @@ def _comparable(name: str, doc: dict | None) -> dict | None:
         shape = {"hours": round(doc["hours"], 2)}
         empty = not shape["hours"]
     else:
-        shape = _rounded({k: doc[k] for k in ("activities", "beneficiaries") if k in doc})
+        shape = _rounded({k: doc[k] for k in OWNED_FIGURES if k in doc})
         empty = not shape
     return None if empty else {**shape, "orgs": doc.get("orgs")}
 
@@ -764,7 +746,7 @@ async def report(ctx, org_id, period: Period) -> Report:
             )
             for d in project_docs
         ],
-        months=[_breakdown(m, m, own["months"].get(m, {})) for m in period.months()],
+        months=[_breakdown(m, m, own.get("months", {}).get(m, {})) for m in period.months()],
         counties=counties,
     )
 
@@ -862,7 +844,7 @@ def _tables(r: Report) -> dict[str, Sheet]:
                     b.activities if b else "",
                 ]
                 for i, (a, b) in enumerate(
-                    _pairs(r.top_teams_by_hours, r.top_teams_by_activities), 1
+                    zip_longest(r.top_teams_by_hours, r.top_teams_by_activities), 1
                 )
             ],
         ),
@@ -877,13 +859,6 @@ def _tables(r: Report) -> dict[str, Sheet]:
             [[i, t.name, t.activities, t.beneficiaries] for i, t in enumerate(r.top_projects, 1)],
         ),
     }
-
-
-def _pairs(left: list, right: list) -> list[tuple]:
-    return [
-        (left[i] if i < len(left) else None, right[i] if i < len(right) else None)
-        for i in range(max(len(left), len(right)))
-    ]
 
 
 def report_workbook(r: Report) -> bytes:
