@@ -22,7 +22,7 @@ test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install
-	@for b in bench/*.py; do $(PY) $$b || exit 1; done
+	@for b in bench/[!_]*.py; do $(PY) $$b || exit 1; done
 
 lint: install
 	$(VENV)/bin/ruff check .

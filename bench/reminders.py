@@ -9,102 +9,82 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import collections
 import json
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _support import fresh_parts
 from bson import ObjectId
 
-from config import load_settings
 from server.context import Context
-from server.db import EmbeddedDatabase
 from server.domain import notifications
 from server.logs import configure_logging
-from server.wechat.emulator import start_emulator
-
-KEY = base64.urlsafe_b64encode(b"b" * 32).decode()
 
 
 async def run(reminders: int, latency_ms: float) -> dict:
     configure_logging("json", "warning")
-    database = EmbeddedDatabase(":memory:")
-    await database.start()
-    emulator, state, port = start_emulator()
-    state.latency_ms = latency_ms
-    contexts = []
-    try:
-        with tempfile.TemporaryDirectory() as data_dir:
-            settings = load_settings(
-                {},
-                mongodb_uri=database.uri,
-                mongodb_db=f"bench_{uuid.uuid4().hex[:8]}",
-                wechat_api_base=f"http://127.0.0.1:{port}/",
-                data_dir=data_dir,
-                secret_key=KEY,
-                data_key=KEY,
-            )
-            contexts = [await Context.start(settings) for _ in range(2)]
-            ctx = contexts[0]
-            users = [ObjectId() for _ in range(reminders)]
-            template = ctx.settings.template_activity_reminder
-            # Setup in bulk, straight into the collections: the subject is dispatch, not setup
-            # (reminders carry the openid, so dispatch never reads users).
-            await ctx.db.subscriptions.insert_many(
-                [
-                    {
-                        "_id": f"{u}:{template}",
-                        "user_id": u,
-                        "template_id": template,
-                        "remaining": 1,
-                    }
-                    for u in users
-                ]
-            )
-            now = ctx.clock.now()
-            await ctx.db.reminders.insert_many(
-                [
-                    {
-                        "user_id": u,
-                        "openid": f"o_bench{i}",
-                        "template_key": "activity_reminder",
-                        "template_id": template,
-                        "page": "pages/index",
-                        "data": {"thing1": {"value": "科普活动"}},
-                        "due_at": now,
-                        "state": "pending",
-                        "attempts": 0,
-                        "dedupe": f"bench:{i}",
-                    }
-                    for i, u in enumerate(users)
-                ]
-            )
-            began = time.perf_counter()
-            await asyncio.gather(
-                *[notifications.dispatch_due(c, f"d{i}") for i, c in enumerate(contexts)]
-            )
-            seconds = time.perf_counter() - began
-            received = collections.Counter(m["touser"] for m in state.messages)
-            expected = {f"o_bench{i}" for i in range(reminders)}
-            return {
-                "bench": "reminders",
-                "sent": sum(received.values()),
-                "duplicates": sum(n - 1 for n in received.values() if n > 1),
-                "lost": len(expected - set(received)),
-                "seconds": round(seconds, 2),
-                "per_second": round(reminders / seconds, 1),
+    async with fresh_parts(latency_ms) as (state, settings):
+        contexts = [await Context.start(settings) for _ in range(2)]
+        try:
+            return await _dispatch(contexts, state, reminders)
+        finally:
+            for c in contexts:
+                await c.close()
+
+
+async def _dispatch(contexts, state, reminders: int) -> dict:
+    """Due reminders written in bulk, then two dispatchers at once; counted at the emulator."""
+    ctx = contexts[0]
+    users = [ObjectId() for _ in range(reminders)]
+    template = ctx.settings.template_activity_reminder
+    # Setup in bulk, straight into the collections: the subject is dispatch, not setup
+    # (reminders carry the openid, so dispatch never reads users).
+    await ctx.db.subscriptions.insert_many(
+        [
+            {
+                "_id": f"{u}:{template}",
+                "user_id": u,
+                "template_id": template,
+                "remaining": 1,
             }
-    finally:
-        for c in contexts:
-            await c.close()
-        emulator.stop()
-        await database.stop()
+            for u in users
+        ]
+    )
+    now = ctx.clock.now()
+    await ctx.db.reminders.insert_many(
+        [
+            {
+                "user_id": u,
+                "openid": f"o_bench{i}",
+                "template_key": "activity_reminder",
+                "template_id": template,
+                "page": "pages/index",
+                "data": {"thing1": {"value": "科普活动"}},
+                "due_at": now,
+                "state": "pending",
+                "attempts": 0,
+                "dedupe": f"bench:{i}",
+            }
+            for i, u in enumerate(users)
+        ]
+    )
+    began = time.perf_counter()
+    await asyncio.gather(*[notifications.dispatch_due(c, f"d{i}") for i, c in enumerate(contexts)])
+    seconds = time.perf_counter() - began
+    received = collections.Counter(m["touser"] for m in state.messages)
+    expected = {f"o_bench{i}" for i in range(reminders)}
+    return {
+        "bench": "reminders",
+        "sent": sum(received.values()),
+        "duplicates": sum(n - 1 for n in received.values() if n > 1),
+        "lost": len(expected - set(received)),
+        "seconds": round(seconds, 2),
+        "per_second": round(reminders / seconds, 1),
+    }
 
 
 def main() -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import ctypes
 import json
@@ -52,17 +51,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+from _support import KEY, bench_settings  # noqa: E402
 from bson import ObjectId  # noqa: E402
 from pymongo import ReturnDocument  # noqa: E402
 
-from config import load_settings  # noqa: E402
 from server.context import Context  # noqa: E402
 from server.db.embedded import EmbeddedDatabase, free_port  # noqa: E402
 from server.domain import activities, identity, orgs, signups  # noqa: E402
 from server.logs import configure_logging  # noqa: E402
 
-SECRET_KEY = base64.urlsafe_b64encode(b"b" * 32).decode()
-DATA_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
 WARMUP = 100
 SETUP_CONCURRENCY = 50
 
@@ -94,8 +91,8 @@ class Service:
             IKEPU_MONGODB_DB=db_name,
             IKEPU_PORT=str(self.port),
             IKEPU_WECHAT_EMULATOR_PORT=str(self.emulator_port),
-            IKEPU_SECRET_KEY=SECRET_KEY,
-            IKEPU_DATA_KEY=DATA_KEY,
+            IKEPU_SECRET_KEY=KEY,  # the same keys as the bench's own contexts
+            IKEPU_DATA_KEY=KEY,
             IKEPU_LOG_LEVEL="warning",
             IKEPU_LOG_FORMAT="json",
             IKEPU_DATA_DIR=str(data_dir / "var"),
@@ -423,17 +420,7 @@ def cpu_report(before: dict[str, float], after: dict[str, float], wall_s: float)
 
 
 async def open_context(uri: str, db_name: str, emulator_port: int, data_dir: Path) -> Context:
-    settings = load_settings(
-        {},
-        mongodb_uri=uri,
-        mongodb_db=db_name,
-        wechat_api_base=f"http://127.0.0.1:{emulator_port}/",
-        data_dir=str(data_dir),
-        secret_key=SECRET_KEY,
-        data_key=DATA_KEY,
-        scheduler=False,
-        log_level="warning",
-    )
+    settings = bench_settings(uri, emulator_port, data_dir, mongodb_db=db_name, log_level="warning")
     return await Context.start(settings)
 
 

@@ -12,27 +12,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config import load_settings
+from _support import fresh_parts
+
 from server.context import Context
-from server.db import EmbeddedDatabase
 from server.domain import orgs, stats
 from server.logs import configure_logging
 from server.seed import Scale, seed_year
-from server.wechat.emulator import start_emulator
-
-KEY = base64.urlsafe_b64encode(b"s" * 32).decode()
 
 
 async def _median_seconds(make, runs: int = 3) -> tuple[float, object]:
@@ -46,68 +40,54 @@ async def _median_seconds(make, runs: int = 3) -> tuple[float, object]:
 
 async def run(scale: Scale) -> dict:
     configure_logging("json", "warning")
-    database = EmbeddedDatabase(":memory:")
-    await database.start()
-    emulator, _, port = start_emulator()
-    ctx = None
-    try:
-        with tempfile.TemporaryDirectory() as data_dir:
-            settings = load_settings(
-                {},
-                mongodb_uri=database.uri,
-                mongodb_db=f"bench_{uuid.uuid4().hex[:8]}",
-                wechat_api_base=f"http://127.0.0.1:{port}/",
-                data_dir=data_dir,
-                secret_key=KEY,
-                data_key=KEY,
-            )
-            ctx = await Context.start(settings)
-            started = time.perf_counter()
-            written = await seed_year(ctx, scale)
-            seed_s = time.perf_counter() - started
-            root = (await orgs.root_org(ctx))["_id"]
-            cities = await ctx.db["orgs"].find({"kind": "city"}, {"_id": 1}).to_list(None)
-            sizes = {
-                c["_id"]: await ctx.db["orgs"].count_documents({"ancestors": c["_id"]})
-                for c in cities
-            }
-            largest = max(sizes, key=sizes.get)
-            year = stats.Period.calendar_year(scale.year)
-            annual_s, report = await _median_seconds(lambda: stats.report(ctx, root, year))
-            subtree_s, _ = await _median_seconds(lambda: stats.report(ctx, largest, year))
-
-            async def workbook():
-                made = await stats.report(ctx, root, year)
-                return await ctx.run_blocking(stats.report_workbook, made)
-
-            xlsx_s, book = await _median_seconds(workbook)
-            almost = stats.Period.between(date(scale.year, 1, 1), date(scale.year, 12, 30))
-            recount_s, _ = await _median_seconds(lambda: stats.report(ctx, root, almost), 1)
-            return {
-                "bench": "stats",
-                "records": written["activities"]
-                + written["signups"]
-                + written["hours_records"]
-                + written["trips"]
-                + written["volunteers"],
-                "annual_report_s": annual_s,
-                "subtree_report_s": subtree_s,
-                "xlsx_s": xlsx_s,
-                "recount_report_s": recount_s,
-                "seed_s": round(seed_s, 1),
-                "volunteers": written["volunteers"],
-                "activities": written["activities"],
-                "hours_records": written["hours_records"],
-                "trips": written["trips"],
-                "report_hours": report.volunteer.hours,
-                "xlsx_bytes": len(book),
-                "target_met": annual_s <= 2.0,
-            }
-    finally:
-        if ctx is not None:
+    async with fresh_parts() as (_, settings):
+        ctx = await Context.start(settings)
+        try:
+            return await _measure(ctx, scale)
+        finally:
             await ctx.close()
-        emulator.stop()
-        await database.stop()
+
+
+async def _measure(ctx, scale: Scale) -> dict:
+    """Seed the year, then time the reports."""
+    started = time.perf_counter()
+    written = await seed_year(ctx, scale)
+    seed_s = time.perf_counter() - started
+    root = (await orgs.root_org(ctx))["_id"]
+    cities = await ctx.db["orgs"].find({"kind": "city"}, {"_id": 1}).to_list(None)
+    sizes = {
+        c["_id"]: await ctx.db["orgs"].count_documents({"ancestors": c["_id"]}) for c in cities
+    }
+    largest = max(sizes, key=sizes.get)
+    year = stats.Period.calendar_year(scale.year)
+    annual_s, report = await _median_seconds(lambda: stats.report(ctx, root, year))
+    subtree_s, _ = await _median_seconds(lambda: stats.report(ctx, largest, year))
+
+    async def workbook():
+        made = await stats.report(ctx, root, year)
+        return await ctx.run_blocking(stats.report_workbook, made)
+
+    xlsx_s, book = await _median_seconds(workbook)
+    almost = stats.Period.between(date(scale.year, 1, 1), date(scale.year, 12, 30))
+    recount_s, _ = await _median_seconds(lambda: stats.report(ctx, root, almost), 1)
+    return {
+        "bench": "stats",
+        "records": sum(
+            written[k] for k in ("volunteers", "activities", "signups", "hours_records", "trips")
+        ),
+        "annual_report_s": annual_s,
+        "subtree_report_s": subtree_s,
+        "xlsx_s": xlsx_s,
+        "recount_report_s": recount_s,
+        "seed_s": round(seed_s, 1),
+        "volunteers": written["volunteers"],
+        "activities": written["activities"],
+        "hours_records": written["hours_records"],
+        "trips": written["trips"],
+        "report_hours": report.volunteer.hours,
+        "xlsx_bytes": len(book),
+        "target_met": annual_s <= 2.0,
+    }
 
 
 def main() -> None:
