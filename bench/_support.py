@@ -15,7 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config import Settings, load_settings
+from server.context import Context
 from server.db import EmbeddedDatabase
+from server.domain.wiring import wire
 from server.wechat.emulator import EmulatorState, start_emulator
 
 KEY = base64.urlsafe_b64encode(b"b" * 32).decode()  # fixed keys: benchmark data is thrown away
@@ -33,6 +35,13 @@ def bench_settings(uri: str, emulator_port: int, data_dir, **overrides) -> Setti
         "scheduler": False,
     }
     return load_settings({}, **{**fields, **overrides})
+
+
+async def start_context(settings: Settings) -> Context:
+    """A context wired as the service wires its own."""
+    ctx = await Context.start(settings)
+    await wire(ctx)
+    return ctx
 
 
 @contextlib.asynccontextmanager

@@ -5,7 +5,7 @@
 106 schools scattered within ~25 km of the four county seats, 1–2 caravans based at each seat
 (4–8 in all, fixed by the seed), 22 working days, each school asking for one 90-minute show on
 one of 5–10 consecutive working days, school hours 08:00–17:00, duty 07:30–17:30 with at most
-9 hours out. Plans the month with ``server.routing.solve_plan`` and, in the same run, with a
+9 hours out. Plans the month with ``server.vrp.solve_plan`` and, in the same run, with a
 greedy nearest-neighbour dispatcher (day by day, caravan by caravan: go to the nearest
 unvisited school allowed that day whose show still fits its hours and the duty day, until none
 does, then home), on the same travel matrix. Prints one JSON line:
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from server.routing import (  # noqa: E402
+from server.vrp import (  # noqa: E402
     CaravanDay,
     Depot,
     PlanProblem,

@@ -17,10 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _support import fresh_parts
+from _support import fresh_parts, start_context
 from bson import ObjectId
 
-from server.context import Context
 from server.domain import notifications
 from server.logs import configure_logging
 
@@ -28,7 +27,7 @@ from server.logs import configure_logging
 async def run(reminders: int, latency_ms: float) -> dict:
     configure_logging("json", "warning")
     async with fresh_parts(latency_ms) as (state, settings):
-        contexts = [await Context.start(settings) for _ in range(2)]
+        contexts = [await start_context(settings) for _ in range(2)]
         try:
             return await _dispatch(contexts, state, reminders)
         finally:

@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from _support import KEY, bench_settings  # noqa: E402
+from _support import KEY, bench_settings, start_context  # noqa: E402
 from bson import ObjectId  # noqa: E402
 from pymongo import ReturnDocument  # noqa: E402
 
@@ -311,8 +311,8 @@ _WINDOW = {"title": 1, "starts_at": 1, "ends_at": 1, "org_id": 1, "capacity": 1,
 
 async def raw_reserve(ctx, activity_id: ObjectId, user_id: ObjectId) -> str:
     """What sign_up does for a seat, without HTTP, auth or the overlap check: one conditional
-    update for a seat (as activities.take_seat(by="signup")), the waitlist one when full (as
-    activities.join_waitlist), then the record."""
+    update for a seat (as seats.take_seat(by="signup")), the waitlist one when full (as
+    seats.join_waitlist), then the record."""
     coll = ctx.db["activities"]
     now = ctx.clock.now()
     open_now = {"status": "published", "signup_deadline": {"$gt": now}, "starts_at": {"$gt": now}}
@@ -421,7 +421,7 @@ def cpu_report(before: dict[str, float], after: dict[str, float], wall_s: float)
 
 async def open_context(uri: str, db_name: str, emulator_port: int, data_dir: Path) -> Context:
     settings = bench_settings(uri, emulator_port, data_dir, mongodb_db=db_name, log_level="warning")
-    return await Context.start(settings)
+    return await start_context(settings)
 
 
 async def populate(ctx, tag: str, n: int, m: int, capacity: int):

@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 
 import vrplib  # noqa: E402
 
-from server.routing import solve_vrptw_instance  # noqa: E402
+from server.vrp.solomon import solve_vrptw_instance  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "solomon"
 BUNDLED = ROOT / "bench" / "data" / "solomon"

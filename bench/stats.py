@@ -21,9 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _support import fresh_parts
+from _support import fresh_parts, start_context
 
-from server.context import Context
 from server.domain import orgs, stats
 from server.logs import configure_logging
 from server.seed import Scale, seed_year
@@ -41,7 +40,7 @@ async def _median_seconds(make, runs: int = 3) -> tuple[float, object]:
 async def run(scale: Scale) -> dict:
     configure_logging("json", "warning")
     async with fresh_parts() as (_, settings):
-        ctx = await Context.start(settings)
+        ctx = await start_context(settings)
         try:
             return await _measure(ctx, scale)
         finally:

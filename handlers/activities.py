@@ -6,13 +6,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from handlers.api import operation
-from handlers.base import BaseHandler
-from handlers.orgs import Created
-from server.domain import activities, signups
+from server.domain import activities, rosters, signups
 from server.domain.ids import parse_id
-
-ORGANISERS = ("team_leader", "dispatcher")
+from server.web import ID, XLSX, BaseHandler, Created, operation
 
 
 class CreatedActivity(msgspec.Struct):
@@ -37,7 +33,7 @@ class ActivityStaffHandler(BaseHandler):
     """Base for endpoints on one activity: the caller must organise in its organisation."""
 
     async def authorize_activity(self, activity_id: str) -> None:
-        await self.authorize(await activities.staff_org(self.ctx, activity_id), *ORGANISERS)
+        await self.authorize(await activities.staff_org(self.ctx, activity_id))
 
 
 class ProjectsHandler(BaseHandler):
@@ -48,9 +44,10 @@ class ProjectsHandler(BaseHandler):
         status=201,
         errors=(403, 404),
         idempotent=True,
+        permission="activity.organise",
     )
     async def post(self) -> None:
-        await self.authorize(self.body.org_id, *ORGANISERS)
+        await self.authorize(self.body.org_id)
         project_id = await activities.create_project(self.ctx, self.body, created_by=self.user_id)
         self.reply(Created(id=str(project_id)))
 
@@ -63,16 +60,20 @@ class ActivitiesHandler(BaseHandler):
         status=201,
         errors=(403, 404, 503),
         idempotent=True,
+        permission="activity.organise",
     )
     async def post(self) -> None:
-        await self.authorize(self.body.org_id, *ORGANISERS)
+        await self.authorize(self.body.org_id)
         activity_id = await activities.create_activity(self.ctx, self.body, created_by=self.user_id)
         self.reply(CreatedActivity(id=str(activity_id), status="draft"))
 
 
 class ActivityHandler(ActivityStaffHandler):
     @operation(
-        "An activity, as its organisers see it", response=activities.Activity, errors=(403, 404)
+        "An activity, as its organisers see it",
+        response=activities.Activity,
+        errors=(403, 404),
+        permission="activity.organise",
     )
     async def get(self, activity_id: str) -> None:
         await self.authorize_activity(activity_id)
@@ -84,6 +85,7 @@ class PublishHandler(ActivityStaffHandler):
         "Publish: checked by WeChat's content security, then open for sign-up",
         response=activities.StatusOut,
         errors=(403, 404, 409, 502),
+        permission="activity.organise",
     )
     async def post(self, activity_id: str) -> None:
         await self.authorize_activity(activity_id)
@@ -99,6 +101,7 @@ class CancelHandler(ActivityStaffHandler):
         body=CancelRequest,
         response=activities.StatusOut,
         errors=(403, 404, 409),
+        permission="activity.organise",
     )
     async def post(self, activity_id: str) -> None:
         await self.authorize_activity(activity_id)
@@ -110,22 +113,17 @@ class RosterHandler(ActivityStaffHandler):
     @operation(
         "Who is confirmed, waiting and pending (format=xlsx for a workbook)",
         query=RosterQuery,
-        response=signups.Roster,
+        response=rosters.Roster,
         errors=(403, 404),
+        permission="activity.organise",
     )
     async def get(self, activity_id: str) -> None:
         await self.authorize_activity(activity_id)
         if self.query.format == "xlsx":
-            body = await signups.roster_workbook(self.ctx, activity_id)
-            self.set_header(
-                "Content-Disposition", f'attachment; filename="roster-{activity_id}.xlsx"'
-            )
-            self._send(200, body, XLSX)
+            body = await rosters.roster_workbook(self.ctx, activity_id)
+            self.send_file(body, XLSX, f"roster-{activity_id}.xlsx")
             return
-        self.reply(await signups.roster(self.ctx, activity_id))
-
-
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        self.reply(await rosters.roster(self.ctx, activity_id))
 
 
 class CapacityHandler(ActivityStaffHandler):
@@ -134,6 +132,7 @@ class CapacityHandler(ActivityStaffHandler):
         body=CapacityRequest,
         response=signups.CapacityChange,
         errors=(403, 404, 409),
+        permission="activity.organise",
     )
     async def post(self, activity_id: str) -> None:
         await self.authorize_activity(activity_id)
@@ -149,6 +148,7 @@ class DecisionHandler(ActivityStaffHandler):
         "Approve or reject a pending sign-up",
         response=signups.SignupOut,
         errors=(403, 404, 409),
+        permission="activity.organise",
     )
     async def post(self, activity_id: str, user_id: str, decision: str) -> None:
         await self.authorize_activity(activity_id)
@@ -164,24 +164,24 @@ class ReachHandler(ActivityStaffHandler):
         response=activities.ReachOut,
         errors=(403, 404, 409),
         idempotent=True,
+        permission="activity.organise",
     )
     async def put(self, activity_id: str) -> None:
         await self.authorize_activity(activity_id)
         self.reply(await activities.report_reach(self.ctx, activity_id, self.body))
 
 
-_ID = "[0-9a-f]{24}"
 ROUTES = [
     (r"/api/v1/projects", ProjectsHandler),
     (r"/api/v1/activities", ActivitiesHandler),
-    (rf"/api/v1/activities/(?P<activity_id>{_ID})", ActivityHandler),
-    (rf"/api/v1/activities/(?P<activity_id>{_ID})/publish", PublishHandler),
-    (rf"/api/v1/activities/(?P<activity_id>{_ID})/cancel", CancelHandler),
-    (rf"/api/v1/activities/(?P<activity_id>{_ID})/roster", RosterHandler),
-    (rf"/api/v1/activities/(?P<activity_id>{_ID})/capacity", CapacityHandler),
-    (rf"/api/v1/activities/(?P<activity_id>{_ID})/reach", ReachHandler),
+    (rf"/api/v1/activities/(?P<activity_id>{ID})", ActivityHandler),
+    (rf"/api/v1/activities/(?P<activity_id>{ID})/publish", PublishHandler),
+    (rf"/api/v1/activities/(?P<activity_id>{ID})/cancel", CancelHandler),
+    (rf"/api/v1/activities/(?P<activity_id>{ID})/roster", RosterHandler),
+    (rf"/api/v1/activities/(?P<activity_id>{ID})/capacity", CapacityHandler),
+    (rf"/api/v1/activities/(?P<activity_id>{ID})/reach", ReachHandler),
     (
-        rf"/api/v1/activities/(?P<activity_id>{_ID})/signups/(?P<user_id>{_ID})/(?P<decision>approve|reject)",
+        rf"/api/v1/activities/(?P<activity_id>{ID})/signups/(?P<user_id>{ID})/(?P<decision>approve|reject)",
         DecisionHandler,
     ),
 ]

@@ -8,31 +8,15 @@ from datetime import date
 from typing import Annotated
 
 import msgspec
-from bson import ObjectId
 
-from handlers.api import operation
-from handlers.base import BaseHandler
-from handlers.orgs import Created
-from server.domain import campaigns, caravans, orgs, planning, sites
-from server.domain.ids import parse_id
-from server.domain.paging import DEFAULT_LIMIT, MAX_LIMIT
-
-PLANNERS = ("dispatcher",)  # org_admin always passes
-REQUEST_READERS = (*PLANNERS, "site_admin")
+from server.domain import campaigns, caravans, planning, sites
+from server.domain.stats import caravan_kpis
+from server.web import ID, BaseHandler, Created, ListQuery, operation
 
 
 class KpiQuery(msgspec.Struct, forbid_unknown_fields=True):
     year: Annotated[int, msgspec.Meta(ge=2000, le=2100)]
     org_id: str
-
-
-class ListQuery(msgspec.Struct, forbid_unknown_fields=True):
-    """`org_id`: only that organisation's subtree (the caller must hold a role there or
-    above); without it, every organisation the caller may see."""
-
-    org_id: str | None = None
-    cursor: str | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
 
 
 class VisitRequestQuery(ListQuery, forbid_unknown_fields=True):
@@ -52,17 +36,7 @@ class TripQuery(ListQuery, forbid_unknown_fields=True):
     to: date | None = None
 
 
-class ListHandler(BaseHandler):
-    async def scope(self, *roles: str) -> list[ObjectId]:
-        """The organisations a list shows: the subtree of the `org_id` asked for, or every
-        subtree in which the caller holds one of `roles` (staff of an org or above it)."""
-        if self.query.org_id is None:
-            return await orgs.scope_ids(self.ctx, self.user_id, set(roles))
-        await self.authorize(self.query.org_id, *roles)
-        return await orgs.subtree_ids(self.ctx, parse_id(self.query.org_id, "org_id"))
-
-
-class DepotsHandler(ListHandler):
+class DepotsHandler(BaseHandler):
     @operation(
         "Register a depot (a county depot or a shared centre)",
         body=caravans.NewDepot,
@@ -70,21 +44,28 @@ class DepotsHandler(ListHandler):
         status=201,
         errors=(403, 404),
         idempotent=True,
+        permission="fleet.manage",
     )
     async def post(self) -> None:
-        await self.authorize(self.body.org_id, *PLANNERS)
+        await self.authorize(self.body.org_id)
         depot_id = await caravans.create_depot(self.ctx, self.body, created_by=self.user_id)
         self.reply(Created(id=str(depot_id)))
 
-    @operation("Depots", query=ListQuery, response=caravans.DepotPage, errors=(403,))
+    @operation(
+        "Depots",
+        query=ListQuery,
+        response=caravans.DepotPage,
+        errors=(403,),
+        permission="fleet.manage",
+    )
     async def get(self) -> None:
         q = self.query
         self.reply(
-            await caravans.list_depots(self.ctx, await self.scope(*PLANNERS), q.cursor, q.limit)
+            await caravans.list_depots(self.ctx, await self.scope(q.org_id), q.cursor, q.limit)
         )
 
 
-class CaravansHandler(ListHandler):
+class CaravansHandler(BaseHandler):
     @operation(
         "Register a caravan (vehicle type Ⅰ/Ⅱ/Ⅳ, plate, home depot, crew size)",
         body=caravans.NewCaravan,
@@ -92,21 +73,28 @@ class CaravansHandler(ListHandler):
         status=201,
         errors=(403, 404, 409),
         idempotent=True,
+        permission="fleet.manage",
     )
     async def post(self) -> None:
-        await self.authorize(self.body.org_id, *PLANNERS)
+        await self.authorize(self.body.org_id)
         caravan_id = await caravans.create_caravan(self.ctx, self.body, created_by=self.user_id)
         self.reply(Created(id=str(caravan_id)))
 
-    @operation("Caravans", query=ListQuery, response=caravans.CaravanPage, errors=(403,))
+    @operation(
+        "Caravans",
+        query=ListQuery,
+        response=caravans.CaravanPage,
+        errors=(403,),
+        permission="fleet.manage",
+    )
     async def get(self) -> None:
         q = self.query
         self.reply(
-            await caravans.list_caravans(self.ctx, await self.scope(*PLANNERS), q.cursor, q.limit)
+            await caravans.list_caravans(self.ctx, await self.scope(q.org_id), q.cursor, q.limit)
         )
 
 
-class VisitRequestsHandler(ListHandler):
+class VisitRequestsHandler(BaseHandler):
     @operation(
         "A site asks for a caravan visit within a date range (its admin, or a dispatcher)",
         body=caravans.NewVisitRequest,
@@ -114,11 +102,10 @@ class VisitRequestsHandler(ListHandler):
         status=201,
         errors=(403, 404),
         idempotent=True,
+        permission="visit.request",
     )
     async def post(self) -> None:
-        site = await sites.get_site_doc(self.ctx, self.body.site_id)
-        if not await sites.is_site_admin(self.ctx, self.user_id, site):
-            await self.authorize(site["org_id"], *PLANNERS)
+        await self.authorize(site=await sites.get_site_doc(self.ctx, self.body.site_id))
         request_id = await caravans.create_request(self.ctx, self.body, created_by=self.user_id)
         self.reply(Created(id=str(request_id)))
 
@@ -127,13 +114,14 @@ class VisitRequestsHandler(ListHandler):
         query=VisitRequestQuery,
         response=caravans.VisitRequestPage,
         errors=(403,),
+        permission="visit.read",
     )
     async def get(self) -> None:
         q = self.query
         self.reply(
             await caravans.list_requests(
                 self.ctx,
-                await self.scope(*REQUEST_READERS),
+                await self.scope(q.org_id),
                 status=q.status,
                 site_id=q.site_id,
                 start=q.from_,
@@ -144,7 +132,7 @@ class VisitRequestsHandler(ListHandler):
         )
 
 
-class CampaignsHandler(ListHandler):
+class CampaignsHandler(BaseHandler):
     @operation(
         "Pool caravans of several counties for a period (沿黄科普行-style tours)",
         body=campaigns.NewCampaign,
@@ -152,31 +140,38 @@ class CampaignsHandler(ListHandler):
         status=201,
         errors=(403, 404, 409),
         idempotent=True,
+        permission="plan.dispatch",
     )
     async def post(self) -> None:
-        await self.authorize(self.body.org_id, *PLANNERS)
+        await self.authorize(self.body.org_id)
         campaign_id = await campaigns.create_campaign(self.ctx, self.body, created_by=self.user_id)
         self.reply(Created(id=str(campaign_id)))
 
     @operation(
-        "Campaigns, newest first", query=ListQuery, response=campaigns.CampaignPage, errors=(403,)
+        "Campaigns, newest first",
+        query=ListQuery,
+        response=campaigns.CampaignPage,
+        errors=(403,),
+        permission="plan.dispatch",
     )
     async def get(self) -> None:
         q = self.query
         self.reply(
-            await campaigns.list_campaigns(self.ctx, await self.scope(*PLANNERS), q.cursor, q.limit)
+            await campaigns.list_campaigns(self.ctx, await self.scope(q.org_id), q.cursor, q.limit)
         )
 
 
 class CampaignHandler(BaseHandler):
-    @operation("A campaign", response=campaigns.CampaignOut, errors=(403, 404))
+    @operation(
+        "A campaign", response=campaigns.CampaignOut, errors=(403, 404), permission="plan.dispatch"
+    )
     async def get(self, campaign_id: str) -> None:
         campaign = await campaigns.get_campaign(self.ctx, campaign_id)
-        await self.authorize(campaign.org_id, *PLANNERS)
+        await self.authorize(campaign.org_id)
         self.reply(campaign)
 
 
-class PlansHandler(ListHandler):
+class PlansHandler(BaseHandler):
     @operation(
         "Plan the caravans' visits over a date range; solved in the background",
         body=planning.NewPlan,
@@ -184,9 +179,10 @@ class PlansHandler(ListHandler):
         status=202,
         errors=(403, 404),
         idempotent=True,
+        permission="plan.dispatch",
     )
     async def post(self) -> None:
-        await self.authorize(self.body.org_id, *PLANNERS)
+        await self.authorize(self.body.org_id)
         plan_id = await planning.create_plan(self.ctx, self.body, created_by=self.user_id)
         self.reply(planning.Queued(id=str(plan_id), status="queued"))
 
@@ -195,17 +191,18 @@ class PlansHandler(ListHandler):
         query=ListQuery,
         response=planning.PlanPage,
         errors=(403,),
+        permission="plan.dispatch",
     )
     async def get(self) -> None:
         q = self.query
         self.reply(
-            await planning.list_plans(self.ctx, await self.scope(*PLANNERS), q.cursor, q.limit)
+            await planning.list_plans(self.ctx, await self.scope(q.org_id), q.cursor, q.limit)
         )
 
 
 class PlanStaffHandler(BaseHandler):
     async def authorize_plan(self, plan_id: str) -> None:
-        await self.authorize(await planning.plan_org(self.ctx, plan_id), *PLANNERS)
+        await self.authorize(await planning.plan_org(self.ctx, plan_id))
 
 
 class PlanHandler(PlanStaffHandler):
@@ -213,6 +210,7 @@ class PlanHandler(PlanStaffHandler):
         "A plan: status, progress while solving, routes with arrival and departure per stop",
         response=planning.PlanOut,
         errors=(403, 404),
+        permission="plan.dispatch",
     )
     async def get(self, plan_id: str) -> None:
         await self.authorize_plan(plan_id)
@@ -225,6 +223,7 @@ class PinsHandler(PlanStaffHandler):
         body=planning.NewPin,
         response=planning.PlanOut,
         errors=(403, 404, 409),
+        permission="plan.dispatch",
     )
     async def post(self, plan_id: str) -> None:
         await self.authorize_plan(plan_id)
@@ -232,7 +231,12 @@ class PinsHandler(PlanStaffHandler):
 
 
 class PinHandler(PlanStaffHandler):
-    @operation("Remove a pin", response=planning.PlanOut, errors=(403, 404, 409))
+    @operation(
+        "Remove a pin",
+        response=planning.PlanOut,
+        errors=(403, 404, 409),
+        permission="plan.dispatch",
+    )
     async def delete(self, plan_id: str, request_id: str) -> None:
         await self.authorize_plan(plan_id)
         self.reply(await planning.unpin(self.ctx, plan_id, request_id))
@@ -244,6 +248,7 @@ class ExclusionsHandler(PlanStaffHandler):
         body=planning.Exclusion,
         response=planning.PlanOut,
         errors=(403, 404, 409),
+        permission="plan.dispatch",
     )
     async def post(self, plan_id: str) -> None:
         await self.authorize_plan(plan_id)
@@ -256,6 +261,7 @@ class ReplanHandler(PlanStaffHandler):
         response=planning.Queued,
         status=202,
         errors=(403, 404, 409),
+        permission="plan.dispatch",
     )
     async def post(self, plan_id: str) -> None:
         await self.authorize_plan(plan_id)
@@ -267,6 +273,7 @@ class PublishPlanHandler(PlanStaffHandler):
         "Publish: every visit becomes an activity volunteers can join as crew; sites are told",
         response=planning.PublishOut,
         errors=(403, 404, 409, 502),
+        permission="plan.dispatch",
     )
     async def post(self, plan_id: str) -> None:
         await self.authorize_plan(plan_id)
@@ -277,7 +284,7 @@ class PublishPlanHandler(PlanStaffHandler):
         )
 
 
-class TripsHandler(ListHandler):
+class TripsHandler(BaseHandler):
     @operation(
         "Log a caravan's duty day: odometer readings and people reached per visit",
         body=caravans.NewTrip,
@@ -285,10 +292,11 @@ class TripsHandler(ListHandler):
         status=201,
         errors=(403, 404, 409),
         idempotent=True,
+        permission="trip.log",
     )
     async def post(self) -> None:
         caravan = await caravans.get_caravan_doc(self.ctx, self.body.caravan_id)
-        await self.authorize(caravan["org_id"], *PLANNERS)
+        await self.authorize(caravan["org_id"])
         trip_id = await caravans.log_trip(self.ctx, self.body, logged_by=self.user_id)
         self.reply(Created(id=str(trip_id)))
 
@@ -297,13 +305,14 @@ class TripsHandler(ListHandler):
         query=TripQuery,
         response=caravans.TripPage,
         errors=(403,),
+        permission="trip.log",
     )
     async def get(self) -> None:
         q = self.query
         self.reply(
             await caravans.list_trips(
                 self.ctx,
-                await self.scope(*PLANNERS),
+                await self.scope(q.org_id),
                 caravan_id=q.caravan_id,
                 start=q.from_,
                 end=q.to,
@@ -319,6 +328,7 @@ class ConfirmVisitHandler(BaseHandler):
         response=caravans.VisitConfirmed,
         errors=(403, 404),
         idempotent=True,
+        permission="visit.confirm",
     )
     async def post(self, trip_id: str, request_id: str) -> None:
         self.reply(await caravans.confirm_visit(self.ctx, trip_id, request_id, by=self.user_id))
@@ -328,33 +338,33 @@ class KpisHandler(BaseHandler):
     @operation(
         "活动次数, 行驶里程 and 受益人次 per caravan and county for a year",
         query=KpiQuery,
-        response=caravans.Kpis,
+        response=caravan_kpis.Kpis,
         errors=(403, 404),
+        permission="plan.dispatch",
     )
     async def get(self) -> None:
-        await self.authorize(self.query.org_id, *PLANNERS)
-        self.reply(await caravans.kpis(self.ctx, self.query.year, self.query.org_id))
+        await self.authorize(self.query.org_id)
+        self.reply(await caravan_kpis.kpis(self.ctx, self.query.year, self.query.org_id))
 
 
-_ID = "[0-9a-f]{24}"
-_P = rf"/api/v1/plans/(?P<plan_id>{_ID})"
+_P = rf"/api/v1/plans/(?P<plan_id>{ID})"
 ROUTES = [
     (r"/api/v1/depots", DepotsHandler),
     (r"/api/v1/caravans", CaravansHandler),
     (r"/api/v1/caravans/kpis", KpisHandler),
     (r"/api/v1/visit-requests", VisitRequestsHandler),
     (r"/api/v1/campaigns", CampaignsHandler),
-    (rf"/api/v1/campaigns/(?P<campaign_id>{_ID})", CampaignHandler),
+    (rf"/api/v1/campaigns/(?P<campaign_id>{ID})", CampaignHandler),
     (r"/api/v1/plans", PlansHandler),
     (_P, PlanHandler),
     (_P + "/pins", PinsHandler),
-    (_P + rf"/pins/(?P<request_id>{_ID})", PinHandler),
+    (_P + rf"/pins/(?P<request_id>{ID})", PinHandler),
     (_P + "/exclusions", ExclusionsHandler),
     (_P + "/replan", ReplanHandler),
     (_P + "/publish", PublishPlanHandler),
     (r"/api/v1/trips", TripsHandler),
     (
-        rf"/api/v1/trips/(?P<trip_id>{_ID})/visits/(?P<request_id>{_ID})/confirm",
+        rf"/api/v1/trips/(?P<trip_id>{ID})/visits/(?P<request_id>{ID})/confirm",
         ConfirmVisitHandler,
     ),
 ]

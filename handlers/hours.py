@@ -8,9 +8,8 @@ from typing import Annotated, Literal
 import msgspec
 
 from handlers.activities import ActivityStaffHandler
-from handlers.api import operation
-from handlers.base import BaseHandler
 from server.domain import attendance, certificates, hours, sites
+from server.web import ID, BaseHandler, operation
 
 
 class SiteHoursQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -32,6 +31,7 @@ class CheckinCodeHandler(ActivityStaffHandler):
         "A signed, expiring check-in code for the activity",
         response=attendance.CheckinCode,
         errors=(403, 404),
+        permission="activity.organise",
     )
     async def get(self, activity_id: str) -> None:
         await self.authorize_activity(activity_id)
@@ -44,11 +44,10 @@ class SiteHoursHandler(BaseHandler):
         query=SiteHoursQuery,
         response=hours.HoursPage,
         errors=(403, 404),
+        permission="hours.read",
     )
     async def get(self, site_id: str) -> None:
-        site = await sites.get_site_doc(self.ctx, site_id)
-        if not await sites.is_site_admin(self.ctx, self.user_id, site):
-            await self.authorize(site["org_id"], *hours.ORGANISERS)
+        await self.authorize(site=await sites.get_site_doc(self.ctx, site_id))
         q = self.query
         self.reply(await hours.site_records(self.ctx, site_id, q.status, q.cursor, q.limit))
 
@@ -60,6 +59,7 @@ class ConfirmHandler(BaseHandler):
         response=Confirmed,
         errors=(403, 404),
         idempotent=True,
+        permission="hours.confirm",
     )
     async def post(self) -> None:
         count = await hours.confirm(self.ctx, self.user_id, self.body.record_ids)
@@ -73,6 +73,7 @@ class AdjustHandler(BaseHandler):
         response=hours.HoursRecord,
         errors=(403, 404),
         idempotent=True,
+        permission="hours.confirm",
     )
     async def post(self, record_id: str) -> None:
         self.reply(await hours.adjust(self.ctx, self.user_id, record_id, self.body))
@@ -88,7 +89,7 @@ class CheckinCodeImageHandler(BaseHandler):
     async def get(self, scene: str) -> None:
         png = await attendance.checkin_code_png(self.ctx, scene)
         self.set_header("Cache-Control", "private, max-age=300")
-        self._send(200, png, "image/png")
+        self.send_file(png, "image/png")
 
 
 class VerifyHandler(BaseHandler):
@@ -102,12 +103,11 @@ class VerifyHandler(BaseHandler):
         self.reply(await certificates.verify(self.ctx, code))
 
 
-_ID = "[0-9a-f]{24}"
 ROUTES = [
-    (rf"/api/v1/activities/(?P<activity_id>{_ID})/checkin-code", CheckinCodeHandler),
-    (rf"/api/v1/sites/(?P<site_id>{_ID})/hours", SiteHoursHandler),
+    (rf"/api/v1/activities/(?P<activity_id>{ID})/checkin-code", CheckinCodeHandler),
+    (rf"/api/v1/sites/(?P<site_id>{ID})/hours", SiteHoursHandler),
     (r"/api/v1/hours/confirm", ConfirmHandler),
-    (rf"/api/v1/hours/(?P<record_id>{_ID})/adjust", AdjustHandler),
+    (rf"/api/v1/hours/(?P<record_id>{ID})/adjust", AdjustHandler),
     (r"/checkin-codes/(?P<scene>[A-Za-z0-9_=-]{32})\.png", CheckinCodeImageHandler),
     (r"/verify/(?P<code>[A-Za-z2-7]{1,64})", VerifyHandler),
 ]

@@ -6,10 +6,10 @@ from typing import Annotated
 
 import msgspec
 
-from handlers.api import operation
-from handlers.base import BaseHandler
-from server.domain import identity, orgs
+from server.domain import access, identity, orgs
+from server.domain.errors import NotFound
 from server.domain.ids import parse_id
+from server.web import ID, BaseHandler, Created, operation
 
 
 class NewOrg(msgspec.Struct, forbid_unknown_fields=True):
@@ -19,17 +19,13 @@ class NewOrg(msgspec.Struct, forbid_unknown_fields=True):
     adcode: Annotated[str, msgspec.Meta(pattern=r"^\d{6}$")] | None = None
 
 
-class Created(msgspec.Struct):
-    id: str
-
-
 class OrgList(msgspec.Struct):
     items: list[orgs.Org]
 
 
 class NewGrant(msgspec.Struct, forbid_unknown_fields=True):
     user_id: str
-    role: orgs.Role
+    role: access.Role
 
 
 class GrantResult(msgspec.Struct):
@@ -41,8 +37,9 @@ class GrantResult(msgspec.Struct):
 
 class OrgsHandler(BaseHandler):
     @operation(
-        "Create an organisation under a parent (org_admin of the parent)",
+        "Create an organisation under a parent",
         body=NewOrg,
+        permission="org.create",
         response=Created,
         status=201,
         errors=(403, 404),
@@ -50,7 +47,7 @@ class OrgsHandler(BaseHandler):
     )
     async def post(self) -> None:
         parent_id = parse_id(self.body.parent_id, "parent_id")
-        await self.authorize(parent_id, "org_admin")
+        await self.authorize(parent_id)
         org_id = await orgs.create_org(
             self.ctx,
             self.body.name,
@@ -61,23 +58,24 @@ class OrgsHandler(BaseHandler):
         )
         self.reply(Created(id=str(org_id)))
 
-    @operation("The organisations the caller may see", response=OrgList)
+    @operation("The organisations the caller may see", response=OrgList, permission="org.read")
     async def get(self) -> None:
-        self.reply(OrgList(items=await orgs.visible_orgs(self.ctx, self.user_id)))
+        self.reply(OrgList(items=await orgs.describe(self.ctx, await self.scope())))
 
 
 class OrgRolesHandler(BaseHandler):
     @operation(
-        "Grant a role in this organisation (org_admin only)",
+        "Grant a role in this organisation",
         body=NewGrant,
         response=GrantResult,
         errors=(403, 404),
+        permission="role.grant",
     )
     async def post(self, org_id: str) -> None:
-        await self.authorize(org_id, "org_admin")
+        await self.authorize(org_id)
         user_id = parse_id(self.body.user_id, "user_id")
         await identity.get_user(self.ctx, user_id)
-        created = await orgs.grant_role(
+        created = await access.grant_role(
             self.ctx, user_id, self.body.role, parse_id(org_id), granted_by=self.user_id
         )
         self.reply(
@@ -86,7 +84,35 @@ class OrgRolesHandler(BaseHandler):
         )
 
 
+class Revoked(msgspec.Struct):
+    user_id: str
+    role: str
+    org_id: str
+    revoked: bool
+
+
+class OrgRoleHandler(BaseHandler):
+    @operation(
+        "End a role held in this organisation, at once (sessions included)",
+        response=Revoked,
+        errors=(403, 404),
+        permission="role.grant",
+    )
+    async def delete(self, org_id: str, user_id: str, role: str) -> None:
+        await self.authorize(org_id)
+        revoked = await access.revoke_role(
+            self.ctx, parse_id(user_id, "user_id"), role, parse_id(org_id, "org_id")
+        )
+        if not revoked:
+            raise NotFound("该用户在此组织没有这个角色", field="role")
+        self.reply(Revoked(user_id=user_id, role=role, org_id=org_id, revoked=True))
+
+
 ROUTES = [
     (r"/api/v1/orgs", OrgsHandler),
-    (r"/api/v1/orgs/(?P<org_id>[0-9a-f]{24})/roles", OrgRolesHandler),
+    (rf"/api/v1/orgs/(?P<org_id>{ID})/roles", OrgRolesHandler),
+    (
+        rf"/api/v1/orgs/(?P<org_id>{ID})/roles/(?P<user_id>{ID})/(?P<role>[a-z_]{{1,32}})",
+        OrgRoleHandler,
+    ),
 ]

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from handlers.api import operation
-from handlers.base import BaseHandler
-from server.domain import notifications, orgs
-from server.domain.errors import Forbidden
+from server.domain import access, notifications
+from server.web import ID, BaseHandler, operation
 
 
 class Retried(msgspec.Struct):
@@ -16,17 +14,15 @@ class Retried(msgspec.Struct):
 
 class RootAdminHandler(BaseHandler):
     async def authorize_root(self) -> None:
-        root = await orgs.root_org(self.ctx)
-        if root is None:
-            raise Forbidden("没有权限")
-        await self.authorize(root["_id"], "org_admin")
+        await access.require_root(self.ctx, self.user_id, self.operation.permission)
 
 
 class OutboxHandler(RootAdminHandler):
     @operation(
-        "Reminder counts by state and the dead ones with their errors (root org_admin)",
+        "Reminder counts by state and the dead ones with their errors (the whole province's)",
         response=notifications.OutboxSummary,
         errors=(403,),
+        permission="outbox.manage",
     )
     async def get(self) -> None:
         await self.authorize_root()
@@ -34,7 +30,12 @@ class OutboxHandler(RootAdminHandler):
 
 
 class RetryHandler(RootAdminHandler):
-    @operation("Send a dead reminder again", response=Retried, errors=(403, 404))
+    @operation(
+        "Send a dead reminder again",
+        response=Retried,
+        errors=(403, 404),
+        permission="outbox.manage",
+    )
     async def post(self, reminder_id: str) -> None:
         await self.authorize_root()
         await notifications.retry(self.ctx, reminder_id)
@@ -43,5 +44,5 @@ class RetryHandler(RootAdminHandler):
 
 ROUTES = [
     (r"/api/v1/reminders", OutboxHandler),
-    (r"/api/v1/reminders/(?P<reminder_id>[0-9a-f]{24})/retry", RetryHandler),
+    (rf"/api/v1/reminders/(?P<reminder_id>{ID})/retry", RetryHandler),
 ]

@@ -6,13 +6,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from handlers.api import operation
-from handlers.base import BaseHandler
 from server.domain import orgs, stats
 from server.domain.errors import NotFound
-
-READERS = ("org_admin", "dispatcher", "team_leader")
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+from server.web import XLSX, BaseHandler, operation
 
 
 class AnnualQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -31,6 +27,7 @@ class AnnualReportHandler(BaseHandler):
         query=AnnualQuery,
         response=stats.Report,
         errors=(400, 403, 404),
+        permission="stats.read",
     )
     async def get(self) -> None:
         q = self.query
@@ -41,18 +38,16 @@ class AnnualReportHandler(BaseHandler):
             org_id = root["_id"]
         else:
             org_id = q.org_id
-        await self.authorize(org_id, *READERS)
+        await self.authorize(org_id)
         period = stats.parse_period(q.year, q.first, q.last, self.ctx.clock.local_now().date())
         report = await stats.report(self.ctx, org_id, period)
         name = f"stats-{report.first}-{report.last}"
         if q.format == "xlsx":
             body = await self.ctx.run_blocking(stats.report_workbook, report)
-            self.set_header("Content-Disposition", f'attachment; filename="{name}.xlsx"')
-            self._send(200, body, XLSX)
+            self.send_file(body, XLSX, f"{name}.xlsx")
         elif q.format == "csv":
             body = stats.report_csv(report, q.table)
-            self.set_header("Content-Disposition", f'attachment; filename="{name}-{q.table}.csv"')
-            self._send(200, body, "text/csv")
+            self.send_file(body, "text/csv", f"{name}-{q.table}.csv")
         else:
             self.reply(report)
 

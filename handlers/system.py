@@ -9,9 +9,8 @@ import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
 
-from handlers.api import operation
-from handlers.base import BaseHandler
 from server.domain.errors import NotFound
+from server.web import BaseHandler, operation
 
 HEALTH_TIMEOUT_S = 2.0
 
@@ -30,17 +29,6 @@ class HealthHandler(BaseHandler):
             self.reply(Health(status="degraded", db="unreachable"), status=503)
             return
         self.reply(Health(status="ok", db="ok"))
-
-
-class OpenApiHandler(BaseHandler):
-    document: bytes = b""
-
-    def initialize(self, ctx, route: str = "unmatched", document: bytes = b"") -> None:
-        super().initialize(ctx, route)
-        self.document = document
-
-    async def get(self) -> None:
-        self._send(200, self.document)
 
 
 class MetricsHandler(BaseHandler):

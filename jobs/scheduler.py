@@ -1,6 +1,7 @@
 """The scheduler: APScheduler ticks in the service process (or alone with
 `python -m server scheduler`); only the holder of the MongoDB lease acts, so several processes
-can run it and reminders still go out once."""
+can run it and reminders still go out once. The lease is a document of its own in the
+`leases` collection, which this module owns."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from server.clock import SHANGHAI
-from server.domain import activities, attendance, leases, notifications, stats
+from server.db import Lease
+from server.domain import activities, attendance, notifications, stats
 
 log = structlog.get_logger(__name__)
 
-LEASE = "scheduler"
+LEASE_ID = "scheduler"
 
 
 class Scheduler:
@@ -25,6 +27,9 @@ class Scheduler:
         self.ctx = ctx
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.aps = AsyncIOScheduler(timezone=SHANGHAI)
+        self.lease = Lease(
+            ctx.settings.scheduler_lease_s, holder_field="holder", until_field="until"
+        )
 
     def start(self) -> None:
         every = self.ctx.settings.dispatch_interval_s
@@ -41,8 +46,8 @@ class Scheduler:
         log.info("scheduler_started", holder=self.holder, every_s=every)
 
     async def _leading(self) -> bool:
-        return await leases.acquire(
-            self.ctx, LEASE, self.holder, self.ctx.settings.scheduler_lease_s
+        return await self.lease.acquire(
+            self.ctx.db["leases"], {"_id": LEASE_ID}, self.holder, self.ctx.clock.now(), upsert=True
         )
 
     async def tick(self) -> None:
@@ -72,4 +77,6 @@ class Scheduler:
 
     async def stop(self) -> None:
         self.aps.shutdown(wait=False)
-        await leases.release(self.ctx, LEASE, self.holder)
+        await self.lease.release(
+            self.ctx.db["leases"], {"_id": LEASE_ID}, self.holder, self.ctx.clock.now()
+        )

@@ -7,10 +7,9 @@ from typing import Annotated
 
 import msgspec
 
-from handlers.api import operation
-from handlers.base import BaseHandler
-from server.domain import activities, signups
+from server.domain import activities, discovery, rosters, signups
 from server.domain.sites import CoordType
+from server.web import ID, BaseHandler, operation
 
 LngLat = Annotated[str, msgspec.Meta(pattern=r"^-?\d+(\.\d+)?,-?\d+(\.\d+)?$")]
 
@@ -36,12 +35,12 @@ class CursorQuery(msgspec.Struct, forbid_unknown_fields=True):
 
 class DiscoverHandler(BaseHandler):
     @operation("Published activities: by time, tag, organisation, or nearest first",
-               query=DiscoverQuery, response=activities.ActivityPage)  # fmt: skip
+               query=DiscoverQuery, response=discovery.ActivityPage)  # fmt: skip
     async def get(self) -> None:
         q = self.query
         near = tuple(float(v) for v in q.near.split(",")) if q.near else None
         self.reply(
-            await activities.discover(
+            await discovery.discover(
                 self.ctx,
                 start=q.from_,
                 end=q.to,
@@ -85,17 +84,16 @@ class SignupHandler(BaseHandler):
 
 
 class MySignupsHandler(BaseHandler):
-    @operation("My sign-ups, newest first", query=CursorQuery, response=signups.MySignupPage)
+    @operation("My sign-ups, newest first", query=CursorQuery, response=rosters.MySignupPage)
     async def get(self) -> None:
         self.reply(
-            await signups.my_signups(self.ctx, self.user_id, self.query.cursor, self.query.limit)
+            await rosters.my_signups(self.ctx, self.user_id, self.query.cursor, self.query.limit)
         )
 
 
-_ID = "[0-9a-f]{24}"
 ROUTES = [
     (r"/mp/v1/activities", DiscoverHandler),
-    (rf"/mp/v1/activities/(?P<activity_id>{_ID})", ActivityHandler),
-    (rf"/mp/v1/activities/(?P<activity_id>{_ID})/signup", SignupHandler),
+    (rf"/mp/v1/activities/(?P<activity_id>{ID})", ActivityHandler),
+    (rf"/mp/v1/activities/(?P<activity_id>{ID})/signup", SignupHandler),
     (r"/mp/v1/me/signups", MySignupsHandler),
 ]

@@ -6,9 +6,8 @@ from typing import Annotated
 
 import msgspec
 
-from handlers.api import operation
-from handlers.base import BaseHandler
 from server.domain import identity
+from server.web import BaseHandler, operation
 
 Code = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]

@@ -6,9 +6,8 @@ from typing import Annotated
 
 import msgspec
 
-from handlers.api import operation
-from handlers.base import BaseHandler
 from server.domain import attendance, certificates, hours
+from server.web import ID, BaseHandler, operation
 
 
 class DisputeRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -66,15 +65,13 @@ class CertificateHandler(BaseHandler):
     @operation("My 志愿服务记录证明 as a PDF", content_type="application/pdf", errors=(404,))
     async def get(self) -> None:
         pdf = await certificates.issue(self.ctx, self.user_id)
-        self.set_header("Content-Disposition", 'inline; filename="certificate.pdf"')
-        self._send(200, pdf, "application/pdf")
+        self.send_file(pdf, "application/pdf", "certificate.pdf", inline=True)
 
 
-_ID = "[0-9a-f]{24}"
 ROUTES = [
-    (rf"/mp/v1/activities/(?P<activity_id>{_ID})/checkin", CheckinHandler),
-    (rf"/mp/v1/activities/(?P<activity_id>{_ID})/checkout", CheckoutHandler),
+    (rf"/mp/v1/activities/(?P<activity_id>{ID})/checkin", CheckinHandler),
+    (rf"/mp/v1/activities/(?P<activity_id>{ID})/checkout", CheckoutHandler),
     (r"/mp/v1/me/hours", MyHoursHandler),
-    (rf"/mp/v1/hours/(?P<record_id>{_ID})/dispute", DisputeHandler),
+    (rf"/mp/v1/hours/(?P<record_id>{ID})/dispute", DisputeHandler),
     (r"/mp/v1/me/certificate", CertificateHandler),
 ]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from handlers.api import operation
-from handlers.base import BaseHandler
 from server.domain import identity
+from server.web import BaseHandler, operation
 
 
 class MeHandler(BaseHandler):

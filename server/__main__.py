@@ -12,7 +12,7 @@ import structlog
 from tornado.httpserver import HTTPServer
 
 from config import Settings, SettingsError, load_settings
-from server.domain.orgs import STAFF_ROLES
+from server.domain.access import STAFF_ROLES
 from server.logs import configure_logging
 
 log = structlog.get_logger("ikepu")
@@ -57,11 +57,14 @@ async def operate(settings: Settings, args: argparse.Namespace) -> int:
     """Operator commands: they start the database as the service would, act, and stop."""
     from server.context import Context
     from server.demo import seed_demo
-    from server.domain import identity, orgs
+    from server.domain import access, identity, orgs
     from server.domain.errors import DomainError
+    from server.domain.wiring import wire
 
     emulator, settings = _start_emulator(settings, 0)
     ctx = await Context.start(settings)
+    # A command leaves plans to the services: taking one over would only hand it back.
+    await wire(ctx, recover_plans=False)
     try:
         if args.command == "seed-demo":
             loaded = await seed_demo(ctx)
@@ -78,7 +81,7 @@ async def operate(settings: Settings, args: argparse.Namespace) -> int:
                 print("ikepu: there is no root organisation yet", file=sys.stderr)
                 return 1
             user_id = await identity.ensure_user(ctx, args.openid)
-            created = await orgs.grant_role(ctx, user_id, args.role, org["_id"])
+            created = await access.grant_role(ctx, user_id, args.role, org["_id"])
             state = "granted" if created else "already held"
             print(f"{args.role} in {org['name']} ({org['_id']}) for {args.openid}: {state}")
         return 0
@@ -121,13 +124,14 @@ def _start_emulator(settings: Settings, port: int):
 
 
 async def serve(settings: Settings, *, http: bool = True) -> int:
-    from handlers.base import BaseHandler
     from jobs.scheduler import Scheduler
     from server.app import make_app
     from server.context import Context
+    from server.domain.wiring import wire
 
     emulator, settings = _start_emulator(settings, settings.wechat_emulator_port)
     ctx = await Context.start(settings)
+    await wire(ctx)
     if settings.demo:
         from server.demo import seed_demo
 
@@ -153,11 +157,11 @@ async def serve(settings: Settings, *, http: bool = True) -> int:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
 
-    log.info("stopping", in_flight=BaseHandler.in_flight.count)
+    log.info("stopping", in_flight=ctx.in_flight.count)
     if server is not None:
         server.stop()
-        if not await BaseHandler.in_flight.drained(settings.shutdown_grace_s):
-            log.warning("stopping_with_requests_in_flight", in_flight=BaseHandler.in_flight.count)
+        if not await ctx.in_flight.drained(settings.shutdown_grace_s):
+            log.warning("stopping_with_requests_in_flight", in_flight=ctx.in_flight.count)
         await server.close_all_connections()
     if scheduler is not None:
         await scheduler.stop()

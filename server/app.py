@@ -6,10 +6,9 @@ import tornado.web
 
 import handlers
 import miniprogram_api
-from handlers.base import ErrorEnvelope, NotFoundHandler, encode_json
-from handlers.openapi import build_document
-from handlers.system import OpenApiHandler
 from server.context import Context
+from server.web import ErrorEnvelope, NotFoundHandler, encode_json
+from server.web.openapi import OpenApiHandler, build_document
 
 VERSION = "0.1.0"
 
@@ -33,7 +32,7 @@ def make_app(ctx: Context) -> tornado.web.Application:
         rules,
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
-        # handlers/base.py logs every request with its route and request id.
+        # server/web/base.py logs every request with its route and request id.
         log_function=lambda handler: None,
         xsrf_cookies=False,
         serve_traceback=False,

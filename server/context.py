@@ -1,5 +1,7 @@
 """One object holding what every handler and job needs: settings, database, WeChat, clock,
-crypto and executors. Built once at start, handed to handlers and jobs, closed at stop."""
+crypto, executors, and the process's own state (the domain-event bus, running solves, requests in
+flight). Built once at start, wired by `server.domain.wiring.wire`, handed to handlers and jobs,
+closed at stop."""
 
 from __future__ import annotations
 
@@ -15,9 +17,36 @@ from config import Settings
 from server.clock import Clock
 from server.crypto import Crypto, load_or_create_keys
 from server.db import EmbeddedDatabase, close_client, database, ensure_indexes, make_client
+from server.domain.events import EventBus
+from server.domain.planning import Solves
 from server.wechat.client import WeChatAdapter
 
 log = structlog.get_logger(__name__)
+
+
+class InFlight:
+    """Counts requests being handled, so shutdown can wait for them to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def drained(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
 
 @dataclass
@@ -31,6 +60,9 @@ class Context:
     executor: ThreadPoolExecutor
     wechat_executor: ThreadPoolExecutor
     embedded: EmbeddedDatabase | None = None
+    events: EventBus = field(default_factory=EventBus)
+    in_flight: InFlight = field(default_factory=InFlight)
+    solves: Solves = field(default_factory=Solves)
     _process_pool: ProcessPoolExecutor | None = field(default=None, repr=False)
 
     @property
@@ -48,7 +80,6 @@ class Context:
 
     @classmethod
     async def start(cls, settings: Settings, *, clock: Clock | None = None) -> Context:
-        from server.domain import notifications, planning, stats
         from server.wechat import emulator, token_keeper
 
         embedded = None
@@ -86,8 +117,6 @@ class Context:
             wechat_executor=wechat_executor,
             embedded=embedded,
         )
-        notifications.register()
-        stats.register()
         keeper = token_keeper.TokenKeeper(ctx)
         ctx.wechat = WeChatAdapter(
             appid=settings.wechat_appid or emulator.DEFAULT_APPID,
@@ -98,14 +127,10 @@ class Context:
             access_token_getter=keeper.get,
             access_token_invalidator=keeper.invalidate,
         )
-        # Plans whose solver died with its process (several may share the database).
-        await planning.recover(ctx)
         return ctx
 
     async def close(self) -> None:
-        from server.domain import planning
-
-        await planning.drain(cancel=True)
+        await self.solves.drain(cancel=True)
         self.wechat_executor.shutdown(wait=False, cancel_futures=True)
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self._process_pool is not None:

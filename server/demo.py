@@ -14,7 +14,7 @@ from datetime import timedelta
 import structlog
 
 from server import geo
-from server.domain import activities, identity, orgs, sites
+from server.domain import access, activities, identity, orgs, sites
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,7 @@ async def seed_demo(ctx, *, seed: int = 2026) -> bool:
     admin_openid = ctx.settings.bootstrap_admin_openid or DEMO_ADMIN_OPENID
     admin = await identity.ensure_user(ctx, admin_openid)
     root = await orgs.create_org(ctx, PROVINCE[0], "province", None, adcode=PROVINCE[1])
-    await orgs.grant_role(ctx, admin, "org_admin", root)
+    await access.grant_role(ctx, admin, "org_admin", root)
     dispatcher = await identity.ensure_user(ctx, DEMO_DISPATCHER_OPENID)
     site_admin = await identity.ensure_user(ctx, DEMO_SITE_ADMIN_OPENID)
     await orgs.create_org(ctx, "河南省科普志愿服务总队", "team", root)
@@ -52,7 +52,7 @@ async def seed_demo(ctx, *, seed: int = 2026) -> bool:
     for city_name, prefix in CITIES:
         city = await orgs.create_org(ctx, f"{city_name}科协", "city", root, adcode=prefix + "00")
         counts["cities"] += 1
-        await orgs.grant_role(ctx, dispatcher, "dispatcher", city)
+        await access.grant_role(ctx, dispatcher, "dispatcher", city)
         await orgs.create_org(ctx, f"{city_name}科技馆科普教育基地", "base", city)
         counts["bases"] += 1
         for county_row in geo.counties_of(prefix):

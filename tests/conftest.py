@@ -17,6 +17,7 @@ from config import load_settings
 from server.app import make_app
 from server.context import Context
 from server.db import EmbeddedDatabase
+from server.domain.wiring import wire
 from server.wechat.emulator import EmulatorState, start_emulator
 
 TEST_SECRET = base64.urlsafe_b64encode(b"s" * 32).decode()
@@ -97,6 +98,7 @@ async def ctx(mongo_uri, emulator, tmp_path, settings_overrides):
     context = await Context.start(
         make_settings(mongo_uri, emulator, tmp_path, **settings_overrides)
     )
+    await wire(context)
     yield context
     await context.client.drop_database(context.settings.mongodb_db)
     await context.close()

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pytest
 from bson import ObjectId
 
-from server.domain import caravans, orgs, planning, sites
+from server.domain import access, caravans, orgs, planning, sites
 from tests.test_caravans import next_monday, offset
 
 HUIXIAN = (113.805468, 35.462312)  # 辉县市
@@ -35,9 +35,11 @@ class Tour:
         anyang = await orgs.create_org(ctx, "安阳市科协", "city", root)
         self.linzhou = await orgs.create_org(ctx, "林州市科协", "county", anyang)
         self.city_dispatcher = await login()
-        await orgs.grant_role(ctx, ObjectId(self.city_dispatcher.user_id), "dispatcher", self.city)
+        await access.grant_role(
+            ctx, ObjectId(self.city_dispatcher.user_id), "dispatcher", self.city
+        )
         self.county_dispatcher = await login()
-        await orgs.grant_role(
+        await access.grant_role(
             ctx, ObjectId(self.county_dispatcher.user_id), "dispatcher", self.huixian
         )
         self.volunteer = await login()
@@ -127,7 +129,7 @@ class Tour:
 @pytest.fixture
 async def tour(ctx, http, login):
     yield await Tour(ctx, http).build(login)
-    await planning.drain(cancel=True)
+    await ctx.solves.drain(cancel=True)
 
 
 async def test_a_campaign_plans_caravans_of_two_counties_over_sites_of_both(ctx, tour):
@@ -145,8 +147,9 @@ async def test_a_campaign_plans_caravans_of_two_counties_over_sites_of_both(ctx,
     who = tour.city_dispatcher
     denied = await tour.call("POST", "/api/v1/campaigns", tour.county_dispatcher, body, 403)
     assert denied["error"]["code"] == "forbidden"
+    # Another city's caravan lies outside the city dispatcher's scope.
     outside = {**body, "caravan_ids": [huixian_caravan, linzhou_caravan]}
-    refused = await tour.call("POST", "/api/v1/campaigns", who, outside, 400)
+    refused = await tour.call("POST", "/api/v1/campaigns", who, outside, 403)
     assert refused["error"]["field"] == "caravan_ids"
     campaign = (await tour.call("POST", "/api/v1/campaigns", who, body, 201))["id"]
     shown = await tour.call("GET", f"/api/v1/campaigns/{campaign}", who)
@@ -180,7 +183,7 @@ async def test_a_campaign_plans_caravans_of_two_counties_over_sites_of_both(ctx,
 
     dated = {**plan_body, "end_date": tour.day(0)}
     plan_id = (await tour.call("POST", "/api/v1/plans", who, dated, 202))["id"]
-    await planning.wait(plan_id, 60)
+    await ctx.solves.wait(plan_id, 60)
     plan = await tour.call("GET", f"/api/v1/plans/{plan_id}", who)
     assert plan["status"] == "done", plan["error"]
     assert plan["campaign_id"] == campaign
@@ -295,8 +298,9 @@ async def test_lists_page_with_a_cursor_and_show_only_what_the_caller_may_see(ct
     assert [c["id"] for c in listed] == theirs
     for org in (tour.weihui, tour.city):
         await tour.call("GET", f"/api/v1/caravans?org_id={org}", county, status=403)
-    nothing = await tour.call("GET", "/api/v1/caravans", tour.volunteer)
-    assert nothing == {"items": [], "next_cursor": None}
+    # Someone who manages no fleet anywhere is refused before anything is read.
+    nothing = await tour.call("GET", "/api/v1/caravans", tour.volunteer, status=403)
+    assert nothing["error"]["code"] == "forbidden"
     bad = await tour.call("GET", "/api/v1/caravans?cursor=nonsense", county, status=400)
     assert bad["error"]["field"] == "cursor"
 
@@ -335,11 +339,12 @@ async def test_lists_page_with_a_cursor_and_show_only_what_the_caller_may_see(ct
     wrong_status = await tour.call("GET", "/api/v1/visit-requests?status=lost", county, status=400)
     assert wrong_status["error"]["field"] == "status"
     site_admin = await tour.http.get("/api/v1/visit-requests", headers=tour.volunteer.headers)
-    assert site_admin.json()["items"] == []
-    await orgs.grant_role(ctx, ObjectId(tour.volunteer.user_id), "site_admin", tour.huixian)
+    assert site_admin.status_code == 403  # not yet anyone's site admin
+    await access.grant_role(ctx, ObjectId(tour.volunteer.user_id), "site_admin", tour.huixian)
     requests, _ = await tour.pages("/api/v1/visit-requests", tour.volunteer)
     assert [r["id"] for r in requests] == [early, middle, late]
-    assert (await tour.call("GET", "/api/v1/caravans", tour.volunteer))["items"] == []
+    # A site admin asks for visits; the fleet is not theirs to manage.
+    await tour.call("GET", "/api/v1/caravans", tour.volunteer, status=403)
 
     # Trips: the latest logged first, by caravan and dates.
     today = ctx.clock.local_now().date()

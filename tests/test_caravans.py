@@ -18,7 +18,18 @@ from bson import ObjectId
 
 from server.clock import SHANGHAI
 from server.context import Context
-from server.domain import activities, caravans, events, hours, orgs, planning, signups, sites
+from server.domain import (
+    access,
+    activities,
+    caravans,
+    events,
+    hours,
+    orgs,
+    planning,
+    signups,
+    sites,
+)
+from server.domain.wiring import wire
 
 DEPOT = (113.805468, 35.462312)  # 辉县市
 H = 3600
@@ -64,7 +75,7 @@ class World:
         self.city = await orgs.create_org(ctx, "新乡市科协", "city", root)
         self.county = await orgs.create_org(ctx, "辉县市科协", "county", self.city)
         self.dispatcher = await login("o_dispatcher")
-        await orgs.grant_role(ctx, ObjectId(self.dispatcher.user_id), "dispatcher", self.county)
+        await access.grant_role(ctx, ObjectId(self.dispatcher.user_id), "dispatcher", self.county)
         self.site_admin = await login("o_site_admin")
         self.monday = next_monday(ctx.clock.local_now().date() + timedelta(days=7))
         depot = await self.post(
@@ -205,7 +216,7 @@ def msgspec_dict(hours_struct) -> dict:
 async def world(ctx, http, login):
     built = await World(ctx, http).build(login)
     yield built
-    await planning.drain(cancel=True)
+    await ctx.solves.drain(cancel=True)
 
 
 async def test_small_plan_is_feasible_pins_hold_and_publishing_happens_once(ctx, world):
@@ -266,7 +277,7 @@ async def test_small_plan_is_feasible_pins_hold_and_publishing_happens_once(ctx,
     async def notice(ctx, kind, **payload):
         told.append(payload)
 
-    events.subscribe(events.VISIT_SCHEDULED, notice)
+    ctx.events.subscribe(events.VISIT_SCHEDULED, notice)
     published = await world.post(f"/api/v1/plans/{plan_id}/publish")
     assert published["status"] == "published"
     assert {p["request_id"] for p in published["published"]} == set(placed)
@@ -288,7 +299,6 @@ async def test_small_plan_is_feasible_pins_hold_and_publishing_happens_once(ctx,
     assert count == len(placed)
     locked = await world.post(f"/api/v1/plans/{plan_id}/replan", status=409)
     assert locked["error"]["code"] == "plan_published"
-    events._subscribers[events.VISIT_SCHEDULED].remove(notice)
 
     # A second plan over the same week finds nothing left to plan but the impossible one.
     leftover = await world.until_done(await world.plan(time_limit_s=1))
@@ -512,6 +522,7 @@ async def stored_once(ctx, plan_id: str, *states: str, timeout_s: float = 60) ->
 async def test_a_plan_whose_service_died_is_solved_once_by_the_services_that_start(ctx, world):
     plan_id = await dead_plan(ctx, world)
     services = await asyncio.gather(Context.start(ctx.settings), Context.start(ctx.settings))
+    await asyncio.gather(*(wire(service) for service in services))
     try:
         doc = await stored_once(ctx, plan_id, "done", "failed")
     finally:
@@ -528,6 +539,7 @@ async def test_a_plan_that_keeps_losing_its_solver_fails_with_a_reason(ctx, worl
     tries = planning.MAX_ATTEMPTS
     plan_id = await dead_plan(ctx, world, runs=tries, attempts=tries)
     service = await Context.start(ctx.settings)
+    await wire(service)
     try:
         doc = await stored_once(ctx, plan_id, "done", "failed")
     finally:
@@ -545,7 +557,7 @@ async def test_a_plan_that_keeps_losing_its_solver_fails_with_a_reason(ctx, worl
 async def test_reading_a_plan_whose_creator_died_before_solving_it_takes_it_over(ctx, world):
     left = {"status": "queued", "lease_holder": None, "progress": 0.0, "runs": 0, "attempts": 0}
     plan_id = await dead_plan(ctx, world, **left)
-    assert planning.running() == []
+    assert ctx.solves.running() == []
     plan = await world.until_done(plan_id)
     assert plan["runs"] == 1
     assert set(world.check(plan)) == set(world.requests)

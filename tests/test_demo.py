@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from server import demo
-from server.domain import orgs
+from server.domain import access, orgs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,8 @@ async def test_demo_data_is_a_populated_province_loaded_once(ctx):
         demo.DEMO_ACTIVITIES
     )
     admin = await ctx.db.users.find_one({"openid": demo.DEMO_ADMIN_OPENID})
-    assert await orgs.holds_role(ctx, admin["_id"], root["_id"], {"org_admin"})
+    grants = await access.roles_of(ctx, admin["_id"])
+    assert access.RoleGrant(role="org_admin", org_id=str(root["_id"])) in grants
     assert await demo.seed_demo(ctx) is False
     assert await ctx.db.orgs.count_documents({"kind": "city"}) == 3
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from server import geo
 
-DATA = Path(geo.__file__).resolve().parent / "data"
+DATA = Path(geo.__file__).resolve().parent.parent / "data"
 
 
 def _read_csv(name: str) -> dict[str, tuple[str, float | None, float | None]]:
@@ -511,7 +511,7 @@ def test_gazetteer_reverse(gazetteer):
 
 
 def test_gazetteer_loads_once():
-    assert geo._gazetteer() is geo._gazetteer()
+    assert geo.gazetteer.gazetteer() is geo.gazetteer.gazetteer()
     a, b = geo.CountySeatGeocoder(), geo.CountySeatGeocoder()
     assert a._gaz is b._gaz
 

@@ -19,7 +19,7 @@ UNKNOWN = "火星基地一号"
 
 
 def _seat(adcode: str) -> tuple[float, float]:
-    path = Path(geo.__file__).resolve().parent / "data" / "china_adcodes.csv"
+    path = Path(geo.__file__).resolve().parent.parent / "data" / "china_adcodes.csv"
     with open(path, encoding="utf-8", newline="") as fh:
         for row in csv.DictReader(fh):
             if row["adcode"] == adcode:

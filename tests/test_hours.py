@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pypdf import PdfReader
 
 from server import geo
-from server.domain import activities, attendance, hours, identity, orgs, signups, sites
+from server.domain import access, activities, attendance, hours, identity, orgs, signups, sites
 from server.domain.errors import InvalidRequest
 
 SITE = (113.806, 35.462)  # 辉县市城关, WGS-84
@@ -57,7 +57,7 @@ class Scene:
         self.other_admin = await login("o_other_admin")
         await sites.add_admin(ctx, self.other_site, ObjectId(self.other_admin.user_id))
         self.organiser = await login("o_organiser")
-        await orgs.grant_role(ctx, ObjectId(self.organiser.user_id), "team_leader", self.county)
+        await access.grant_role(ctx, ObjectId(self.organiser.user_id), "team_leader", self.county)
         self.starts_at = ctx.clock.now() + timedelta(days=2)
         self.activity = await activities.create_activity(
             ctx,
@@ -372,7 +372,7 @@ async def test_ledger_totals_are_the_ledger_sum_and_never_negative(ctx, steps):
     root = await orgs.root_org(ctx)
     org = root["_id"] if root else await orgs.create_org(ctx, "省科协", "province", None)
     staff = await identity.ensure_user(ctx, "o_ledger_staff")
-    await orgs.grant_role(ctx, staff, "org_admin", org)
+    await access.grant_role(ctx, staff, "org_admin", org)
     user = ObjectId()
     credits: list[ObjectId] = []
     for i, (kind, value) in enumerate(steps):

@@ -15,7 +15,9 @@ from bson import ObjectId
 
 from server.clock import SHANGHAI
 from server.context import Context
-from server.domain import activities, hours, identity, leases, notifications, orgs, signups, sites
+from server.db import Lease
+from server.domain import access, activities, hours, identity, notifications, orgs, signups, sites
+from server.domain.notifications import subscriptions
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.timeout(300)
@@ -149,7 +151,7 @@ async def test_batches_taking_from_one_quota_at_once_get_what_it_holds(ctx):
             [{"_id": ObjectId(), "user_id": user, "template_id": TEMPLATE} for _ in range(6)]
             for _ in range(2)
         ]
-        given = await asyncio.gather(*[notifications._take_quotas(ctx, b) for b in batches])
+        given = await asyncio.gather(*[subscriptions.take_quotas(ctx, b) for b in batches])
         assert sum(len(g) for g in given) == 7
         assert all(g <= {r["_id"] for r in b} for g, b in zip(given, batches, strict=True))
         assert (await notifications.quotas(ctx, user)).items[0].remaining == 0
@@ -309,11 +311,18 @@ async def test_a_dispatcher_killed_mid_batch_loses_nothing(ctx, emulator, tmp_pa
 
 
 async def test_only_the_lease_holder_leads(ctx):
-    assert await leases.acquire(ctx, "scheduler", "a", 30)
-    assert not await leases.acquire(ctx, "scheduler", "b", 30)
-    assert await leases.acquire(ctx, "scheduler", "a", 30)  # renewal
+    lease, named = Lease(30, holder_field="holder", until_field="until"), {"_id": "scheduler"}
+
+    async def take(holder: str) -> bool:
+        return await lease.acquire(ctx.db.leases, named, holder, ctx.clock.now(), upsert=True)
+
+    assert await take("a")
+    assert not await take("b")
+    assert await take("a")  # renewal
     ctx.clock.advance(31)
-    assert await leases.acquire(ctx, "scheduler", "b", 30)
+    assert await take("b")
+    assert await lease.release(ctx.db.leases, named, "b", ctx.clock.now())
+    assert await take("a")  # given up: free at once
 
 
 async def test_subscription_endpoints(ctx, http, login):
@@ -339,8 +348,8 @@ async def test_the_outbox_view_is_for_root_admins(ctx, http, login):
     root = await orgs.create_org(ctx, "省科协", "province", None)
     city = await orgs.create_org(ctx, "新乡市科协", "city", root)
     admin, local = await login(), await login()
-    await orgs.grant_role(ctx, ObjectId(admin.user_id), "org_admin", root)
-    await orgs.grant_role(ctx, ObjectId(local.user_id), "org_admin", city)
+    await access.grant_role(ctx, ObjectId(admin.user_id), "org_admin", root)
+    await access.grant_role(ctx, ObjectId(local.user_id), "org_admin", city)
     assert (await http.get("/api/v1/reminders", headers=admin.headers)).status_code == 200
     assert (await http.get("/api/v1/reminders", headers=local.headers)).status_code == 403
 
@@ -371,13 +380,15 @@ async def test_hours_pending_for_48_hours_remind_the_site_admins(ctx, emulator):
 
 
 async def test_the_scheduler_dispatches_only_while_it_holds_the_lease(ctx, emulator, activity):
-    from jobs.scheduler import LEASE, Scheduler
+    from jobs.scheduler import LEASE_ID, Scheduler
 
     user = await _volunteer(ctx, "o_sched")
     await signups.sign_up(ctx, user, activity)
     ctx.clock.advance(3 * 86400)
     scheduler = Scheduler(ctx)
-    assert await leases.acquire(ctx, LEASE, "someone-else", 60)
+    other = Lease(60, holder_field="holder", until_field="until")
+    named = {"_id": LEASE_ID}
+    assert await other.acquire(ctx.db.leases, named, "someone-else", ctx.clock.now(), upsert=True)
     await scheduler.tick()
     assert emulator.messages("o_sched") == []
     ctx.clock.advance(61)

@@ -1,4 +1,4 @@
-"""The caravan planner (server.routing): plans checked independently of the solver.
+"""The caravan planner (server.vrp): plans checked independently of the solver.
 
 Every plan is verified from the outside: shows start inside the site's opening hours of that
 day and end before closing, routes stay inside the duty window and the maximum duty, each
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.routing import (
+from server.vrp import (
     REASON_CAPACITY,
     REASON_EXCLUDED,
     REASON_NO_ALLOWED_DAY,
@@ -34,9 +34,9 @@ from server.routing import (
     ProgressToQueue,
     Request,
     solve_plan,
-    solve_vrptw_instance,
     travel_matrices,
 )
+from server.vrp.solomon import solve_vrptw_instance
 
 H = 3600
 # County seats (adcode table): 林州市, 辉县市, 卫辉市, 修武县.

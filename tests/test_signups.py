@@ -10,7 +10,7 @@ import openpyxl
 import pytest
 from bson import ObjectId
 
-from server.domain import activities, identity, orgs, signups
+from server.domain import access, activities, events, identity, orgs, signups
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -29,7 +29,7 @@ async def organiser(ctx, login):
     root = await orgs.create_org(ctx, "省科协", "province", None)
     team = await orgs.create_org(ctx, "科普志愿服务队", "team", root)
     session = await login("o_organiser")
-    await orgs.grant_role(ctx, ObjectId(session.user_id), "team_leader", team)
+    await access.grant_role(ctx, ObjectId(session.user_id), "team_leader", team)
     return session, team
 
 
@@ -230,15 +230,43 @@ async def test_capacity_changes(ctx, http, make_activity, organiser):
     assert len(roster["confirmed"]) == 2
 
 
-async def test_cancelling_the_activity_ends_every_sign_up(ctx, http, make_activity, organiser):
-    from server.domain import events
+async def test_a_capacity_change_tells_those_signed_up(ctx, http, make_activity, organiser):
+    activity_id = await make_activity(capacity=2)
+    people = await _volunteers(ctx, 3)
+    for _, headers in people:
+        await _sign_up(http, activity_id, headers)
+    url = f"/api/v1/activities/{activity_id}/capacity"
+    staff = organiser[0].headers
+    raised = await http.post(url, json={"capacity": 3}, headers=staff)
+    assert raised.json()["promoted"] == [str(people[2][0])]
 
+    async def told() -> list[dict]:
+        return await ctx.db.reminders.find({"template_key": "activity_changed"}).to_list(None)
+
+    changed = await told()
+    # The promoted one hears of it by its own message; the two confirmed before, of the change.
+    assert sorted(r["user_id"] for r in changed) == sorted(uid for uid, _ in people[:2])
+    assert {r["data"]["thing3"]["value"] for r in changed} == {"名额调整为3人"}
+    assert all(r["activity_id"] == ObjectId(activity_id) for r in changed)
+    promoted = {"template_key": "waitlist_promoted", "user_id": people[2][0]}
+    assert await ctx.db.reminders.count_documents(promoted) == 1
+
+    again = await http.post(url, json={"capacity": 3}, headers=staff)
+    assert again.status_code == 200
+    assert len(await told()) == 2  # the same capacity again changes nothing
+
+    draft = await make_activity(capacity=2, publish=False)
+    await http.post(f"/api/v1/activities/{draft}/capacity", json={"capacity": 5}, headers=staff)
+    assert len(await told()) == 2  # nobody to tell before it is published
+
+
+async def test_cancelling_the_activity_ends_every_sign_up(ctx, http, make_activity, organiser):
     told = []
 
     async def listen(ctx, kind, **payload):
         told.extend(payload["user_ids"])
 
-    events.subscribe(events.ACTIVITY_CANCELLED, listen)
+    ctx.events.subscribe(events.ACTIVITY_CANCELLED, listen)
     activity_id = await make_activity(capacity=2)
     people = await _volunteers(ctx, 3)
     for _, headers in people:

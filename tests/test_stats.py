@@ -9,14 +9,16 @@ import io
 from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta
 
+import msgspec
 import openpyxl
 import pytest
 from bson import ObjectId
 
 from jobs.scheduler import Scheduler
 from server.clock import SHANGHAI
-from server.domain import activities, caravans, hours, orgs, signups, sites, stats
+from server.domain import access, activities, caravans, hours, orgs, signups, sites, stats
 from server.domain.errors import Conflict
+from server.domain.stats import caravan_kpis
 from server.seed import Scale, seed_year
 
 YEAR = 2026
@@ -34,7 +36,7 @@ async def year(ctx):
 async def admin(ctx, login, year):
     session = await login()
     root = await orgs.root_org(ctx)
-    await orgs.grant_role(ctx, ObjectId(session.user_id), "org_admin", root["_id"])
+    await access.grant_role(ctx, ObjectId(session.user_id), "org_admin", root["_id"])
     return session
 
 
@@ -188,7 +190,7 @@ async def test_an_adjusted_record_changes_the_totals(ctx, http, login, admin, ye
     credit = await ctx.db["hours_ledger"].find_one({"status": "confirmed", "hours": 3.0})
     team = await orgs.get_org(ctx, credit["org_id"])
     organiser = await login()
-    await orgs.grant_role(ctx, ObjectId(organiser.user_id), "team_leader", team["_id"])
+    await access.grant_role(ctx, ObjectId(organiser.user_id), "team_leader", team["_id"])
     answer = await http.post(
         f"/api/v1/hours/{credit['_id']}/adjust",
         json={"hours": 1.5, "reason": "提前离场"},
@@ -273,6 +275,119 @@ async def test_events_keep_the_rollups_equal_to_a_recount(ctx, year):
     assert after["caravan_activities"] == before["caravan_activities"] + 1
     assert after["caravan_beneficiaries"] == before["caravan_beneficiaries"] + 77
     assert await stats.reconcile(ctx, YEAR, repair=False) == dict.fromkeys(
+        (stats.ORGS, stats.VOLUNTEERS, stats.SITES, stats.PROJECTS), 0
+    )
+
+
+async def plain_kpis(ctx, org_id: ObjectId, year: int) -> dict:
+    """The caravan KPIs straight from the raw trips, with no shared code: per caravan, per
+    county (a caravan's nearest county in the subtree) and in total."""
+    org_docs = {d["_id"]: d for d in await ctx.db["orgs"].find().to_list(None)}
+    inside = {o for o, d in org_docs.items() if o == org_id or org_id in d["ancestors"]}
+    per_caravan: dict[str, list] = defaultdict(lambda: [0, 0.0, 0])
+    for trip in await ctx.db["trips"].find().to_list(None):
+        if trip["org_id"] in inside and trip["date"].startswith(f"{year}-"):
+            row = per_caravan[str(trip["caravan_id"])]
+            row[1] += trip["km"]
+            for visit in trip["visits"]:
+                if visit.get("confirmed"):
+                    row[0] += 1
+                    row[2] += visit["beneficiaries"]
+    per_county: dict[str, list] = defaultdict(lambda: [0, 0.0, 0])
+    for caravan_id, row in per_caravan.items():
+        org = (await ctx.db["caravans"].find_one({"_id": ObjectId(caravan_id)}))["org_id"]
+        above = [org, *reversed(org_docs[org]["ancestors"])]
+        county = next((o for o in above if o in inside and org_docs[o]["kind"] == "county"), org)
+        per_county[str(county)] = [a + b for a, b in zip(per_county[str(county)], row, strict=True)]
+
+    def figures(row: list) -> dict:
+        return {
+            "activities": row[0],
+            "km": pytest.approx(row[1], abs=0.05),
+            "beneficiaries": row[2],
+        }
+
+    return {
+        "total": figures([sum(r[i] for r in per_caravan.values()) for i in range(3)]),
+        "caravans": {c: figures(r) for c, r in per_caravan.items()},
+        "counties": {c: figures(r) for c, r in per_county.items()},
+    }
+
+
+async def test_caravan_kpis_equal_a_recount_of_the_trips(ctx, year):
+    """Trips logged on several caravans and their visits confirmed by the sites, one visit twice
+    at the same moment and one not at all: the KPIs, read from the roll-ups, are what the raw
+    trips give, for the province, a city and a county, before and after the confirmations."""
+    today = ctx.clock.local_now().date()
+    site_admin = await ctx.db["users"].find_one({"openid": "seed_2026_1"})
+    fleet = await ctx.db["caravans"].find().sort([("_id", 1)]).to_list(None)
+    assert len(fleet) >= 3
+    logged = []
+    for n, caravan in enumerate(fleet[:3]):
+        pair = await ctx.db["sites"].find({"org_id": caravan["org_id"]}).to_list(2)
+        requests = []
+        for site in pair:
+            await sites.add_admin(ctx, site["_id"], site_admin["_id"])
+            requests.append(
+                await caravans.create_request(
+                    ctx,
+                    caravans.NewVisitRequest(
+                        site_id=str(site["_id"]),
+                        earliest_date=today,
+                        latest_date=today,
+                        duration_min=60,
+                    ),
+                )
+            )
+        trip = await caravans.log_trip(
+            ctx,
+            caravans.NewTrip(
+                caravan_id=str(caravan["_id"]),
+                date=today,
+                odometer_start_km=700_000,
+                odometer_end_km=700_040.5 + 10 * n,
+                visits=[
+                    caravans.TripVisitIn(request_id=str(r), beneficiaries=150 + 25 * i + n)
+                    for i, r in enumerate(requests)
+                ],
+            ),
+            logged_by=site_admin["_id"],
+        )
+        logged.append((trip, requests))
+    county = fleet[0]["org_id"]
+    city = (await ctx.db["orgs"].find_one({"_id": county}))["parent_id"]
+    scopes = [(await orgs.root_org(ctx))["_id"], city, county]
+
+    async def assert_kpis_match() -> caravan_kpis.Kpis:
+        for org_id in scopes:
+            kpis = msgspec.to_builtins(await caravan_kpis.kpis(ctx, today.year, str(org_id)))
+            expected = await plain_kpis(ctx, org_id, today.year)
+            assert kpis["total"] == expected["total"]
+            assert [c["caravan_id"] for c in kpis["caravans"]] == sorted(expected["caravans"])
+            assert {
+                c.pop("caravan_id"): {k: c[k] for k in ("activities", "km", "beneficiaries")}
+                for c in kpis["caravans"]
+            } == expected["caravans"]
+            assert {
+                c.pop("org_id"): {k: c[k] for k in ("activities", "km", "beneficiaries")}
+                for c in kpis["counties"]
+            } == expected["counties"]
+        return await caravan_kpis.kpis(ctx, today.year, str(county))
+
+    before = await assert_kpis_match()
+    by = site_admin["_id"]
+    twice_trip, (twice, _) = logged[0]
+    # One visit confirmed twice at once: its people and its 活动次数 count once.
+    await asyncio.gather(*(caravans.confirm_visit(ctx, twice_trip, twice, by=by) for _ in range(2)))
+    for trip, requests in logged[1:]:
+        for request in requests:
+            await caravans.confirm_visit(ctx, trip, request, by=by)
+    after = await assert_kpis_match()
+    # The county's caravan: one visit of its two confirmed, its km counted before either was.
+    assert after.total.activities == before.total.activities + 1
+    assert after.total.beneficiaries == before.total.beneficiaries + 150
+    assert after.total.km == before.total.km
+    assert await stats.reconcile(ctx, today.year, repair=False) == dict.fromkeys(
         (stats.ORGS, stats.VOLUNTEERS, stats.SITES, stats.PROJECTS), 0
     )
 

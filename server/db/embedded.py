@@ -75,7 +75,10 @@ class EmbeddedDatabase:
 
     @property
     def uri(self) -> str:
-        return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+        # No retryable writes: the embedded server scans its registry of them on every such
+        # write, so it slows down as it serves them (1,482 → 166 inserts/s after 14,000), and a
+        # single node on loopback gains little from a retry. A configured MongoDB keeps them.
+        return f"mongodb://{self.host}:{self.port}/?directConnection=true&retryWrites=false"
 
     @property
     def pid(self) -> int | None:

@@ -21,9 +21,16 @@ INDEXES: dict[str, list[IndexModel]] = {
     "orgs": [IndexModel([("parent_id", ASCENDING)]), IndexModel([("ancestors", ASCENDING)])],
     "role_grants": [
         IndexModel(
-            [("user_id", ASCENDING), ("role", ASCENDING), ("org_id", ASCENDING)], unique=True
+            [
+                ("user_id", ASCENDING),
+                ("role", ASCENDING),
+                ("org_id", ASCENDING),
+                ("site_id", ASCENDING),
+            ],
+            unique=True,
         ),
         IndexModel([("org_id", ASCENDING)]),
+        IndexModel([("site_id", ASCENDING)], sparse=True),
     ],
     "projects": [IndexModel([("org_id", ASCENDING)])],
     "activities": [
@@ -65,7 +72,6 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "sites": [
         IndexModel([("org_id", ASCENDING)]),
-        IndexModel([("admin_ids", ASCENDING)]),
         IndexModel([("location", GEOSPHERE)], **GEO_INDEX),
     ],
     "idempotency": [

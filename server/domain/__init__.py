@@ -1,0 +1,34 @@
+"""The domain: one module (or package) per concept, plain async Python over the database, no HTTP.
+
+Each collection has one owner; no module reads or writes another's collection except through the
+owner's functions (a few modules say in their docstring that they only read one, or write only
+some fields of it).
+
+| module | owns | what |
+|---|---|---|
+| `access` | `role_grants` | the permission table, roles (in a subtree, or one site), checks |
+| `orgs` | `orgs` | the organisation tree: province → city → county, teams and bases |
+| `identity` | `users`, `refresh_tokens` | WeChat login, tokens, profiles, encrypted phones |
+| `ratelimit` | `rate_limits` | fixed-window limits shared by processes |
+| `sites` | `sites` | schools, villages, communities, bases |
+| `activities` | `projects`, `activities` | projects; activities' lifecycle, publishing, reach |
+| `seats` | (seat fields of `activities`) | the seat counters and capacity of an activity |
+| `discovery` | (reads `activities`) | the mini-program's listing: near me, dates, tags |
+| `signups` | `signups` | sign-up, cancel, waitlist and promotion, approvals, capacity changes |
+| `rosters` | (reads `signups`) | rosters and their workbook, a volunteer's own sign-ups |
+| `attendance` | `attendance` | check-in codes, check-in and check-out on site |
+| `hours` | `hours_ledger`, `hours_disputes` | the append-only ledger, confirmation, corrections |
+| `certificates` | `certificates` | the 志愿服务记录证明 PDF and its public check |
+| `notifications` | `subscriptions`, `reminders` | subscribe-message quotas, the outbox, dispatch |
+| `caravans` | `depots`, `caravans`, `visit_requests`, `trips` | 科普大篷车 fleet, requests, trips |
+| `campaigns` | `campaigns` | caravans of several counties pooled for a period |
+| `planning` | `plans` | plans solved in the process pool, pins, publishing |
+| `stats` | `stats_orgs`, `_volunteers`, `_sites`, `_projects` | roll-ups, the report |
+| `geocoding` | `geocode_cache` | addresses to coordinates, cached |
+| `idempotency` | `idempotency` | stored answers for retried writes |
+
+Shared pieces own nothing: `events` (every kind of domain event, and the bus on the context),
+`errors` (domain errors, mapped to HTTP in one place: server/web/base.py), `ids`, `paging`
+(cursors), and `wiring` (what a process does once its context is built). The scheduler's lease
+document in `leases` belongs to jobs/scheduler.py; `wechat_tokens` to server/wechat.
+"""

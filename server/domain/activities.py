@@ -1,8 +1,10 @@
-"""i科普 projects and activities: creation, lifecycle, discovery, and the seat counters.
+"""i科普 projects and activities: creation, publication, lifecycle, reach, and what
+statistics read of them.
 
-Owns the `projects` and `activities` collections. The counters on an activity (confirmed,
-waitlisted, pending) change only through the atomic operations at the end of this module, each
-one conditional update; sign-ups (server/domain/signups.py) call them.
+Owns the `projects` and `activities` collections. The seat counters on an activity (confirmed,
+waitlisted, pending) and its capacity change through server/domain/seats.py, each change one
+conditional update (cancelling, here, zeroes them); the mini-program's listing is
+server/domain/discovery.py.
 """
 
 from __future__ import annotations
@@ -12,14 +14,10 @@ from typing import Annotated, Literal
 
 import msgspec
 from bson import ObjectId
-from pymongo import ReturnDocument
 
-from server import geo
-from server.db import aggregate
-from server.domain import events, geocoding, orgs, sites
+from server.domain import access, events, geocoding, orgs, sites
 from server.domain.errors import Conflict, InvalidRequest, NotFound, UpstreamError
 from server.domain.ids import fetch, parse_id
-from server.domain.paging import DEFAULT_LIMIT, decode_cursor, encode_cursor
 from server.wechat.client import WeChatError
 
 Status = Literal["draft", "published", "ongoing", "finished", "cancelled"]
@@ -28,6 +26,7 @@ Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
 DEFAULT_CHECKIN_RADIUS_M = 500
 CARAVAN_TAG = "科普大篷车"
 """The tag of activities that are caravan visits: statistics count them as caravan work."""
+ORGANISE = "activity.organise"  # the permission in `access` that references are checked for
 
 
 class NewProject(msgspec.Struct, forbid_unknown_fields=True):
@@ -54,20 +53,6 @@ class NewActivity(msgspec.Struct, forbid_unknown_fields=True):
     checkin_radius_m: Annotated[int, msgspec.Meta(ge=50, le=5000)] = DEFAULT_CHECKIN_RADIUS_M
 
 
-class ActivityItem(msgspec.Struct, omit_defaults=True):
-    id: str
-    title: str
-    status: str
-    starts_at: datetime
-    ends_at: datetime
-    capacity: int
-    confirmed_count: int
-    waitlist_count: int
-    tags: list[str] = []
-    address: str | None = None
-    distance_km: float | None = None
-
-
 class Activity(msgspec.Struct):
     id: str
     title: str
@@ -89,11 +74,6 @@ class Activity(msgspec.Struct):
     approval: str
     tags: list[str]
     checkin_radius_m: int
-
-
-class ActivityPage(msgspec.Struct):
-    items: list[ActivityItem]
-    next_cursor: str | None
 
 
 class StatusOut(msgspec.Struct):
@@ -179,24 +159,8 @@ def _activity_out(doc: dict, now: datetime) -> Activity:
     )
 
 
-def _item_out(doc: dict, now: datetime) -> ActivityItem:
-    distance = doc.get("distance_m")
-    return ActivityItem(
-        id=str(doc["_id"]),
-        title=doc["title"],
-        status=effective_status(doc, now),
-        starts_at=doc["starts_at"],
-        ends_at=doc["ends_at"],
-        capacity=doc["capacity"],
-        confirmed_count=doc["confirmed_count"],
-        waitlist_count=doc["waitlist_count"],
-        tags=doc.get("tags", []),
-        address=doc.get("address"),
-        distance_km=round(distance / 1000, 3) if distance is not None else None,
-    )
-
-
-async def create_activity(ctx, new: NewActivity, *, created_by: ObjectId) -> ObjectId:
+async def create_activity(ctx, new: NewActivity, *, created_by: ObjectId | None) -> ObjectId:
+    """A draft; the site and project it names must lie where `created_by` may organise."""
     org_id = parse_id(new.org_id, "org_id")
     await orgs.get_org(ctx, org_id)
     if new.ends_at <= new.starts_at:
@@ -205,11 +169,17 @@ async def create_activity(ctx, new: NewActivity, *, created_by: ObjectId) -> Obj
     if deadline > new.starts_at:
         raise InvalidRequest("报名截止时间不能晚于开始时间", field="signup_deadline")
     project_id = parse_id(new.project_id, "project_id") if new.project_id else None
-    if project_id and not await ctx.db["projects"].find_one({"_id": project_id}, {"_id": 1}):
-        raise NotFound("项目不存在", field="project_id")
+    if project_id:
+        project = await ctx.db["projects"].find_one({"_id": project_id}, {"org_id": 1})
+        if project is None:
+            raise NotFound("项目不存在", field="project_id")
+        await access.require(
+            ctx, created_by, ORGANISE, org_id=project["org_id"], field="project_id"
+        )
     site_id, location, address = None, None, new.address
     if new.site_id:
         site = await sites.get_site_doc(ctx, new.site_id)
+        await access.require(ctx, created_by, ORGANISE, site=site, field="site_id")
         site_id, location, address = site["_id"], site["location"], address or site["address"]
     if new.location is not None:
         location = new.location.to_geojson()
@@ -442,176 +412,6 @@ async def staff_org(ctx, activity_id) -> ObjectId:
     if doc is None:
         raise NotFound("活动不存在", field="activity_id")
     return doc["org_id"]
-
-
-async def discover(
-    ctx,
-    *,
-    start: datetime | None,
-    end: datetime | None,
-    near: tuple[float, float] | None,
-    coord_type: str = "wgs84",
-    radius_km: float,
-    tag: str | None,
-    org_id: str | None,
-    cursor: str | None,
-    limit: int = DEFAULT_LIMIT,
-) -> ActivityPage:
-    """Published activities for the mini-program: by time, tag, organisation, or nearest first."""
-    now = ctx.clock.now()
-    query: dict = {"status": {"$in": ["published", "ongoing"]}, "ends_at": {"$gt": now}}
-    if start:
-        query["starts_at"] = {"$gte": start}
-    if end:
-        query.setdefault("starts_at", {})["$lt"] = end
-    if tag:
-        query["tags"] = tag
-    if org_id:
-        query["org_id"] = {"$in": await orgs.subtree_ids(ctx, parse_id(org_id, "org_id"))}
-    position = decode_cursor(cursor)
-    coll = ctx.db["activities"]
-    if near is not None:
-        try:
-            lng, lat = geo.geojson_point(*near)["coordinates"]
-            near = geo.to_wgs84(lng, lat, coord_type)
-        except ValueError as exc:
-            raise InvalidRequest(f"near: {exc}", field="near") from None
-        offset = int((position or {}).get("o", 0))
-        docs = await aggregate(
-            coll,
-            [
-                {
-                    "$geoNear": {
-                        "near": {"type": "Point", "coordinates": list(near)},
-                        "distanceField": "distance_m",
-                        "maxDistance": radius_km * 1000,
-                        "query": query,
-                        "spherical": True,
-                    }
-                },
-                {"$skip": offset},
-                {"$limit": limit + 1},
-            ],
-        )
-        following = {"o": offset + limit}
-    else:
-        if position:
-            after = datetime.fromisoformat(position["s"])
-            query["$or"] = [
-                {"starts_at": {"$gt": after}},
-                {"starts_at": after, "_id": {"$gt": ObjectId(position["i"])}},
-            ]
-        docs = await coll.find(query).sort([("starts_at", 1), ("_id", 1)]).to_list(limit + 1)
-        following = (
-            {"s": docs[limit - 1]["starts_at"].isoformat(), "i": str(docs[limit - 1]["_id"])}
-            if len(docs) > limit
-            else None
-        )
-    more = len(docs) > limit
-    return ActivityPage(
-        items=[_item_out(d, now) for d in docs[:limit]],
-        next_cursor=encode_cursor(following) if more else None,
-    )
-
-
-# -- seat counters: every change is one conditional update ------------------------------------
-
-_WINDOW = {
-    "title": 1,
-    "starts_at": 1,
-    "ends_at": 1,
-    "org_id": 1,
-    "capacity": 1,
-    "waitlist": 1,
-    "address": 1,
-    "tags": 1,
-}
-
-
-def _open_for_signup(now: datetime) -> dict:
-    return {"status": "published", "signup_deadline": {"$gt": now}, "starts_at": {"$gt": now}}
-
-
-async def take_seat(ctx, activity_id: ObjectId, *, by: Literal["signup", "approval", "promotion"]):
-    """One confirmed seat if one is free; None otherwise.
-
-    A sign-up or an approval takes a seat only while nobody waits (free seats go to the waitlist
-    first, through a promotion) and only while sign-up is open.
-    """
-    query: dict = {"_id": activity_id, "$expr": {"$lt": ["$confirmed_count", "$capacity"]}}
-    if by == "promotion":
-        query["status"] = "published"
-    else:
-        query.update(_open_for_signup(ctx.clock.now()), waitlist_count=0)
-        if by == "signup":
-            query["approval"] = "auto"
-    return await ctx.db["activities"].find_one_and_update(
-        query, {"$inc": {"confirmed_count": 1}}, projection=_WINDOW
-    )
-
-
-async def join_waitlist(ctx, activity_id: ObjectId, *, approval: str | None) -> dict | None:
-    """A place at the back of the waitlist; the returned `waitlist_seq` orders it, and the
-    counters after the change say whether a seat is free to promote into."""
-    query = {"_id": activity_id, "waitlist": True, **_open_for_signup(ctx.clock.now())}
-    if approval:
-        query["approval"] = approval
-    return await ctx.db["activities"].find_one_and_update(
-        query,
-        {"$inc": {"waitlist_count": 1, "waitlist_seq": 1}},
-        projection={**_WINDOW, "waitlist_seq": 1, "waitlist_count": 1, "confirmed_count": 1},
-        return_document=ReturnDocument.AFTER,
-    )
-
-
-async def join_pending(ctx, activity_id: ObjectId) -> dict | None:
-    query = {"_id": activity_id, "approval": "manual", **_open_for_signup(ctx.clock.now())}
-    return await ctx.db["activities"].find_one_and_update(
-        query, {"$inc": {"pending_count": 1}}, projection=_WINDOW
-    )
-
-
-async def front_of_waitlist(ctx, activity_id: ObjectId, seats: int) -> int:
-    """Counter value for the head of the waitlist (people moved off confirmed go first)."""
-    doc = await ctx.db["activities"].find_one_and_update(
-        {"_id": activity_id},
-        {"$inc": {"waitlist_front": -seats}},
-        projection={"waitlist_front": 1},
-        return_document=ReturnDocument.AFTER,
-    )
-    return doc["waitlist_front"]
-
-
-async def adjust_counts(ctx, activity_id: ObjectId, **deltas: int) -> None:
-    changes = {f"{name}_count": delta for name, delta in deltas.items() if delta}
-    if changes:
-        await ctx.db["activities"].update_one({"_id": activity_id}, {"$inc": changes})
-
-
-async def set_capacity(ctx, activity_id: ObjectId, capacity: int, *, min_confirmed: bool) -> dict:
-    """New capacity; with `min_confirmed`, refused when fewer seats than confirmed people."""
-    query: dict = {"_id": activity_id, "status": {"$in": ["draft", "published"]}}
-    if min_confirmed:
-        query["confirmed_count"] = {"$lte": capacity}
-    doc = await ctx.db["activities"].find_one_and_update(
-        query, {"$set": {"capacity": capacity}}, return_document=ReturnDocument.AFTER
-    )
-    if doc is None:
-        current = await get_doc(ctx, activity_id)
-        if current["status"] not in ("draft", "published"):
-            raise Conflict(f"{current['status']} 状态的活动不能修改名额", code="invalid_state")
-        raise Conflict(
-            f"已有 {current['confirmed_count']} 人确认报名，名额不能少于此数",
-            code="capacity_below_confirmed",
-            field="capacity",
-        )
-    return doc
-
-
-async def set_counts(ctx, activity_id: ObjectId, counts: dict[str, int]) -> None:
-    await ctx.db["activities"].update_one(
-        {"_id": activity_id}, {"$set": {f"{name}_count": n for name, n in counts.items()}}
-    )
 
 
 async def titles(ctx, activity_ids: list[ObjectId]) -> dict[ObjectId, str]:

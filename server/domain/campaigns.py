@@ -2,7 +2,7 @@
 
 Owns the `campaigns` collection. A campaign names its organisation, its period and its caravans;
 the caravans may come from different counties but all from the organisation's subtree. A plan
-made for the campaign (server/domain/planning.py) uses its caravans over (part of) its period
+made for the campaign (server/domain/planning/) uses its caravans over (part of) its period
 and the open requests of every site in the organisation's subtree.
 
 A caravan is in at most one campaign on any day. Every campaign lists its caravan-days
@@ -24,7 +24,7 @@ import msgspec
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from server.domain import caravans, orgs
+from server.domain import access, caravans, orgs
 from server.domain.errors import Conflict, InvalidRequest
 from server.domain.ids import fetch, parse_id
 from server.domain.paging import page_by_id
@@ -69,6 +69,8 @@ async def create_campaign(ctx, new: NewCampaign, *, created_by: ObjectId | None 
     if new.end_date < ctx.clock.local_now().date():
         raise InvalidRequest("结束日期已过", field="end_date")
     ids = [parse_id(c, f"caravan_ids[{i}]") for i, c in enumerate(new.caravan_ids)]
+    named = await caravans.caravans_by_id(ctx, ids)
+    await access.require_each(ctx, created_by, "plan.dispatch", list(named.values()), "caravan_ids")
     fleet = await caravans.caravans_for_plan(ctx, org_id, ids)
     days = [(new.start_date + timedelta(days=i)).isoformat() for i in range(span)]
     doc = {

@@ -1,5 +1,6 @@
-"""Domain events: the one place where sign-ups, cancellations, promotions and activity changes are
-announced. Modules that react (reminders, statistics) subscribe; emitters don't know them.
+"""Domain events: every kind of event the domain announces is declared here. Modules that react
+(reminders, statistics) subscribe to the context's bus (`ctx.events`, wired at start by
+`server.domain.wiring`); emitters don't know them.
 
 Subscribers run in the emitter's task, after its writes, so a reaction sees the state that caused
 it; a failing subscriber is logged and does not undo the emitter's work.
@@ -7,7 +8,6 @@ it; a failing subscriber is logged and does not undo the emitter's work.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +26,8 @@ WAITLIST_PROMOTED = "waitlist_promoted"
 MOVED_TO_WAITLIST = "moved_to_waitlist"
 ACTIVITY_PUBLISHED = "activity_published"
 ACTIVITY_CHANGED = "activity_changed"
+"""A published activity's time, place or capacity changed: activity_id, changed (the new
+values), user_ids (those signed up who are not told otherwise)."""
 ACTIVITY_CANCELLED = "activity_cancelled"
 VISIT_SCHEDULED = "visit_scheduled"
 """A caravan visit was published as an activity: request_id, site_id, activity_id, caravan_id,
@@ -39,18 +41,35 @@ VISIT_CONFIRMED = "visit_confirmed"
 """A site confirmed a caravan visit and the people it reached: org_id, site_id, date,
 beneficiaries. Emitted once per visit."""
 
-_subscribers: dict[str, list[Subscriber]] = defaultdict(list)
+HOURS_CONFIRMED = "hours_confirmed"
+"""Pending hours were confirmed: user_ids, record_ids (each record announced once)."""
+HOURS_ADJUSTED = "hours_adjusted"
+"""A confirmed credit's value changed: record_id, delta (the statistics follow it)."""
+HOURS_DISPUTED = "hours_disputed"
+"""A volunteer disputed a record: record_id, org_id."""
 
 
-def subscribe(kind: str, subscriber: Subscriber) -> None:
-    if subscriber not in _subscribers[kind]:
-        _subscribers[kind].append(subscriber)
+class EventBus:
+    """Who hears each kind of event, in one process."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, list[Subscriber]] = {}
+
+    def subscribe(self, kind: str, subscriber: Subscriber) -> None:
+        listeners = self._subscribers.setdefault(kind, [])
+        if subscriber not in listeners:
+            listeners.append(subscriber)
+
+    async def emit(self, ctx, kind: str, **payload: Any) -> None:
+        log.info("domain_event", kind=kind, **{k: str(v) for k, v in payload.items()})
+        for subscriber in self._subscribers.get(kind, ()):
+            try:
+                await subscriber(ctx, kind, **payload)
+            except Exception:
+                log.exception(
+                    "event_subscriber_failed", kind=kind, subscriber=subscriber.__qualname__
+                )
 
 
 async def emit(ctx, kind: str, **payload: Any) -> None:
-    log.info("domain_event", kind=kind, **{k: str(v) for k, v in payload.items()})
-    for subscriber in _subscribers.get(kind, ()):
-        try:
-            await subscriber(ctx, kind, **payload)
-        except Exception:
-            log.exception("event_subscriber_failed", kind=kind, subscriber=subscriber.__qualname__)
+    await ctx.events.emit(ctx, kind, **payload)

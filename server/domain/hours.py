@@ -16,17 +16,12 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 
 from server.db import aggregate
-from server.domain import events, orgs, sites
+from server.domain import access, events, sites
 from server.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from server.domain.ids import parse_id
-from server.domain.paging import DEFAULT_LIMIT, decode_cursor, encode_cursor
+from server.domain.paging import DEFAULT_LIMIT, page_by_id
 
 Source = Literal["activity", "caravan"]
-ORGANISERS = {"team_leader", "dispatcher"}
-HOURS_CONFIRMED = "hours_confirmed"
-HOURS_DISPUTED = "hours_disputed"
-HOURS_ADJUSTED = "hours_adjusted"
-"""A confirmed credit's value changed: record_id, delta (the statistics follow it)."""
 
 
 class HoursRecord(msgspec.Struct):
@@ -205,9 +200,9 @@ async def _may_confirm(ctx, user_id: ObjectId, credit: dict) -> bool:
     """The site's admin, or an organiser of the organisation that ran it."""
     if credit.get("site_id"):
         site = await sites.get_site_doc(ctx, credit["site_id"])
-        if await sites.is_site_admin(ctx, user_id, site):
+        if await access.may(ctx, user_id, "hours.confirm", site=site):
             return True
-    return await orgs.holds_role(ctx, user_id, credit["org_id"], ORGANISERS)
+    return await access.may(ctx, user_id, "hours.confirm", org_id=credit["org_id"])
 
 
 async def confirm(ctx, by: ObjectId, record_ids: list[str]) -> int:
@@ -251,7 +246,9 @@ async def confirm(ctx, by: ObjectId, record_ids: list[str]) -> int:
             .to_list(None)
         )
         users = sorted({c["user_id"] for c in mine})
-        await events.emit(ctx, HOURS_CONFIRMED, user_ids=users, record_ids=[c["_id"] for c in mine])
+        await events.emit(
+            ctx, events.HOURS_CONFIRMED, user_ids=users, record_ids=[c["_id"] for c in mine]
+        )
     return result.modified_count
 
 
@@ -284,7 +281,7 @@ async def adjust(ctx, by: ObjectId, record_id, change: Adjustment) -> HoursRecor
             }
         )
         if credit["status"] == "confirmed":
-            await events.emit(ctx, HOURS_ADJUSTED, record_id=record_id, delta=delta)
+            await events.emit(ctx, events.HOURS_ADJUSTED, record_id=record_id, delta=delta)
     [record] = await _records(ctx, [credit])
     return record
 
@@ -295,14 +292,8 @@ async def site_records(
     query: dict = {"site_id": parse_id(site_id, "site_id"), "kind": "credit"}
     if status:
         query["status"] = status
-    if position := decode_cursor(cursor):
-        query["_id"] = {"$gt": parse_id(position.get("i"), "cursor")}
-    credits = await _ledger(ctx).find(query).sort([("_id", 1)]).to_list(limit + 1)
-    more = len(credits) > limit
-    return HoursPage(
-        items=await _records(ctx, credits[:limit]),
-        next_cursor=encode_cursor({"i": str(credits[limit - 1]["_id"])}) if more else None,
-    )
+    credits, following = await page_by_id(_ledger(ctx), query, cursor, limit)
+    return HoursPage(items=await _records(ctx, credits), next_cursor=following)
 
 
 async def dispute(ctx, user_id: ObjectId, record_id, reason: str) -> None:
@@ -326,7 +317,7 @@ async def dispute(ctx, user_id: ObjectId, record_id, reason: str) -> None:
             "at": ctx.clock.now(),
         }
     )
-    await events.emit(ctx, HOURS_DISPUTED, record_id=record_id, org_id=credit["org_id"])
+    await events.emit(ctx, events.HOURS_DISPUTED, record_id=record_id, org_id=credit["org_id"])
 
 
 async def confirmed_credits(ctx, user_id: ObjectId) -> list[HoursRecord]:

@@ -20,7 +20,7 @@ from pymongo import ReturnDocument
 
 from server import geo
 from server.crypto import mask_phone
-from server.domain import orgs, ratelimit
+from server.domain import access, orgs, ratelimit
 from server.domain.errors import InvalidRequest, NotFound, Unauthenticated, UpstreamError
 from server.wechat.client import WeChatError
 
@@ -41,7 +41,7 @@ class Principal(msgspec.Struct, frozen=True):
 
 class UserSummary(msgspec.Struct):
     id: str
-    roles: list[orgs.RoleGrant]
+    roles: list[access.RoleGrant]
     phone_bound: bool
 
 
@@ -54,7 +54,7 @@ class Session(msgspec.Struct):
 
 class Profile(msgspec.Struct):
     id: str
-    roles: list[orgs.RoleGrant]
+    roles: list[access.RoleGrant]
     phone_bound: bool
     phone_masked: str | None
     real_name: str | None
@@ -62,6 +62,7 @@ class Profile(msgspec.Struct):
     region_code: str | None
     region_name: str | None
     privacy_version: str | None
+    admin_site_ids: list[str] = []  # the sites this user was named admin of
 
 
 class ProfileChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -136,7 +137,7 @@ async def _session(ctx, user: dict, refresh_token: str) -> Session:
         expires_in=ttl,
         user=UserSummary(
             id=str(user["_id"]),
-            roles=await orgs.roles_of(ctx, user["_id"]),
+            roles=await access.roles_of(ctx, user["_id"]),
             phone_bound=bool(user.get("phone_hash")),
         ),
     )
@@ -206,7 +207,7 @@ async def _bootstrap_admin(ctx, user_id: ObjectId) -> None:
         root_id = await orgs.create_org(ctx, "省科学技术协会", "province", None)
     else:
         root_id = root["_id"]
-    if await orgs.grant_role(ctx, user_id, "org_admin", root_id):
+    if await access.grant_role(ctx, user_id, "org_admin", root_id):
         log.info("bootstrap_admin_granted", user_id=str(user_id), org_id=str(root_id))
 
 
@@ -300,7 +301,8 @@ async def profile(ctx, user_id: ObjectId) -> Profile:
     region = geo.adcode_lookup(user["region_code"]) if user.get("region_code") else None
     return Profile(
         id=str(user["_id"]),
-        roles=await orgs.roles_of(ctx, user_id),
+        roles=await access.roles_of(ctx, user_id),
+        admin_site_ids=[str(s) for s in await access.sites_administered(ctx, user_id)],
         phone_bound=bool(user.get("phone_hash")),
         phone_masked=user.get("phone_masked"),
         real_name=user.get("real_name"),

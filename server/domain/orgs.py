@@ -1,7 +1,7 @@
-"""Organisations as a tree (province → city → county, teams and bases under them) and the roles
-people hold within an organisation and its subtree.
+"""Organisations as a tree: province → city → county, teams and bases under them. The roles
+people hold in them are `access`'s.
 
-Owns the `orgs` and `role_grants` collections.
+Owns the `orgs` collection.
 """
 
 from __future__ import annotations
@@ -11,14 +11,11 @@ from typing import Literal
 
 import msgspec
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError
 
-from server.domain.errors import Forbidden, InvalidRequest, NotFound
+from server.domain.errors import InvalidRequest, NotFound
 from server.domain.ids import fetch
 
 OrgKind = Literal["province", "city", "county", "team", "base"]
-Role = Literal["volunteer", "team_leader", "site_admin", "dispatcher", "org_admin"]
-STAFF_ROLES: frozenset[str] = frozenset({"team_leader", "site_admin", "dispatcher", "org_admin"})
 
 # What kind of organisation may sit under what: the administrative tree, with teams and bases
 # hanging from any level of it.
@@ -29,11 +26,6 @@ CHILD_KINDS: dict[str, frozenset[str]] = {
     "team": frozenset({"team"}),
     "base": frozenset(),
 }
-
-
-class RoleGrant(msgspec.Struct, frozen=True):
-    role: str
-    org_id: str | None
 
 
 class Org(msgspec.Struct):
@@ -141,79 +133,8 @@ async def nodes(ctx, org_ids: list[ObjectId] | None = None) -> dict[ObjectId, Or
     }
 
 
-# -- roles ------------------------------------------------------------------------------------
-
-
-async def grant_role(
-    ctx, user_id: ObjectId, role: str, org_id: ObjectId, *, granted_by: ObjectId | None = None
-) -> bool:
-    """True when the grant is new; granting what someone already holds changes nothing."""
-    if role not in STAFF_ROLES:
-        raise InvalidRequest("只能授予工作人员角色（volunteer 人人都有）", field="role")
-    await get_org(ctx, org_id)
-    try:
-        await ctx.db["role_grants"].insert_one(
-            {
-                "user_id": user_id,
-                "role": role,
-                "org_id": org_id,
-                "granted_by": granted_by,
-                "granted_at": ctx.clock.now(),
-            }
-        )
-    except DuplicateKeyError:
-        return False
-    return True
-
-
-async def revoke_role(ctx, user_id: ObjectId, role: str, org_id: ObjectId) -> bool:
-    result = await ctx.db["role_grants"].delete_one(
-        {"user_id": user_id, "role": role, "org_id": org_id}
-    )
-    return result.deleted_count == 1
-
-
-async def grants_of(ctx, user_id: ObjectId) -> list[dict]:
-    return await ctx.db["role_grants"].find({"user_id": user_id}).to_list(None)
-
-
-async def roles_of(ctx, user_id: ObjectId) -> list[RoleGrant]:
-    """Every user is a volunteer; staff roles hold within an organisation."""
-    grants = await grants_of(ctx, user_id)
-    staff = sorted(
-        (RoleGrant(role=g["role"], org_id=str(g["org_id"])) for g in grants),
-        key=lambda g: (g.role, g.org_id),
-    )
-    return [RoleGrant(role="volunteer", org_id=None), *staff]
-
-
-async def holds_role(ctx, user_id: ObjectId, org_id: ObjectId, roles: set[str] | frozenset) -> bool:
-    """Whether the user holds one of `roles` (or org_admin) in this organisation or above it."""
-    wanted = set(roles) | {"org_admin"}
-    above = await lineage(ctx, org_id)
-    found = await ctx.db["role_grants"].find_one(
-        {"user_id": user_id, "org_id": {"$in": above}, "role": {"$in": sorted(wanted)}}
-    )
-    return found is not None
-
-
-async def require_role(ctx, user_id: ObjectId, org_id: ObjectId, *roles: str) -> None:
-    """The one authorisation check: a role held in the organisation or any organisation above."""
-    if not await holds_role(ctx, user_id, org_id, set(roles)):
-        raise Forbidden("没有在该组织执行此操作的权限")
-
-
-async def staff_org_ids(ctx, user_id: ObjectId) -> list[ObjectId]:
-    """The organisations in which the user holds any staff role (the tops of what they see)."""
-    grants = await grants_of(ctx, user_id)
-    return sorted({g["org_id"] for g in grants})
-
-
-async def scope_ids(ctx, user_id: ObjectId, roles: set[str] | frozenset) -> list[ObjectId]:
-    """The organisations whose records a list shows the user: every subtree in which they hold
-    one of `roles` (or org_admin), the same rule as `holds_role` seen from above."""
-    wanted = set(roles) | {"org_admin"}
-    tops = sorted({g["org_id"] for g in await grants_of(ctx, user_id) if g["role"] in wanted})
+async def subtrees(ctx, tops: list[ObjectId]) -> list[ObjectId]:
+    """Every organisation in the subtrees of `tops`, the tops included."""
     if not tops:
         return []
     cursor = ctx.db["orgs"].find(
@@ -222,14 +143,10 @@ async def scope_ids(ctx, user_id: ObjectId, roles: set[str] | frozenset) -> list
     return [doc["_id"] async for doc in cursor]
 
 
-async def visible_orgs(ctx, user_id: ObjectId) -> list[Org]:
-    tops = await staff_org_ids(ctx, user_id)
-    if not tops:
+async def describe(ctx, org_ids: list[ObjectId]) -> list[Org]:
+    """These organisations, the tree's top first, then by name."""
+    if not org_ids:
         return []
-    docs = await (
-        ctx.db["orgs"]
-        .find({"$or": [{"_id": {"$in": tops}}, {"ancestors": {"$in": tops}}]})
-        .to_list(None)
-    )
+    docs = await ctx.db["orgs"].find({"_id": {"$in": org_ids}}).to_list(None)
     docs.sort(key=lambda d: (len(d.get("ancestors", [])), d["name"]))
     return [_org_out(d) for d in docs]

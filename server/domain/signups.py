@@ -1,15 +1,15 @@
 """Sign-ups: one record per volunteer and activity, never more seats than capacity, a fair
 waitlist, and nobody in two places at once.
 
-Owns the `signups` collection. Seats are counted on the activity (server/domain/activities.py)
-with single conditional updates; the record here says who holds each one. The order of writes
+Owns the `signups` collection. Seats are counted on the activity (server/domain/seats.py)
+with single conditional updates; the record here says who holds each one. Rosters and a
+volunteer's own list read the records in server/domain/rosters.py. The order of writes
 (seat first, then record, then the overlap check) means a crash can leave a counter one off,
 never an oversold activity; `reconcile` recounts from the records.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 import msgspec
@@ -17,11 +17,9 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from server.domain import activities, events, identity
+from server.domain import activities, events, seats
 from server.domain.errors import Conflict, NotFound
 from server.domain.ids import parse_id
-from server.domain.paging import DEFAULT_LIMIT, decode_cursor, encode_cursor
-from server.spreadsheets import Sheet, workbook
 
 ACTIVE = ("confirmed", "waitlisted", "pending")
 COUNTER_OF = {"confirmed": "confirmed", "waitlisted": "waitlist", "pending": "pending"}
@@ -33,40 +31,6 @@ class SignupOut(msgspec.Struct, omit_defaults=True):
     status: str
     waitlist_position: int | None = None
     cancel_reason: str | None = None
-
-
-class MySignup(msgspec.Struct, omit_defaults=True):
-    id: str
-    activity_id: str
-    title: str
-    starts_at: datetime
-    ends_at: datetime
-    status: str
-    waitlist_position: int | None = None
-
-
-class MySignupPage(msgspec.Struct):
-    items: list[MySignup]
-    next_cursor: str | None
-
-
-class RosterEntry(msgspec.Struct, omit_defaults=True):
-    user_id: str
-    real_name: str | None = None
-    phone_masked: str | None = None
-    signed_up_at: datetime | None = None
-
-
-class WaitlistEntry(msgspec.Struct, omit_defaults=True):
-    user_id: str
-    position: int
-    real_name: str | None = None
-
-
-class Roster(msgspec.Struct):
-    confirmed: list[RosterEntry]
-    waitlist: list[WaitlistEntry]
-    pending: list[RosterEntry]
 
 
 class CapacityChange(msgspec.Struct):
@@ -82,7 +46,8 @@ def _coll(ctx):
     return ctx.db["signups"]
 
 
-async def _position(ctx, record: dict) -> int:
+async def waitlist_position(ctx, record: dict) -> int:
+    """A waitlisted record's place in the queue: 1 is the next to be promoted."""
     ahead = await _coll(ctx).count_documents(
         {
             "activity_id": record["activity_id"],
@@ -98,7 +63,7 @@ async def _out(ctx, record: dict) -> SignupOut:
         id=str(record["_id"]),
         activity_id=str(record["activity_id"]),
         status=record["status"],
-        waitlist_position=await _position(ctx, record)
+        waitlist_position=await waitlist_position(ctx, record)
         if record["status"] == "waitlisted"
         else None,
         cancel_reason=record.get("cancel_reason"),
@@ -141,9 +106,9 @@ async def sign_up(ctx, user_id: ObjectId, activity_id) -> tuple[SignupOut, bool]
     """
     activity_id = parse_id(activity_id, "activity_id")
     status, seq = "confirmed", None
-    window = await activities.take_seat(ctx, activity_id, by="signup")
+    window = await seats.take_seat(ctx, activity_id, by="signup")
     if window is None:
-        window = await activities.join_waitlist(ctx, activity_id, approval="auto")
+        window = await seats.join_waitlist(ctx, activity_id, approval="auto")
         if window is not None:
             status, seq = "waitlisted", window["waitlist_seq"]
     if window is None:
@@ -222,7 +187,7 @@ async def _place_without_seat(ctx, user_id: ObjectId, activity_id: ObjectId):
         return existing["status"], None, await _out(ctx, existing)
     doc = await activities.get_doc(ctx, activity_id)
     if doc["approval"] == "manual":
-        window = await activities.join_pending(ctx, activity_id)
+        window = await seats.join_pending(ctx, activity_id)
         if window is not None:
             return "pending", window, None
     raise await _closed_reason(ctx, activity_id)
@@ -245,7 +210,7 @@ async def _renew(ctx, user_id: ObjectId, activity_id: ObjectId, fresh: dict) -> 
 
 
 async def _give_back(ctx, activity_id: ObjectId, status: str) -> None:
-    await activities.adjust_counts(ctx, activity_id, **{COUNTER_OF[status]: -1})
+    await seats.adjust_counts(ctx, activity_id, **{COUNTER_OF[status]: -1})
     if status == "confirmed":
         await promote(ctx, activity_id)
 
@@ -292,7 +257,7 @@ async def cancel_signup(ctx, user_id: ObjectId, activity_id) -> SignupOut:
 async def promote(ctx, activity_id: ObjectId) -> list[ObjectId]:
     """Fill free seats from the head of the waitlist, in order; returns who was promoted."""
     promoted: list[ObjectId] = []
-    while await activities.take_seat(ctx, activity_id, by="promotion") is not None:
+    while await seats.take_seat(ctx, activity_id, by="promotion") is not None:
         now = ctx.clock.now()
         record = await _coll(ctx).find_one_and_update(
             {"activity_id": activity_id, "status": "waitlisted"},
@@ -304,16 +269,16 @@ async def promote(ctx, activity_id: ObjectId) -> list[ObjectId]:
             return_document=ReturnDocument.AFTER,
         )
         if record is None:
-            await activities.adjust_counts(ctx, activity_id, confirmed=-1)
+            await seats.adjust_counts(ctx, activity_id, confirmed=-1)
             break
-        await activities.adjust_counts(ctx, activity_id, waitlist=-1)
+        await seats.adjust_counts(ctx, activity_id, waitlist=-1)
         if await _overlapping(ctx, record["user_id"], record):
             # They confirmed something at the same time while waiting: the seat goes on.
             await _coll(ctx).update_one(
                 {"_id": record["_id"]},
                 {"$set": {"status": "cancelled", "cancel_reason": "time_conflict"}},
             )
-            await activities.adjust_counts(ctx, activity_id, confirmed=-1)
+            await seats.adjust_counts(ctx, activity_id, confirmed=-1)
             await events.emit(
                 ctx, events.SIGNUP_CANCELLED, activity_id=activity_id,
                 user_id=record["user_id"], signup_id=record["_id"], was="waitlisted",
@@ -342,18 +307,18 @@ async def decide(
     )
     if record is None:
         raise NotFound("没有待审核的报名", field="user_id")
-    await activities.adjust_counts(ctx, activity_id, pending=-1)
+    await seats.adjust_counts(ctx, activity_id, pending=-1)
     if decision == "reject":
         return await _settle(ctx, record, "rejected", events.SIGNUP_REJECTED)
-    if await activities.take_seat(ctx, activity_id, by="approval") is not None:
+    if await seats.take_seat(ctx, activity_id, by="approval") is not None:
         return await _settle(ctx, record, "confirmed", events.SIGNUP_CONFIRMED)
-    window = await activities.join_waitlist(ctx, activity_id, approval=None)
+    window = await seats.join_waitlist(ctx, activity_id, approval=None)
     if window is not None:
         return await _settle(
             ctx, record, "waitlisted", events.SIGNUP_WAITLISTED, seq=window["waitlist_seq"]
         )
     await _coll(ctx).update_one({"_id": record["_id"]}, {"$set": {"status": "pending"}})
-    await activities.adjust_counts(ctx, activity_id, pending=1)
+    await seats.adjust_counts(ctx, activity_id, pending=1)
     raise await _closed_reason(ctx, activity_id)
 
 
@@ -375,13 +340,17 @@ async def change_capacity(
     ctx, activity_id, capacity: int, overflow: Literal["refuse", "waitlist"]
 ) -> CapacityChange:
     """Raise or lower capacity. Lowering below the confirmed count is refused, or with
-    overflow="waitlist" moves the most recently confirmed to the head of the waitlist."""
+    overflow="waitlist" moves the most recently confirmed to the head of the waitlist.
+
+    A published activity whose capacity changed announces ACTIVITY_CHANGED: activity_id,
+    changed (each changed field and its new value) and user_ids (who signed up and is to be
+    told: everyone but those promoted, whom their own event told)."""
     activity_id = parse_id(activity_id, "activity_id")
-    doc = await activities.set_capacity(
+    before = await seats.set_capacity(
         ctx, activity_id, capacity, min_confirmed=overflow == "refuse"
     )
     moved: list[ObjectId] = []
-    excess = doc["confirmed_count"] - capacity
+    excess = before["confirmed_count"] - capacity
     if excess > 0:
         newest = (
             await _coll(ctx)
@@ -389,7 +358,7 @@ async def change_capacity(
             .sort([("confirmed_at", -1), ("_id", -1)])
             .to_list(excess)
         )
-        front = await activities.front_of_waitlist(ctx, activity_id, len(newest))
+        front = await seats.front_of_waitlist(ctx, activity_id, len(newest))
         # The earliest confirmed of those moved keeps the best place.
         for seq, record in enumerate(reversed(newest), start=front):
             changed = await _coll(ctx).update_one(
@@ -397,13 +366,24 @@ async def change_capacity(
                 {"$set": {"status": "waitlisted", "seq": seq, "updated_at": ctx.clock.now()}},
             )
             if changed.modified_count:
-                await activities.adjust_counts(ctx, activity_id, confirmed=-1, waitlist=1)
+                await seats.adjust_counts(ctx, activity_id, confirmed=-1, waitlist=1)
                 moved.append(record["user_id"])
                 await events.emit(
                     ctx, events.MOVED_TO_WAITLIST, activity_id=activity_id,
                     user_id=record["user_id"], signup_id=record["_id"],
                 )  # fmt: skip
     promoted = await promote(ctx, activity_id)
+    if before["status"] == "published" and before["capacity"] != capacity:
+        signed_up = (
+            await _coll(ctx)
+            .find({"activity_id": activity_id, "status": {"$in": list(ACTIVE)}}, {"user_id": 1})
+            .to_list(None)
+        )
+        told = set(promoted)
+        await events.emit(
+            ctx, events.ACTIVITY_CHANGED, activity_id=activity_id, changed={"capacity": capacity},
+            user_ids=[r["user_id"] for r in signed_up if r["user_id"] not in told],
+        )  # fmt: skip
     return CapacityChange(
         capacity=capacity,
         moved_to_waitlist=[str(u) for u in moved],
@@ -446,102 +426,12 @@ async def is_confirmed(ctx, activity_id: ObjectId, user_id: ObjectId) -> bool:
     return found is not None
 
 
-async def roster(ctx, activity_id) -> Roster:
-    activity_id = parse_id(activity_id, "activity_id")
-    records = (
-        await _coll(ctx)
-        .find({"activity_id": activity_id, "status": {"$in": list(ACTIVE)}})
-        .sort([("seq", 1), ("created_at", 1)])
-        .to_list(None)
-    )
-    people = await identity.briefs(ctx, [r["user_id"] for r in records])
-
-    def entry(r: dict) -> RosterEntry:
-        brief = people.get(r["user_id"], {})
-        return RosterEntry(
-            user_id=str(r["user_id"]),
-            real_name=brief.get("real_name"),
-            phone_masked=brief.get("phone_masked"),
-            signed_up_at=r["created_at"],
-        )
-
-    waiting = [r for r in records if r["status"] == "waitlisted"]
-    return Roster(
-        confirmed=[entry(r) for r in records if r["status"] == "confirmed"],
-        waitlist=[
-            WaitlistEntry(
-                user_id=str(r["user_id"]),
-                position=i,
-                real_name=people.get(r["user_id"], {}).get("real_name"),
-            )
-            for i, r in enumerate(waiting, start=1)
-        ],
-        pending=[entry(r) for r in records if r["status"] == "pending"],
-    )
-
-
-async def my_signups(ctx, user_id: ObjectId, cursor: str | None, limit: int = DEFAULT_LIMIT):
-    query: dict = {"user_id": user_id}
-    if position := decode_cursor(cursor):
-        query["_id"] = {"$lt": parse_id(position.get("i"), "cursor")}
-    records = await _coll(ctx).find(query).sort([("_id", -1)]).to_list(limit + 1)
-    titles = await activities.titles(ctx, [r["activity_id"] for r in records[:limit]])
-    items = [
-        MySignup(
-            id=str(r["_id"]),
-            activity_id=str(r["activity_id"]),
-            title=titles.get(r["activity_id"], ""),
-            starts_at=r["starts_at"],
-            ends_at=r["ends_at"],
-            status=r["status"],
-            waitlist_position=await _position(ctx, r) if r["status"] == "waitlisted" else None,
-        )
-        for r in records[:limit]
-    ]
-    more = len(records) > limit
-    return MySignupPage(
-        items=items,
-        next_cursor=encode_cursor({"i": str(records[limit - 1]["_id"])}) if more else None,
-    )
-
-
 async def reconcile(ctx, activity_id: ObjectId) -> dict[str, int]:
     """Recount an activity's counters from the records (after a crash mid-sign-up)."""
     counts = {"confirmed": 0, "waitlist": 0, "pending": 0}
     async for record in _coll(ctx).find({"activity_id": activity_id}, {"status": 1}):
         if record["status"] in COUNTER_OF:
             counts[COUNTER_OF[record["status"]]] += 1
-    await activities.set_counts(ctx, activity_id, counts)
+    await seats.set_counts(ctx, activity_id, counts)
     await promote(ctx, activity_id)
     return counts
-
-
-async def roster_workbook(ctx, activity_id) -> bytes:
-    """The roster as an .xlsx file (built in an executor)."""
-    current = await roster(ctx, activity_id)
-    title = (await activities.get_doc(ctx, activity_id))["title"]
-    confirmed = Sheet(
-        "已确认",
-        ["序号", "用户ID", "姓名", "手机号", "报名时间"],
-        [
-            [i, e.user_id, e.real_name or "", e.phone_masked or "", e.signed_up_at]
-            for i, e in enumerate(current.confirmed, start=1)
-        ],
-    )
-    waitlist = Sheet(
-        "候补",
-        ["候补顺位", "用户ID", "姓名"],
-        [[e.position, e.user_id, e.real_name or ""] for e in current.waitlist],
-    )
-    pending = Sheet(
-        "待审核",
-        ["序号", "用户ID", "姓名", "手机号", "报名时间"],
-        [
-            [i, e.user_id, e.real_name or "", e.phone_masked or "", e.signed_up_at]
-            for i, e in enumerate(current.pending, start=1)
-        ],
-    )
-    summary = Sheet("概况", ["活动", "已确认", "候补", "待审核"], [
-        [title, len(current.confirmed), len(current.waitlist), len(current.pending)]
-    ])  # fmt: skip
-    return await ctx.run_blocking(workbook, [summary, confirmed, waitlist, pending])

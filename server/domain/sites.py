@@ -1,6 +1,7 @@
 """Sites: the schools, villages, communities and bases where activities and caravan visits happen.
 
-Owns the `sites` collection. A site's admins confirm the hours served there.
+Owns the `sites` collection. A site's admins (site_admin grants, see `access`) confirm the hours
+served there.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import msgspec
 from bson import ObjectId
 
 from server import geo
-from server.domain import orgs
-from server.domain.errors import InvalidRequest, NotFound
+from server.domain import access, orgs
+from server.domain.errors import InvalidRequest
 from server.domain.ids import fetch, parse_id
 
 SiteKind = Literal["school", "village", "community", "base", "other"]
@@ -62,7 +63,7 @@ def minutes(hhmm: str) -> int:
     return int(hours) * 60 + int(mins)
 
 
-def _site_out(doc: dict) -> Site:
+def _site_out(doc: dict, admins: list[ObjectId]) -> Site:
     return Site(
         id=str(doc["_id"]),
         name=doc["name"],
@@ -72,7 +73,7 @@ def _site_out(doc: dict) -> Site:
         address=doc.get("address"),
         audience=doc.get("audience"),
         open_hours=[OpenHours(**h) for h in doc.get("open_hours", [])],
-        admin_ids=[str(u) for u in doc.get("admin_ids", [])],
+        admin_ids=[str(u) for u in admins],
     )
 
 
@@ -91,7 +92,6 @@ async def create_site(ctx, new: NewSite, *, created_by: ObjectId | None = None) 
         "address": new.address,
         "audience": new.audience,
         "open_hours": [msgspec.structs.asdict(h) for h in new.open_hours or []],
-        "admin_ids": [],
         "created_by": created_by,
         "created_at": ctx.clock.now(),
     }
@@ -110,19 +110,10 @@ async def briefs(ctx, site_ids: list[ObjectId]) -> dict[ObjectId, dict]:
 
 
 async def get_site(ctx, site_id) -> Site:
-    return _site_out(await get_site_doc(ctx, site_id))
+    doc = await get_site_doc(ctx, site_id)
+    return _site_out(doc, await access.site_admins(ctx, doc["_id"]))
 
 
-async def add_admin(ctx, site_id: ObjectId, user_id: ObjectId) -> None:
-    result = await ctx.db["sites"].update_one(
-        {"_id": site_id}, {"$addToSet": {"admin_ids": user_id}}
-    )
-    if result.matched_count == 0:
-        raise NotFound("站点不存在", field="site_id")
-
-
-async def is_site_admin(ctx, user_id: ObjectId, site: dict) -> bool:
-    """Named admin of the site, or site_admin (or org_admin) of an organisation above it."""
-    if user_id in site.get("admin_ids", []):
-        return True
-    return await orgs.holds_role(ctx, user_id, site["org_id"], {"site_admin"})
+async def add_admin(ctx, site_id, user_id: ObjectId, *, by: ObjectId | None = None) -> None:
+    """Name someone admin of this one site: a site_admin grant narrowed to it."""
+    await access.appoint_site_admin(ctx, user_id, await get_site_doc(ctx, site_id), by=by)

@@ -13,13 +13,13 @@ import socket
 from datetime import timedelta
 
 import structlog
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+
+from server.db import Lease
 
 log = structlog.get_logger(__name__)
 
 REFRESH_MARGIN = timedelta(minutes=5)
-LEASE = timedelta(seconds=30)
+LEASE = Lease(30, holder_field="lease_owner")
 POLL_S = 0.05
 
 
@@ -77,29 +77,17 @@ class TokenKeeper:
                 try:
                     return await self._refresh(force=bool(doc and doc.get("invalid")))
                 finally:
-                    await self._coll.update_one(
-                        {"_id": self.appid, "lease_owner": self.owner},
-                        {"$unset": {"lease_owner": "", "lease_until": ""}},
+                    await LEASE.release(
+                        self._coll, {"_id": self.appid}, self.owner, self.ctx.clock.now()
                     )
             if loop.time() > deadline:
                 raise TimeoutError("timed out waiting for another process to refresh the token")
             await asyncio.sleep(POLL_S)
 
     async def _take_lease(self) -> bool:
-        now = self.ctx.clock.now()
-        try:
-            taken = await self._coll.find_one_and_update(
-                {
-                    "_id": self.appid,
-                    "$or": [{"lease_until": {"$exists": False}}, {"lease_until": {"$lt": now}}],
-                },
-                {"$set": {"lease_owner": self.owner, "lease_until": now + LEASE}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:
-            return False  # the document exists and someone else holds the lease
-        return taken is not None and taken.get("lease_owner") == self.owner
+        return await LEASE.acquire(
+            self._coll, {"_id": self.appid}, self.owner, self.ctx.clock.now(), upsert=True
+        )
 
     async def _refresh(self, *, force: bool) -> dict:
         # Another process may have refreshed between our read and taking the lease.

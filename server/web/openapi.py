@@ -1,4 +1,4 @@
-"""/openapi.json, generated from the same models that validate requests (see handlers/api.py)."""
+"""/openapi.json, generated from the same models that validate requests (see operation.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 
 import msgspec
 
-from handlers.api import Operation
+from server.domain import access
+from server.web.base import BaseHandler
+from server.web.operation import Operation
 
 _GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
@@ -48,6 +50,10 @@ def build_document(routes: list[tuple], *, title: str, version: str, error_model
 
 def _operation(op: Operation, params: list[str], components: dict) -> dict:
     doc: dict[str, Any] = {"summary": op.summary}
+    if op.permission is not None:
+        roles = sorted(access.roles_holding(op.permission))
+        doc["description"] = f"Permission `{op.permission}`: {', '.join(roles)}."
+        doc["x-permission"] = op.permission
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in params
@@ -98,3 +104,14 @@ def _operation(op: Operation, params: list[str], components: dict) -> dict:
 
 def _ref(model: type) -> dict:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+class OpenApiHandler(BaseHandler):
+    document: bytes = b""
+
+    def initialize(self, ctx, route: str = "unmatched", document: bytes = b"") -> None:
+        super().initialize(ctx, route)
+        self.document = document
+
+    async def get(self) -> None:
+        self.send_file(self.document, "application/json")

@@ -3,12 +3,11 @@ models, authentication, idempotent retries, the error envelope, and request metr
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import uuid
 from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 import structlog
@@ -17,11 +16,11 @@ from bson import ObjectId
 from prometheus_client import Counter, Histogram
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from handlers.api import Operation
 from server.context import Context
-from server.domain import idempotency, identity, orgs
-from server.domain.errors import DomainError, InvalidRequest, Unauthenticated
+from server.domain import access, idempotency, identity, orgs
+from server.domain.errors import DomainError, Forbidden, InvalidRequest, Unauthenticated
 from server.domain.ids import parse_id
+from server.web.operation import Operation
 
 log = structlog.get_logger("ikepu.http")
 
@@ -93,35 +92,9 @@ class ErrorEnvelope(msgspec.Struct):
     error: ErrorBody
 
 
-class InFlight:
-    """Counts requests being handled, so shutdown can wait for them to finish."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def enter(self) -> None:
-        self.count += 1
-        self._idle.clear()
-
-    def leave(self) -> None:
-        self.count -= 1
-        if self.count == 0:
-            self._idle.set()
-
-    async def drained(self, timeout_s: float) -> bool:
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
-
-
 class BaseHandler(tornado.web.RequestHandler):
     ctx: Context
     route: str
-    in_flight: ClassVar[InFlight] = InFlight()
 
     def initialize(self, ctx: Context, route: str = "unmatched") -> None:
         self.ctx = ctx
@@ -133,7 +106,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self._started = time.perf_counter()
         self.request_id = self.request.headers.get("X-Request-Id") or uuid.uuid4().hex
         self.set_default_headers()
-        BaseHandler.in_flight.enter()
+        ctx.in_flight.enter()
 
     def set_default_headers(self) -> None:
         # Called again whenever an error clears the headers, so the id survives into errors.
@@ -153,6 +126,10 @@ class BaseHandler(tornado.web.RequestHandler):
         if op is None:
             return
         await self._authenticate(required=op.auth)
+        if op.permission is not None and not await access.holds_anywhere(
+            self.ctx, self.user_id, op.permission
+        ):
+            raise Forbidden("没有执行此操作的权限")
         if op.query is not None:
             self.query = self._parse_query(op.query)
         if op.body is not None:
@@ -161,7 +138,7 @@ class BaseHandler(tornado.web.RequestHandler):
             await self._begin_idempotent()
 
     def on_finish(self) -> None:
-        BaseHandler.in_flight.leave()
+        self.ctx.in_flight.leave()
         status = self.get_status()
         elapsed = time.perf_counter() - self._started
         REQUESTS.labels(self.route, self.request.method, str(status)).inc()
@@ -213,9 +190,19 @@ class BaseHandler(tornado.web.RequestHandler):
             raise Unauthenticated("需要登录")
         return self.principal.user_id
 
-    async def authorize(self, org_id, *roles: str) -> None:
-        """The one authorisation check: one of `roles` (or org_admin) in the org or above it."""
-        await orgs.require_role(self.ctx, self.user_id, parse_id(org_id, "org_id"), *roles)
+    async def authorize(self, org_id=None, *, site: dict | None = None) -> None:
+        """The operation's permission, held in this organisation (or above it) or for this site."""
+        await access.require(
+            self.ctx, self.user_id, self.operation.permission, org_id=org_id, site=site
+        )
+
+    async def scope(self, org_id=None) -> list:
+        """The organisations a list shows: the subtree of `org_id` when asked for (the caller
+        must hold the operation's permission there), else every subtree where they hold it."""
+        if org_id is None:
+            return await access.scope(self.ctx, self.user_id, self.operation.permission)
+        await self.authorize(org_id)
+        return await orgs.subtree_ids(self.ctx, parse_id(org_id, "org_id"))
 
     # -- idempotent retries ------------------------------------------------------------------
 
@@ -237,6 +224,15 @@ class BaseHandler(tornado.web.RequestHandler):
     def reply(self, value: Any, status: int | None = None) -> None:
         op = self.operation
         self._send(status or (op.status if op else 200), encode_json(value))
+
+    def send_file(
+        self, body: bytes, content_type: str, filename: str | None = None, *, inline: bool = False
+    ) -> None:
+        """A 200 with a body that is not JSON: a workbook, a PDF, an image."""
+        if filename is not None:
+            disposition = "inline" if inline else "attachment"
+            self.set_header("Content-Disposition", f'{disposition}; filename="{filename}"')
+        self._send(200, body, content_type)
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.set_status(status)

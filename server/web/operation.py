@@ -1,9 +1,11 @@
 """Describing an endpoint once: the request and response models that validate it are the ones
-/openapi.json publishes."""
+/openapi.json publishes, and the permission the caller needs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from server.domain import access
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,13 @@ class Operation:
     content_type: str = "application/json"
     idempotent: bool = False
     tags: tuple[str, ...] = ()
+    # A staff operation's permission in server/domain/access.py; the base handler refuses a
+    # caller who holds it nowhere, and `authorize` checks it where the operation acts.
+    permission: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.permission is not None and self.permission not in access.PERMISSIONS:
+            raise ValueError(f"unknown permission {self.permission!r}")
 
 
 def operation(summary: str, **kwargs):

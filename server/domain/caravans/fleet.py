@@ -1,0 +1,182 @@
+"""The fleet: depots (where caravans are kept) and the caravans themselves."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
+
+from server.domain import access, orgs, sites
+from server.domain.errors import Conflict, InvalidRequest
+from server.domain.ids import fetch, parse_id
+from server.domain.paging import page_by_id
+
+VehicleTypeIn = Literal["I", "II", "IV", "Ⅰ", "Ⅱ", "Ⅳ"]
+VEHICLE_TYPES = {"I": "I", "II": "II", "IV": "IV", "Ⅰ": "I", "Ⅱ": "II", "Ⅳ": "IV"}
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class NewDepot(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    org_id: str
+    location: sites.LocationIn
+    address: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+class NewCaravan(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    plate: Annotated[str, msgspec.Meta(min_length=5, max_length=12)]
+    vehicle_type: VehicleTypeIn
+    depot_id: str
+    org_id: str
+    crew_size: Annotated[int, msgspec.Meta(ge=1, le=20)] = 4
+    odometer_km: Annotated[float, msgspec.Meta(ge=0, le=10_000_000)] = 0
+
+
+class DepotOut(msgspec.Struct):
+    id: str
+    name: str
+    org_id: str
+    location: dict
+    address: str | None
+
+
+class DepotPage(msgspec.Struct):
+    items: list[DepotOut]
+    next_cursor: str | None
+
+
+class CaravanOut(msgspec.Struct):
+    id: str
+    name: str
+    plate: str
+    vehicle_type: str
+    depot_id: str
+    org_id: str
+    crew_size: int
+    odometer_km: float
+    active: bool
+
+
+class CaravanPage(msgspec.Struct):
+    items: list[CaravanOut]
+    next_cursor: str | None
+
+
+async def create_depot(ctx, new: NewDepot, *, created_by: ObjectId | None = None) -> ObjectId:
+    org_id = parse_id(new.org_id, "org_id")
+    await orgs.get_org(ctx, org_id)
+    doc = {
+        "_id": ObjectId(),
+        "name": new.name.strip(),
+        "org_id": org_id,
+        "location": new.location.to_geojson(),
+        "address": new.address,
+        "created_by": created_by,
+        "created_at": ctx.clock.now(),
+    }
+    await ctx.db["depots"].insert_one(doc)
+    return doc["_id"]
+
+
+async def get_depot_doc(ctx, depot_id) -> dict:
+    return await fetch(ctx.db["depots"], depot_id, "depot_id", "车场不存在")
+
+
+async def depots_by_id(ctx, depot_ids: list[ObjectId]) -> dict[ObjectId, dict]:
+    cursor = ctx.db["depots"].find({"_id": {"$in": depot_ids}})
+    return {doc["_id"]: doc async for doc in cursor}
+
+
+async def list_depots(ctx, org_ids: list[ObjectId], cursor: str | None, limit: int) -> DepotPage:
+    docs, following = await page_by_id(
+        ctx.db["depots"], {"org_id": {"$in": org_ids}}, cursor, limit
+    )
+    items = [
+        DepotOut(
+            id=str(d["_id"]),
+            name=d["name"],
+            org_id=str(d["org_id"]),
+            location=d["location"],
+            address=d.get("address"),
+        )
+        for d in docs
+    ]
+    return DepotPage(items=items, next_cursor=following)
+
+
+async def create_caravan(ctx, new: NewCaravan, *, created_by: ObjectId | None = None) -> ObjectId:
+    org_id = parse_id(new.org_id, "org_id")
+    await orgs.get_org(ctx, org_id)
+    depot = await get_depot_doc(ctx, new.depot_id)
+    # The caravan's home depot belongs to its organisation or one above it (a shared centre);
+    # any other depot must at least be one the caller manages to be named at all.
+    if depot["org_id"] not in await orgs.lineage(ctx, org_id):
+        await access.require_each(ctx, created_by, "fleet.manage", [depot], "depot_id")
+        raise InvalidRequest("车场不属于该组织或其上级组织", field="depot_id")
+    plate = new.plate.strip().upper()
+    doc = {
+        "_id": ObjectId(),
+        "name": new.name.strip(),
+        "plate": plate,
+        "vehicle_type": VEHICLE_TYPES[new.vehicle_type],
+        "depot_id": depot["_id"],
+        "org_id": org_id,
+        "crew_size": new.crew_size,
+        "odometer_km": new.odometer_km,
+        "active": True,
+        "created_by": created_by,
+        "created_at": ctx.clock.now(),
+    }
+    try:
+        await ctx.db["caravans"].insert_one(doc)
+    except DuplicateKeyError:
+        raise Conflict(f"车牌 {plate} 已登记", code="plate_taken", field="plate") from None
+    return doc["_id"]
+
+
+async def get_caravan_doc(ctx, caravan_id) -> dict:
+    return await fetch(ctx.db["caravans"], caravan_id, "caravan_id", "大篷车不存在")
+
+
+async def caravans_for_plan(
+    ctx, org_id: ObjectId, caravan_ids: list[ObjectId] | None
+) -> list[dict]:
+    """The active caravans of the organisation's subtree (all, or those named)."""
+    query: dict = {"org_id": {"$in": await orgs.subtree_ids(ctx, org_id)}, "active": True}
+    if caravan_ids is not None:
+        query["_id"] = {"$in": caravan_ids}
+    docs = await ctx.db["caravans"].find(query).sort([("_id", 1)]).to_list(None)
+    if caravan_ids is not None and len(docs) != len(set(caravan_ids)):
+        raise InvalidRequest("部分大篷车不存在或不属于该组织", field="caravan_ids")
+    return docs
+
+
+async def caravans_by_id(ctx, caravan_ids: list[ObjectId]) -> dict[ObjectId, dict]:
+    cursor = ctx.db["caravans"].find({"_id": {"$in": caravan_ids}})
+    return {doc["_id"]: doc async for doc in cursor}
+
+
+async def list_caravans(
+    ctx, org_ids: list[ObjectId], cursor: str | None, limit: int
+) -> CaravanPage:
+    docs, following = await page_by_id(
+        ctx.db["caravans"], {"org_id": {"$in": org_ids}}, cursor, limit
+    )
+    items = [
+        CaravanOut(
+            id=str(d["_id"]),
+            name=d["name"],
+            plate=d["plate"],
+            vehicle_type=d["vehicle_type"],
+            depot_id=str(d["depot_id"]),
+            org_id=str(d["org_id"]),
+            crew_size=d["crew_size"],
+            odometer_km=d["odometer_km"],
+            active=d["active"],
+        )
+        for d in docs
+    ]
+    return CaravanPage(items=items, next_cursor=following)

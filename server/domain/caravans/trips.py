@@ -1,0 +1,359 @@
+"""Trip logs: one caravan's duty day, its odometer readings and the people reached per visit.
+The site's admin confirms each visit, and the crew confirmed on that visit's activity are then
+credited its duration. Statistics read trips through `trip_facts`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+
+import msgspec
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
+
+from server.clock import SHANGHAI
+from server.domain import access, events, hours, orgs, rosters, sites
+from server.domain.caravans.fleet import get_caravan_doc
+from server.domain.caravans.visit_requests import check_range, request_doc, requests_by_id
+from server.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from server.domain.ids import parse_id
+from server.domain.paging import page_by_id
+
+MAX_DAY_KM = 2000
+
+
+class TripVisitIn(msgspec.Struct, forbid_unknown_fields=True):
+    request_id: str
+    beneficiaries: Annotated[int, msgspec.Meta(ge=0, le=100_000)]
+
+
+class NewTrip(msgspec.Struct, forbid_unknown_fields=True):
+    caravan_id: str
+    date: date
+    odometer_start_km: Annotated[float, msgspec.Meta(ge=0, le=10_000_000)]
+    odometer_end_km: Annotated[float, msgspec.Meta(ge=0, le=10_000_000)]
+    visits: Annotated[list[TripVisitIn], msgspec.Meta(max_length=20)] = []
+
+
+class VisitConfirmed(msgspec.Struct):
+    request_id: str
+    beneficiaries: int
+    crew_credited: int
+    hours_each: float
+
+
+class TripVisitOut(msgspec.Struct):
+    request_id: str
+    site_id: str
+    activity_id: str | None
+    duration_min: int
+    beneficiaries: int
+    confirmed: bool
+
+
+class TripOut(msgspec.Struct):
+    id: str
+    caravan_id: str
+    org_id: str
+    date: str
+    odometer_start_km: float
+    odometer_end_km: float
+    km: float
+    visits: list[TripVisitOut]
+    logged_at: datetime
+
+
+class TripPage(msgspec.Struct):
+    items: list[TripOut]
+    next_cursor: str | None
+
+
+async def log_trip(ctx, new: NewTrip, *, logged_by: ObjectId) -> ObjectId:
+    caravan = await get_caravan_doc(ctx, new.caravan_id)
+    if new.odometer_end_km < new.odometer_start_km:
+        raise InvalidRequest("结束里程不能小于出发里程", field="odometer_end_km")
+    if new.odometer_end_km - new.odometer_start_km > MAX_DAY_KM:
+        raise InvalidRequest(f"单日行驶超过 {MAX_DAY_KM} 公里，请核对里程", field="odometer_end_km")
+    if new.date > ctx.clock.local_now().date():
+        raise InvalidRequest("不能登记未来日期的出车", field="date")
+    logged = {"caravan_id": caravan["_id"], "date": new.date.isoformat()}
+    if await ctx.db["trips"].find_one(logged, {"_id": 1}):
+        raise Conflict("该车当天已登记出车", code="trip_logged", field="date")
+    ids = [parse_id(v.request_id, f"visits[{i}].request_id") for i, v in enumerate(new.visits)]
+    if len(set(ids)) != len(ids):
+        raise InvalidRequest("同一走访申请重复登记", field="visits")
+    requests = await requests_by_id(ctx, ids)
+    subtree = set(await orgs.subtree_ids(ctx, caravan["org_id"]))
+    visits = []
+    for i, (request_id, visit) in enumerate(zip(ids, new.visits, strict=True)):
+        field = f"visits[{i}].request_id"
+        request = requests.get(request_id)
+        if request is None:
+            raise NotFound("走访申请不存在", field=field)
+        scheduled_to = request.get("caravan_id")
+        if scheduled_to is not None and scheduled_to != caravan["_id"]:
+            raise InvalidRequest("该走访已排给另一辆大篷车", field=field)
+        if scheduled_to is None and request["org_id"] not in subtree:
+            raise InvalidRequest("走访申请不属于该大篷车的组织", field=field)
+        if await ctx.db["trips"].find_one({"visits.request_id": request_id}, {"_id": 1}):
+            raise Conflict("该走访已登记在另一次出车中", code="visit_logged", field=field)
+        visits.append(_visit_entry(request, visit.beneficiaries))
+    doc = _trip_doc(
+        ctx, caravan, new.date, new.odometer_start_km, new.odometer_end_km, visits, logged_by
+    )
+    try:
+        await ctx.db["trips"].insert_one(doc)
+    except DuplicateKeyError:
+        raise Conflict("该车当天已登记出车", code="trip_logged", field="date") from None
+    await ctx.db["caravans"].update_one(
+        {"_id": caravan["_id"]}, {"$max": {"odometer_km": new.odometer_end_km}}
+    )
+    await events.emit(
+        ctx, events.TRIP_LOGGED, org_id=doc["org_id"], caravan_id=doc["caravan_id"],
+        date=doc["date"], km=doc["km"],
+    )  # fmt: skip
+    return doc["_id"]
+
+
+def _visit_entry(request: dict, beneficiaries: int, *, confirmed: bool = False) -> dict:
+    return {
+        "request_id": request["_id"],
+        "site_id": request["site_id"],
+        "activity_id": request.get("activity_id"),
+        "duration_min": request["duration_min"],
+        "beneficiaries": beneficiaries,
+        "confirmed": confirmed,
+    }
+
+
+def _trip_doc(
+    ctx,
+    caravan: dict,
+    day: date,
+    start_km: float,
+    end_km: float,
+    visits: list,
+    logged_by: ObjectId | None,
+) -> dict:
+    """The one shape of a logged trip."""
+    return {
+        "_id": ObjectId(),
+        "caravan_id": caravan["_id"],
+        "org_id": caravan["org_id"],
+        "date": day.isoformat(),
+        "year": day.year,
+        "odometer_start_km": start_km,
+        "odometer_end_km": end_km,
+        "km": round(end_km - start_km, 1),
+        "visits": visits,
+        "logged_by": logged_by,
+        "logged_at": ctx.clock.now(),
+    }
+
+
+class PastTrip(msgspec.Struct):
+    """A trip of earlier records, for bulk loads: each visit as (site, beneficiaries)."""
+
+    caravan: dict
+    date: date
+    odometer_start_km: float
+    odometer_end_km: float
+    visits: list[tuple[dict, int]]
+    duration_min: int = 90
+
+
+async def import_trips(ctx, trips: list[PastTrip]) -> int:
+    """Bulk path for data loads: each visit becomes a visited request, each trip a trip log with
+    its visits confirmed, in the shapes the single paths write."""
+    requests, docs = [], []
+    for trip in trips:
+        visits = []
+        for site, people in trip.visits:
+            request = request_doc(
+                ctx,
+                site,
+                trip.date,
+                trip.date,
+                trip.duration_min,
+                None,
+                5,
+                None,
+                status="scheduled",
+                caravan_id=trip.caravan["_id"],
+            )
+            requests.append(request)
+            visits.append(_visit_entry(request, people, confirmed=True))
+        docs.append(
+            _trip_doc(
+                ctx,
+                trip.caravan,
+                trip.date,
+                trip.odometer_start_km,
+                trip.odometer_end_km,
+                visits,
+                None,
+            )
+        )
+    if requests:
+        await ctx.db["visit_requests"].insert_many(requests, ordered=False)
+    if docs:
+        await ctx.db["trips"].insert_many(docs, ordered=False)
+    return len(docs)
+
+
+async def list_trips(
+    ctx,
+    org_ids: list[ObjectId],
+    *,
+    caravan_id: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    cursor: str | None = None,
+    limit: int,
+) -> TripPage:
+    """Trip logs of these organisations' caravans, the latest logged first."""
+    query: dict = {"org_id": {"$in": org_ids}}
+    if caravan_id is not None:
+        query["caravan_id"] = parse_id(caravan_id, "caravan_id")
+    days: dict = {}
+    if start is not None:
+        days["$gte"] = start.isoformat()
+    if end is not None:
+        check_range(start, end)
+        days["$lte"] = end.isoformat()
+    if days:
+        query["date"] = days
+    docs, following = await page_by_id(ctx.db["trips"], query, cursor, limit, newest_first=True)
+    items = [
+        TripOut(
+            id=str(d["_id"]),
+            caravan_id=str(d["caravan_id"]),
+            org_id=str(d["org_id"]),
+            date=d["date"],
+            odometer_start_km=d["odometer_start_km"],
+            odometer_end_km=d["odometer_end_km"],
+            km=d["km"],
+            visits=[
+                TripVisitOut(
+                    request_id=str(v["request_id"]),
+                    site_id=str(v["site_id"]),
+                    activity_id=str(v["activity_id"]) if v.get("activity_id") else None,
+                    duration_min=v["duration_min"],
+                    beneficiaries=v["beneficiaries"],
+                    confirmed=v["confirmed"],
+                )
+                for v in d["visits"]
+            ],
+            logged_at=d["logged_at"],
+        )
+        for d in docs
+    ]
+    return TripPage(items=items, next_cursor=following)
+
+
+async def confirm_visit(ctx, trip_id, request_id, *, by: ObjectId) -> VisitConfirmed:
+    """The site's admin confirms the people reached; the visit's crew is credited its hours."""
+    trip_id = parse_id(trip_id, "trip_id")
+    request_id = parse_id(request_id, "request_id")
+    trip = await ctx.db["trips"].find_one({"_id": trip_id})
+    if trip is None:
+        raise NotFound("出车记录不存在", field="trip_id")
+    visit = next((v for v in trip["visits"] if v["request_id"] == request_id), None)
+    if visit is None:
+        raise NotFound("该出车记录没有这次走访", field="request_id")
+    site = await sites.get_site_doc(ctx, visit["site_id"])
+    if not await access.may(ctx, by, "visit.confirm", site=site):
+        raise Forbidden("只有该站点的管理员可以确认受益人数")
+    # $elemMatch: the same visit must be the one not yet confirmed, whatever its siblings are.
+    first_confirmation = await ctx.db["trips"].update_one(
+        {
+            "_id": trip_id,
+            "visits": {"$elemMatch": {"request_id": request_id, "confirmed": {"$ne": True}}},
+        },
+        {
+            "$set": {
+                "visits.$.confirmed": True,
+                "visits.$.confirmed_by": by,
+                "visits.$.confirmed_at": ctx.clock.now(),
+            }
+        },
+    )
+    if first_confirmation.modified_count:
+        await events.emit(
+            ctx, events.VISIT_CONFIRMED, org_id=trip["org_id"], caravan_id=trip["caravan_id"],
+            site_id=site["_id"], date=trip["date"], beneficiaries=visit["beneficiaries"],
+        )  # fmt: skip
+    hours_each = round(visit["duration_min"] / 60, 2)
+    credited = 0
+    if visit.get("activity_id"):
+        # Crediting is idempotent per (volunteer, activity), so a repeat credits nobody twice.
+        roster = await rosters.roster(ctx, visit["activity_id"])
+        record_ids = []
+        for entry in roster.confirmed:
+            record_ids.append(
+                await hours.credit(
+                    ctx,
+                    user_id=ObjectId(entry.user_id),
+                    hours=hours_each,
+                    org_id=trip["org_id"],
+                    source="caravan",
+                    activity_id=visit["activity_id"],
+                    site_id=site["_id"],
+                    served_at=day_start(trip["date"]),
+                    basis={"trip_id": trip_id, "request_id": request_id},
+                    by=by,
+                )
+            )
+        if record_ids:
+            await hours.confirm(ctx, by, [str(r) for r in record_ids])
+        credited = len(record_ids)
+    return VisitConfirmed(
+        request_id=str(request_id),
+        beneficiaries=visit["beneficiaries"],
+        crew_credited=credited,
+        hours_each=hours_each,
+    )
+
+
+def parse_day(value: str | date) -> date:
+    return value if isinstance(value, date) else datetime.strptime(value, "%Y-%m-%d").date()
+
+
+def day_start(day: str | date) -> datetime:
+    """Midnight of a Shanghai day, as an aware datetime."""
+    return datetime.combine(parse_day(day), datetime.min.time(), SHANGHAI)
+
+
+class TripFacts(msgspec.Struct, frozen=True):
+    """What statistics need of a logged trip."""
+
+    org_id: ObjectId
+    caravan_id: ObjectId
+    date: str
+    km: float
+    visits: list[dict]  # site_id, beneficiaries, confirmed
+
+
+async def trip_facts(ctx, start: date, end: date) -> list[TripFacts]:
+    """Trips driven on Shanghai days in [start, end)."""
+    query = {"date": {"$gte": start.isoformat(), "$lt": end.isoformat()}}
+    fields = {"org_id": 1, "caravan_id": 1, "date": 1, "km": 1, "visits.site_id": 1,
+              "visits.beneficiaries": 1, "visits.confirmed": 1}  # fmt: skip
+    return [
+        TripFacts(
+            org_id=doc["org_id"],
+            caravan_id=doc["caravan_id"],
+            date=doc["date"],
+            km=doc["km"],
+            visits=[
+                {
+                    "site_id": v["site_id"],
+                    "beneficiaries": v["beneficiaries"],
+                    "confirmed": v.get("confirmed", False),
+                }
+                for v in doc["visits"]
+            ],
+        )
+        async for doc in ctx.db["trips"].find(query, fields)
+    ]

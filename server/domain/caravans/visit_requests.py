@@ -1,0 +1,222 @@
+"""Visit requests: a site asks for a caravan visit within a range of days.
+
+A request moves open → scheduling → scheduled: `claim_for_publish` takes an open request (or one
+whose publication stalled) for one plan's publication, `record_activity` notes the activity made
+for it, `mark_scheduled` ends the publication.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Annotated, Literal
+
+import msgspec
+from bson import ObjectId
+from pymongo import ReturnDocument
+
+from server.domain import orgs, sites
+from server.domain.errors import InvalidRequest
+from server.domain.ids import fetch, parse_id
+from server.domain.paging import page_by_id
+
+RequestStatus = Literal["open", "scheduling", "scheduled"]
+STALE_CLAIM = timedelta(minutes=2)
+
+
+class NewVisitRequest(msgspec.Struct, forbid_unknown_fields=True):
+    site_id: str
+    earliest_date: date
+    latest_date: date
+    duration_min: Annotated[int, msgspec.Meta(ge=30, le=480)]
+    audience: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    priority: Annotated[int, msgspec.Meta(ge=1, le=10)] = 5
+
+
+class VisitRequestOut(msgspec.Struct):
+    id: str
+    site_id: str
+    org_id: str
+    earliest_date: str
+    latest_date: str
+    duration_min: int
+    audience: str | None
+    priority: int
+    status: str
+    caravan_id: str | None
+    date: str | None
+    activity_id: str | None
+    created_at: datetime
+
+
+class VisitRequestPage(msgspec.Struct):
+    items: list[VisitRequestOut]
+    next_cursor: str | None
+
+
+async def create_request(
+    ctx, new: NewVisitRequest, *, created_by: ObjectId | None = None
+) -> ObjectId:
+    site = await sites.get_site_doc(ctx, new.site_id)
+    if new.latest_date < new.earliest_date:
+        raise InvalidRequest("最晚日期不能早于最早日期", field="latest_date")
+    if new.latest_date < ctx.clock.local_now().date():
+        raise InvalidRequest("最晚日期已过", field="latest_date")
+    doc = request_doc(
+        ctx,
+        site,
+        new.earliest_date,
+        new.latest_date,
+        new.duration_min,
+        new.audience,
+        new.priority,
+        created_by,
+    )
+    await ctx.db["visit_requests"].insert_one(doc)
+    return doc["_id"]
+
+
+def request_doc(
+    ctx,
+    site: dict,
+    earliest: date,
+    latest: date,
+    duration_min: int,
+    audience: str | None,
+    priority: int,
+    created_by: ObjectId | None,
+    **state,
+) -> dict:
+    """The one shape of a visit request (open, unless `state` says how far it got)."""
+    return {
+        "_id": ObjectId(),
+        "site_id": site["_id"],
+        "org_id": site["org_id"],
+        "earliest_date": earliest.isoformat(),
+        "latest_date": latest.isoformat(),
+        "duration_min": duration_min,
+        "audience": audience if audience is not None else site.get("audience"),
+        "priority": priority,
+        "status": "open",
+        "created_by": created_by,
+        "created_at": ctx.clock.now(),
+        **state,
+    }
+
+
+async def get_request_doc(ctx, request_id) -> dict:
+    return await fetch(ctx.db["visit_requests"], request_id, "request_id", "走访申请不存在")
+
+
+async def open_requests(
+    ctx, org_id: ObjectId, start: date, end: date, request_ids: list[ObjectId] | None
+) -> list[dict]:
+    """Open requests of the organisation's subtree whose date range meets [start, end]."""
+    query: dict = {
+        "org_id": {"$in": await orgs.subtree_ids(ctx, org_id)},
+        "status": "open",
+        "earliest_date": {"$lte": end.isoformat()},
+        "latest_date": {"$gte": start.isoformat()},
+    }
+    if request_ids is not None:
+        query["_id"] = {"$in": request_ids}
+    docs = await ctx.db["visit_requests"].find(query).sort([("_id", 1)]).to_list(None)
+    if request_ids is not None and len(docs) != len(set(request_ids)):
+        raise InvalidRequest(
+            "部分走访申请不存在、不属于该组织、已排期或不在计划日期内", field="request_ids"
+        )
+    return docs
+
+
+async def requests_by_id(ctx, request_ids: list[ObjectId]) -> dict[ObjectId, dict]:
+    cursor = ctx.db["visit_requests"].find({"_id": {"$in": request_ids}})
+    return {doc["_id"]: doc async for doc in cursor}
+
+
+async def list_requests(
+    ctx,
+    org_ids: list[ObjectId],
+    *,
+    status: str | None = None,
+    site_id: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    cursor: str | None = None,
+    limit: int,
+) -> VisitRequestPage:
+    """Requests of these organisations, oldest first; with a date range, those that may be
+    visited within it (the ones a plan over that range would consider)."""
+    query: dict = {"org_id": {"$in": org_ids}}
+    if status is not None:
+        query["status"] = status
+    if site_id is not None:
+        query["site_id"] = parse_id(site_id, "site_id")
+    if start is not None:
+        query["latest_date"] = {"$gte": start.isoformat()}
+    if end is not None:
+        check_range(start, end)
+        query["earliest_date"] = {"$lte": end.isoformat()}
+    docs, following = await page_by_id(ctx.db["visit_requests"], query, cursor, limit)
+    items = [
+        VisitRequestOut(
+            id=str(d["_id"]),
+            site_id=str(d["site_id"]),
+            org_id=str(d["org_id"]),
+            earliest_date=d["earliest_date"],
+            latest_date=d["latest_date"],
+            duration_min=d["duration_min"],
+            audience=d.get("audience"),
+            priority=d["priority"],
+            status=d["status"],
+            caravan_id=str(d["caravan_id"]) if d.get("caravan_id") else None,
+            date=d.get("date"),
+            activity_id=str(d["activity_id"]) if d.get("activity_id") else None,
+            created_at=d["created_at"],
+        )
+        for d in docs
+    ]
+    return VisitRequestPage(items=items, next_cursor=following)
+
+
+def check_range(start: date | None, end: date) -> None:
+    if start is not None and end < start:
+        raise InvalidRequest("结束日期不能早于开始日期", field="to")
+
+
+async def claim_for_publish(ctx, request_id: ObjectId, plan_id: ObjectId) -> dict | None:
+    """Takes the request for one plan's publication; None when it is (being) scheduled."""
+    now = ctx.clock.now()
+    return await ctx.db["visit_requests"].find_one_and_update(
+        {
+            "_id": request_id,
+            "$or": [
+                {"status": "open"},
+                {"status": "scheduling", "claim_until": {"$lt": now}},
+            ],
+        },
+        {"$set": {"status": "scheduling", "plan_id": plan_id, "claim_until": now + STALE_CLAIM}},
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+async def record_activity(ctx, request_id: ObjectId, activity_id: ObjectId) -> None:
+    await ctx.db["visit_requests"].update_one(
+        {"_id": request_id}, {"$set": {"activity_id": activity_id}}
+    )
+
+
+async def mark_scheduled(
+    ctx, request_id: ObjectId, *, caravan_id: ObjectId, day: str, activity_id: ObjectId
+) -> None:
+    await ctx.db["visit_requests"].update_one(
+        {"_id": request_id},
+        {
+            "$set": {
+                "status": "scheduled",
+                "caravan_id": caravan_id,
+                "date": day,
+                "activity_id": activity_id,
+                "scheduled_at": ctx.clock.now(),
+            },
+            "$unset": {"claim_until": ""},
+        },
+    )

@@ -1,0 +1,134 @@
+"""The reactions to domain events: each writes the reminders its event calls for, and the message
+data they carry."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from bson import ObjectId
+
+from server.clock import SHANGHAI
+from server.domain import access, activities, events, hours, sites
+from server.domain.notifications.outbox import Due, cancel_pending, schedule, schedule_many
+
+
+def _thing(text: str) -> dict:
+    return {"value": text[:20]}  # WeChat's `thing` values hold at most 20 characters
+
+
+def _time(when: datetime) -> dict:
+    return {"value": when.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")}
+
+
+async def _activity_data(ctx, activity_id: ObjectId, note: str) -> tuple[dict, datetime, list]:
+    doc = await activities.get_doc(ctx, activity_id)
+    data = {
+        "thing1": _thing(doc["title"]),
+        "time2": _time(doc["starts_at"]),
+        "thing3": _thing(doc.get("address") or note),
+    }
+    return data, doc["starts_at"], doc.get("tags", [])
+
+
+async def on_confirmed(ctx, kind: str, *, activity_id, user_id, **known) -> None:
+    if "starts_at" in known:  # the event carries what the message needs
+        starts_at, tags = known["starts_at"], known.get("tags", [])
+        data = {
+            "thing1": _thing(known["title"]),
+            "time2": _time(starts_at),
+            "thing3": _thing(known.get("address") or "请准时到达"),
+        }
+    else:
+        data, starts_at, tags = await _activity_data(ctx, activity_id, "请准时到达")
+    if kind == events.WAITLIST_PROMOTED:
+        await schedule(
+            ctx, user_id=user_id, key="waitlist_promoted", data=data, due_at=ctx.clock.now(),
+            dedupe=f"promoted:{activity_id}:{user_id}:{uuid.uuid4().hex}", activity_id=activity_id,
+        )  # fmt: skip
+    dues = [(lead, starts_at - timedelta(hours=lead)) for lead in ctx.settings.reminder_leads_h]
+    if activities.CARAVAN_TAG in tags:
+        # Caravan crews get their day's route the evening before (18:00, Asia/Shanghai).
+        local = starts_at.astimezone(SHANGHAI)
+        evening = (local - timedelta(days=1)).replace(hour=18, minute=0, second=0, microsecond=0)
+        dues.append(("eve", evening))
+    reminders = [
+        Due("activity_reminder", data, due, f"reminder:{activity_id}:{user_id}:{lead}")
+        for lead, due in dues
+        if due > ctx.clock.now()
+    ]
+    await schedule_many(ctx, user_id, reminders, activity_id=activity_id)
+
+
+async def on_left(ctx, kind: str, *, activity_id, user_id, **_) -> None:
+    await cancel_pending(ctx, activity_id=activity_id, user_id=user_id)
+    # A later sign-up again writes its reminders afresh.
+    await ctx.db["reminders"].delete_many(
+        {"activity_id": activity_id, "user_id": user_id, "state": "cancelled"}
+    )
+
+
+async def on_activity_cancelled(ctx, kind: str, *, activity_id, user_ids, **_) -> None:
+    await cancel_pending(ctx, activity_id=activity_id)
+    data, _, _ = await _activity_data(ctx, activity_id, "活动已取消")
+    data["thing3"] = _thing("活动已取消")
+    for user_id in user_ids:
+        await schedule(
+            ctx, user_id=user_id, key="activity_changed", data=data, due_at=ctx.clock.now(),
+            dedupe=f"cancelled:{activity_id}:{user_id}", activity_id=activity_id,
+        )  # fmt: skip
+
+
+async def on_activity_changed(ctx, kind: str, *, activity_id, changed, user_ids, **_) -> None:
+    """A published activity's time, place or capacity changed: tell those signed up, once
+    per change."""
+    data, _, _ = await _activity_data(ctx, activity_id, "活动信息有变更")
+    if "capacity" in changed:
+        data["thing3"] = _thing(f"名额调整为{changed['capacity']}人")
+    change = uuid.uuid4().hex
+    for user_id in user_ids:
+        await schedule(
+            ctx, user_id=user_id, key="activity_changed", data=data, due_at=ctx.clock.now(),
+            dedupe=f"changed:{activity_id}:{user_id}:{change}", activity_id=activity_id,
+        )  # fmt: skip
+
+
+async def remind_pending_hours(ctx) -> int:
+    """Site admins whose site has hours waiting longer than allowed: one reminder a day."""
+    now = ctx.clock.now()
+    cutoff = now - timedelta(hours=ctx.settings.hours_pending_after_h)
+    day = now.astimezone(SHANGHAI).strftime("%Y-%m-%d")
+    written = 0
+    for site_id, waiting in await hours.pending_by_site(ctx, cutoff):
+        site = await sites.get_site_doc(ctx, site_id)
+        data = {"thing1": _thing(site["name"]), "number2": {"value": str(waiting)},
+                "time3": _time(now)}  # fmt: skip
+        for admin in await access.site_admins(ctx, site_id):
+            written += await schedule(
+                ctx, user_id=admin, key="hours_pending", data=data, due_at=now,
+                dedupe=f"hours_pending:{site_id}:{admin}:{day}",
+            )  # fmt: skip
+    return written
+
+
+async def on_visit_scheduled(ctx, kind: str, *, site_id, activity_id, **_) -> None:
+    """A caravan is coming: tell the site's admins at once."""
+    site = await sites.get_site_doc(ctx, site_id)
+    data, _, _ = await _activity_data(ctx, activity_id, "科普大篷车到访")
+    data["thing3"] = _thing(site["name"])
+    for admin in await access.site_admins(ctx, site_id):
+        await schedule(
+            ctx, user_id=admin, key="visit_scheduled", data=data, due_at=ctx.clock.now(),
+            dedupe=f"visit:{activity_id}:{admin}", activity_id=activity_id,
+        )  # fmt: skip
+
+
+def register(bus: events.EventBus) -> None:
+    """Hook the outbox to the domain events (called once at start)."""
+    bus.subscribe(events.SIGNUP_CONFIRMED, on_confirmed)
+    bus.subscribe(events.WAITLIST_PROMOTED, on_confirmed)
+    bus.subscribe(events.SIGNUP_CANCELLED, on_left)
+    bus.subscribe(events.MOVED_TO_WAITLIST, on_left)
+    bus.subscribe(events.ACTIVITY_CANCELLED, on_activity_cancelled)
+    bus.subscribe(events.ACTIVITY_CHANGED, on_activity_changed)
+    bus.subscribe(events.VISIT_SCHEDULED, on_visit_scheduled)

@@ -1,0 +1,144 @@
+"""The request and response types of plans (msgspec Structs, validated and described in the
+OpenAPI document from the same definitions)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+
+import msgspec
+
+HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+Weekday = Annotated[int, msgspec.Meta(ge=1, le=7)]
+
+
+class NewPlan(msgspec.Struct, forbid_unknown_fields=True):
+    """`start_date` and `end_date` are required, except for a campaign's plan: they then
+    default to the campaign's period and must lie within it."""
+
+    org_id: str
+    start_date: date | None = None
+    end_date: date | None = None
+    campaign_id: str | None = None
+    caravan_ids: Annotated[list[str], msgspec.Meta(min_length=1, max_length=200)] | None = None
+    request_ids: Annotated[list[str], msgspec.Meta(max_length=5000)] | None = None
+    time_limit_s: Annotated[int, msgspec.Meta(ge=1, le=300)] = 30
+    weekdays: Annotated[list[Weekday], msgspec.Meta(min_length=1, max_length=7)] = msgspec.field(
+        default_factory=lambda: [1, 2, 3, 4, 5]
+    )
+    duty_start: HHMM = "07:00"
+    duty_end: HHMM = "19:00"
+    max_duty_h: Annotated[float, msgspec.Meta(gt=0, le=16)] = 9.0
+
+
+class NewPin(msgspec.Struct, forbid_unknown_fields=True):
+    request_id: str
+    caravan_id: str
+    date: date
+
+
+class Exclusion(msgspec.Struct, forbid_unknown_fields=True):
+    request_id: str
+
+
+class Queued(msgspec.Struct):
+    id: str
+    status: str
+
+
+class StopOut(msgspec.Struct):
+    site_id: str
+    request_id: str
+    arrive_at: datetime
+    start_at: datetime
+    depart_at: datetime
+
+
+class RouteOut(msgspec.Struct):
+    """One caravan-day. It leaves `depot_id` and ends at `end_depot_id`: today always the same
+    depot, as every duty day is a round trip. Multi-day tours with overnight stops at another
+    depot (a later step) fit as days that end where the next one starts; the solver would then
+    take each caravan-day's end depot too (PyVRP vehicle types have both)."""
+
+    caravan_id: str
+    date: str
+    depot_id: str
+    end_depot_id: str
+    leave_at: datetime
+    return_at: datetime
+    stops: list[StopOut]
+    distance_km: float
+    duration_min: float
+
+
+class UnassignedOut(msgspec.Struct):
+    request_id: str
+    reason: str
+    detail: str = ""
+
+
+class PinOut(msgspec.Struct):
+    request_id: str
+    caravan_id: str
+    date: str
+
+
+class PublishedVisit(msgspec.Struct):
+    request_id: str
+    activity_id: str
+
+
+class PlanOut(msgspec.Struct):
+    id: str
+    org_id: str
+    campaign_id: str | None
+    status: str
+    progress: float
+    best_cost: int | None
+    start_date: str
+    end_date: str
+    time_limit_s: int
+    caravan_ids: list[str]
+    request_ids: list[str]
+    routes: list[RouteOut]
+    unassigned: list[UnassignedOut]
+    total_distance_km: float
+    pins: list[PinOut]
+    excluded: list[str]
+    runs: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    published_at: datetime | None
+    published: list[PublishedVisit]
+
+
+class PlanSummary(msgspec.Struct):
+    id: str
+    org_id: str
+    campaign_id: str | None
+    status: str
+    progress: float
+    start_date: str
+    end_date: str
+    caravans: int
+    requests: int
+    routes: int
+    unassigned: int
+    total_distance_km: float
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    published_at: datetime | None
+
+
+class PlanPage(msgspec.Struct):
+    items: list[PlanSummary]
+    next_cursor: str | None
+
+
+class PublishOut(msgspec.Struct):
+    status: str
+    published: list[PublishedVisit]
+    skipped: list[UnassignedOut]

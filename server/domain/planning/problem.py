@@ -1,0 +1,170 @@
+"""The plan as the solver's problem, and the solver's result as the plan's routes.
+
+`build_problem` turns a plan's caravans (and their depots), its working days and its open
+requests at their sites (opening hours, allowed days), with the dispatcher's pins and
+exclusions, into a :class:`server.vrp.PlanProblem`; `result_fields` turns the solver's
+:class:`server.vrp.PlanResult` back into the fields of the plan document, in UTC times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime, time, timedelta
+
+from bson import ObjectId
+
+from server import vrp
+from server.clock import SHANGHAI
+from server.domain import caravans, sites
+
+SITE_BATCH = 8
+REASON_ALREADY_SCHEDULED = "already_scheduled"
+
+
+def working_days(plan: dict) -> list[str]:
+    start = date.fromisoformat(plan["start_date"])
+    end = date.fromisoformat(plan["end_date"])
+    weekdays = set(plan["weekdays"])
+    span = (end - start).days + 1
+    days = (start + timedelta(days=i) for i in range(span))
+    return [d.isoformat() for d in days if d.isoweekday() in weekdays]
+
+
+async def build_problem(ctx, plan: dict) -> tuple[vrp.PlanProblem, list[str], list]:
+    """The routing problem of the plan as it stands; also its days and the requests that were
+    scheduled elsewhere since the plan was made (left out, reported). `plan` is the document as
+    its solve claimed it: its `runs`, this solve counted, seed the search."""
+    days = working_days(plan)
+    index = {d: i for i, d in enumerate(days)}
+    fleet = await caravans.caravans_by_id(ctx, plan["caravan_ids"])
+    depots = await caravans.depots_by_id(ctx, list({c["depot_id"] for c in fleet.values()}))
+    stored = await caravans.requests_by_id(ctx, plan["request_ids"])
+    requests = [stored[r] for r in plan["request_ids"] if r in stored]
+    gone = [r["_id"] for r in requests if r["status"] != "open"]
+    requests = [r for r in requests if r["status"] == "open"]
+    site_ids = list({r["site_id"] for r in requests})
+    site_of: dict[ObjectId, dict] = {}
+    for i in range(0, len(site_ids), SITE_BATCH):  # a few at a time: leave the pool to requests
+        batch = site_ids[i : i + SITE_BATCH]
+        for doc in await asyncio.gather(*(sites.get_site_doc(ctx, s) for s in batch)):
+            site_of[doc["_id"]] = doc
+
+    duty_start = sites.minutes(plan["duty_start"]) * 60
+    duty_end = sites.minutes(plan["duty_end"]) * 60
+    max_duty = int(plan["max_duty_h"] * 3600)
+    caravan_days = [
+        vrp.CaravanDay(
+            caravan_id=str(c["_id"]),
+            day=i,
+            depot_id=str(c["depot_id"]),
+            duty_start_s=duty_start,
+            duty_end_s=duty_end,
+            max_duty_s=max_duty,
+        )
+        for c in fleet.values()
+        if c.get("active", True) and c["depot_id"] in depots
+        for i in range(len(days))
+    ]
+    problem_requests = []
+    for r in requests:
+        site = site_of[r["site_id"]]
+        lng, lat = site["location"]["coordinates"]
+        allowed = tuple(i for d, i in index.items() if r["earliest_date"] <= d <= r["latest_date"])
+        by_day: dict[int, tuple] = {}
+        if site.get("open_hours"):
+            for i in allowed:
+                weekday = date.fromisoformat(days[i]).isoweekday()
+                by_day[i] = tuple(
+                    sorted(
+                        (sites.minutes(h["start"]) * 60, sites.minutes(h["end"]) * 60)
+                        for h in site["open_hours"]
+                        if h["weekday"] == weekday
+                    )
+                )
+        problem_requests.append(
+            vrp.Request(
+                request_id=str(r["_id"]),
+                site_id=str(site["_id"]),
+                lng=lng,
+                lat=lat,
+                allowed_days=allowed,
+                service_s=r["duration_min"] * 60,
+                priority=r["priority"],
+                open_hours_by_day=by_day,
+            )
+        )
+    open_ids = {r["_id"] for r in requests}
+    pins = tuple(
+        vrp.Pin(
+            request_id=str(p["request_id"]), caravan_id=str(p["caravan_id"]), day=index[p["date"]]
+        )
+        for p in plan["pins"]
+        if p["request_id"] in open_ids and p["date"] in index
+    )
+    problem = vrp.PlanProblem(
+        depots=tuple(
+            vrp.Depot(
+                depot_id=str(d["_id"]),
+                lng=d["location"]["coordinates"][0],
+                lat=d["location"]["coordinates"][1],
+            )
+            for d in depots.values()
+        ),
+        caravan_days=tuple(caravan_days),
+        requests=tuple(problem_requests),
+        pins=pins,
+        excluded=tuple(str(r) for r in plan["excluded"] if r in open_ids),
+        time_limit_s=float(plan["time_limit_s"]),
+        seed=plan["runs"] - 1,  # the runs before this one: 0 for the first
+    )
+    return problem, days, gone
+
+
+def _at(day: str, seconds: int) -> datetime:
+    midnight = datetime.combine(date.fromisoformat(day), time(), tzinfo=SHANGHAI)
+    return (midnight + timedelta(seconds=seconds)).astimezone(UTC)
+
+
+def result_fields(ctx, result: vrp.PlanResult, days: list[str], gone: list) -> dict:
+    routes = [
+        {
+            "caravan_id": ObjectId(r.caravan_id),
+            "date": days[r.day],
+            "depot_id": ObjectId(r.depot_id),
+            "end_depot_id": ObjectId(r.depot_id),  # every duty day is a round trip, for now
+            "leave_at": _at(days[r.day], r.leave_s),
+            "return_at": _at(days[r.day], r.return_s),
+            "stops": [
+                {
+                    "site_id": ObjectId(s.site_id),
+                    "request_id": ObjectId(s.request_id),
+                    "arrive_at": _at(days[r.day], s.arrive_s),
+                    "start_at": _at(days[r.day], s.start_s),
+                    "depart_at": _at(days[r.day], s.depart_s),
+                }
+                for s in r.stops
+            ],
+            "distance_km": round(r.distance_m / 1000, 1),
+            "duration_min": round(r.duration_s / 60, 1),
+        }
+        for r in result.routes
+        if r.stops
+    ]
+    unassigned = [
+        {"request_id": ObjectId(u.request_id), "reason": u.reason, "detail": u.detail}
+        for u in result.unassigned
+    ] + [
+        {"request_id": r, "reason": REASON_ALREADY_SCHEDULED, "detail": "scheduled by another plan"}
+        for r in gone
+    ]
+    return {
+        "status": "done",
+        "progress": 1.0,
+        "best_cost": result.cost,
+        "feasible": result.feasible,
+        "routes": routes,
+        "unassigned": unassigned,
+        "total_distance_km": round(result.distance_m / 1000, 1),
+        "runtime_s": round(result.runtime_s, 3),
+        "finished_at": ctx.clock.now(),
+    }

@@ -1,0 +1,145 @@
+"""Publishing a plan: every planned visit becomes a published activity at its site, which
+volunteers join as crew; once per plan, and safe to retry after an interrupted attempt."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+
+from server.domain import activities, caravans, events, sites
+from server.domain.errors import Conflict
+from server.domain.planning.models import PublishedVisit, PublishOut, UnassignedOut
+from server.domain.planning.plans import get_plan_doc
+from server.domain.planning.problem import REASON_ALREADY_SCHEDULED
+
+KIND_WORD = {
+    "school": "校园",
+    "village": "乡村",
+    "community": "社区",
+    "base": "基地",
+    "other": "基层",
+}
+
+
+async def publish(ctx, plan_id, *, by: ObjectId, publisher_openid: str) -> PublishOut:
+    """Every planned visit becomes a published activity at its site; once per plan."""
+    plan = await get_plan_doc(ctx, plan_id)
+    if plan.get("published_at"):
+        return _published_out(plan)
+    if plan["status"] != "done":
+        raise Conflict("计划尚未求解完成，不能发布", code="plan_not_done")
+    now = ctx.clock.now()
+    claimed = await ctx.db["plans"].find_one_and_update(
+        {
+            "_id": plan["_id"],
+            "status": "done",
+            "published_at": None,
+            "$or": [{"publishing_until": None}, {"publishing_until": {"$lt": now}}],
+        },
+        {"$set": {"publishing_until": now + timedelta(minutes=5)}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if claimed is None:
+        current = await get_plan_doc(ctx, plan_id)
+        if current.get("published_at"):
+            return _published_out(current)
+        raise Conflict("计划正在发布或正在重新规划", code="plan_busy")
+    published, skipped = [], []
+    try:
+        fleet = await caravans.caravans_by_id(ctx, claimed["caravan_ids"])
+        for route in claimed["routes"]:
+            caravan = fleet[route["caravan_id"]]
+            for stop in route["stops"]:
+                activity_id = await _publish_visit(
+                    ctx, claimed, caravan, route, stop, by, publisher_openid
+                )
+                if activity_id is None:
+                    skipped.append(
+                        {
+                            "request_id": stop["request_id"],
+                            "reason": REASON_ALREADY_SCHEDULED,
+                            "detail": "已由其他计划排期",
+                        }
+                    )
+                else:
+                    published.append({"request_id": stop["request_id"], "activity_id": activity_id})
+    except BaseException:
+        await ctx.db["plans"].update_one({"_id": plan["_id"]}, {"$set": {"publishing_until": None}})
+        raise
+    doc = await ctx.db["plans"].find_one_and_update(
+        {"_id": plan["_id"]},
+        {
+            "$set": {
+                "published_at": ctx.clock.now(),
+                "published_by": by,
+                "published": published,
+                "skipped": skipped,
+                "publishing_until": None,
+            }
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+    return _published_out(doc)
+
+
+async def _publish_visit(
+    ctx, plan: dict, caravan: dict, route: dict, stop: dict, by, openid
+) -> ObjectId | None:
+    request = await caravans.claim_for_publish(ctx, stop["request_id"], plan["_id"])
+    if request is None:
+        current = await caravans.get_request_doc(ctx, stop["request_id"])
+        if current.get("plan_id") == plan["_id"] and current.get("activity_id"):
+            return current["activity_id"]  # published by an earlier, interrupted attempt
+        return None
+    activity_id = request.get("activity_id")
+    if activity_id is None:
+        site = await sites.get_site_doc(ctx, stop["site_id"])
+        word = KIND_WORD.get(site["kind"], "基层")
+        activity_id = await activities.create_activity(
+            ctx,
+            activities.NewActivity(
+                title=f"科普大篷车进{word}·{site['name']}"[:60],
+                description=(
+                    f"{caravan['name']}（{caravan['plate']}）到{site['name']}开展科普大篷车活动，"
+                    f"约 {request['duration_min']} 分钟。招募随车志愿者 {caravan['crew_size']} 名。"
+                ),
+                org_id=str(caravan["org_id"]),
+                site_id=str(site["_id"]),
+                starts_at=stop["start_at"],
+                ends_at=stop["depart_at"],
+                capacity=caravan["crew_size"],
+                tags=[activities.CARAVAN_TAG],
+            ),
+            created_by=by,
+        )
+        await caravans.record_activity(ctx, request["_id"], activity_id)
+    await activities.publish(ctx, activity_id, publisher_openid=openid)
+    await caravans.mark_scheduled(
+        ctx, request["_id"], caravan_id=caravan["_id"], day=route["date"], activity_id=activity_id
+    )
+    await events.emit(
+        ctx,
+        events.VISIT_SCHEDULED,
+        request_id=request["_id"],
+        site_id=stop["site_id"],
+        activity_id=activity_id,
+        caravan_id=caravan["_id"],
+        plan_id=plan["_id"],
+    )
+    return activity_id
+
+
+def _published_out(doc: dict) -> PublishOut:
+    return PublishOut(
+        status="published",
+        published=[
+            PublishedVisit(request_id=str(p["request_id"]), activity_id=str(p["activity_id"]))
+            for p in doc.get("published", [])
+        ],
+        skipped=[
+            UnassignedOut(request_id=str(s["request_id"]), reason=s["reason"], detail=s["detail"])
+            for s in doc.get("skipped", [])
+        ],
+    )

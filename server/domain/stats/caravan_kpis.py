@@ -1,0 +1,99 @@
+"""The caravan KPIs, read from the organisations' roll-ups: an organisation's year keeps, beside
+its totals, the figures of every caravan whose trips count there, so a subtree's KPIs are one
+document, kept and checked like every other figure of the report."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import msgspec
+from bson import ObjectId
+
+from server.domain import caravans
+from server.domain.ids import parse_id
+from server.domain.stats.rollups import CARAVAN_FIGURES, ORGS, nodes_for, rollup_id
+
+
+class Kpi(msgspec.Struct):
+    activities: int
+    km: float
+    beneficiaries: int
+
+
+class CaravanKpi(Kpi):
+    caravan_id: str
+    name: str
+    plate: str
+
+
+class CountyKpi(Kpi):
+    org_id: str
+    name: str
+
+
+class Kpis(msgspec.Struct):
+    year: int
+    total: Kpi
+    caravans: list[CaravanKpi]
+    counties: list[CountyKpi]
+
+
+def _kpi(figures: dict) -> dict:
+    return {
+        "activities": int(figures.get("caravan_activities", 0)),
+        "km": round(figures.get("km", 0), 1),
+        "beneficiaries": int(figures.get("caravan_beneficiaries", 0)),
+    }
+
+
+async def kpis(ctx, year: int, org_id) -> Kpis:
+    """活动次数 (confirmed visits), 行驶里程 (km of every logged trip) and 受益人次 (people
+    reached, confirmed visits only) per caravan and per county, in one year (Shanghai dates).
+    A caravan counts in the nearest county at or above its organisation within the subtree,
+    or in its organisation when there is none."""
+    org_id = parse_id(org_id, "org_id")
+    doc = await ctx.db[ORGS].find_one(
+        {"_id": rollup_id(org_id, year)}, {"totals": 1, "caravans": 1}
+    )
+    doc = doc or {}
+    per_caravan = {ObjectId(c): f for c, f in doc.get("caravans", {}).items()}
+    fleet = await caravans.caravans_by_id(ctx, list(per_caravan))
+    nodes = await nodes_for(ctx, [c["org_id"] for c in fleet.values()])
+
+    def county_of(org: ObjectId | None) -> ObjectId | None:
+        node = nodes.get(org)
+        for above in node.lineage if node else ():
+            county = nodes.get(above)
+            if county and county.kind == "county" and org_id in county.lineage:
+                return above
+        return org
+
+    per_county: dict[ObjectId | None, Counter] = defaultdict(Counter)
+    caravan_rows = []
+    for caravan_id, figures in sorted(per_caravan.items()):
+        caravan = fleet.get(caravan_id, {})
+        per_county[county_of(caravan.get("org_id"))].update(
+            {f: figures.get(f, 0) for f in CARAVAN_FIGURES}
+        )
+        caravan_rows.append(
+            CaravanKpi(
+                caravan_id=str(caravan_id),
+                name=caravan.get("name", ""),
+                plate=caravan.get("plate", ""),
+                **_kpi(figures),
+            )
+        )
+    county_rows = [
+        CountyKpi(
+            org_id=str(county),
+            name=nodes[county].name if county in nodes else "",
+            **_kpi(figures),
+        )
+        for county, figures in sorted(per_county.items(), key=lambda kv: str(kv[0]))
+    ]
+    return Kpis(
+        year=year,
+        total=Kpi(**_kpi(doc.get("totals", {}))),
+        caravans=caravan_rows,
+        counties=county_rows,
+    )

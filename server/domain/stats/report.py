@@ -1,0 +1,284 @@
+"""The report: an organisation subtree's figures over a period, read from the stored roll-ups
+for a calendar year and from roll-ups recounted in memory for any other period."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import msgspec
+from bson import ObjectId
+
+from server.domain import activities, identity, orgs, sites
+from server.domain.errors import NotFound
+from server.domain.ids import parse_id
+from server.domain.stats.periods import Period
+from server.domain.stats.rollups import (
+    EPSILON,
+    FIGURES,
+    ORGS,
+    PROJECTS,
+    SITES,
+    VOLUNTEERS,
+    documents,
+    recount,
+    rollup_id,
+)
+
+TOP = 10
+
+
+class VolunteerFigures(msgspec.Struct):
+    teams: int
+    bases: int
+    projects: int
+    activities: int
+    volunteers: int
+    hours: float
+    beneficiaries: int
+
+
+class CaravanFigures(msgspec.Struct):
+    activities: int
+    km: float
+    beneficiaries: int
+
+
+class TopVolunteer(msgspec.Struct):
+    user_id: str
+    name: str | None  # masked: staff see who, not the full name
+    hours: float
+
+
+class TopTeam(msgspec.Struct):
+    org_id: str
+    name: str
+    hours: float
+    activities: int
+
+
+class TopSite(msgspec.Struct):
+    site_id: str
+    name: str
+    beneficiaries: int
+
+
+class TopProject(msgspec.Struct):
+    project_id: str
+    name: str
+    activities: int
+    beneficiaries: int
+
+
+class Breakdown(msgspec.Struct):
+    """One month's or one county's figures."""
+
+    key: str  # "2026-03", or a county's org id
+    name: str
+    activities: int
+    beneficiaries: int
+    hours: float
+    caravan_activities: int
+    km: float
+    caravan_beneficiaries: int
+    volunteers: int | None = None  # per county only: a volunteer is counted once a year
+
+
+class Report(msgspec.Struct):
+    org_id: str
+    org_name: str
+    first: date
+    last: date
+    year: int | None
+    source: str  # "rollup" (a calendar year) or "recount"
+    volunteer: VolunteerFigures
+    caravan: CaravanFigures
+    top_volunteers: list[TopVolunteer]
+    top_teams_by_hours: list[TopTeam]
+    top_teams_by_activities: list[TopTeam]
+    top_sites: list[TopSite]
+    top_projects: list[TopProject]
+    months: list[Breakdown]
+    counties: list[Breakdown]
+
+
+class _Stored:
+    """Roll-up documents of one calendar year, as stored."""
+
+    def __init__(self, ctx, year: int) -> None:
+        self.ctx, self.year = ctx, year
+
+    async def get(self, name: str, key: str) -> dict | None:
+        return await self.ctx.db[name].find_one({"_id": key})
+
+    async def within(self, name: str, org_id: ObjectId, **match) -> list[dict]:
+        query = {"orgs": org_id, "year": self.year, **match}
+        return await self.ctx.db[name].find(query, {"months": 0, "caravans": 0}).to_list(None)
+
+    async def volunteers(self, org_id: ObjectId, typical: float) -> list[dict]:
+        """At least the top ten's documents: those above a floor, lowered until ten are found.
+        Each try is one short index range, where a sort would read every volunteer."""
+        floor = typical * 8
+        while True:
+            query = {"org_id": org_id, "year": self.year, "hours": {"$gte": floor}}
+            docs = await self.ctx.db[VOLUNTEERS].find(query).to_list(None)
+            if len(docs) >= TOP or floor <= EPSILON:
+                return docs
+            floor = floor / 4 if floor > 0.01 else EPSILON
+
+
+class _Recounted:
+    """Roll-up documents of any period, built in memory from the sources."""
+
+    def __init__(self, docs: dict[str, dict[str, dict]]) -> None:
+        self.docs = docs
+
+    async def get(self, name: str, key: str) -> dict | None:
+        return self.docs[name].get(key)
+
+    async def within(self, name: str, org_id: ObjectId, **match) -> list[dict]:
+        return [
+            d
+            for d in self.docs[name].values()
+            if org_id in d["orgs"] and all(d.get(k) == v for k, v in match.items())
+        ]
+
+    async def volunteers(self, org_id: ObjectId, typical: float) -> list[dict]:
+        return [d for d in self.docs[VOLUNTEERS].values() if d["org_id"] == org_id]
+
+
+def _mask(name: str | None) -> str | None:
+    return name[0] + "*" * (len(name) - 1) if name else None
+
+
+def _figure(figures: dict, name: str, digits: int = 2):
+    value = figures.get(name, 0)
+    return round(value, digits) if name in ("hours", "km") else int(value)
+
+
+def _breakdown(key: str, name: str, figures: dict, volunteers: int | None = None) -> Breakdown:
+    return Breakdown(
+        key=key,
+        name=name,
+        **{f: _figure(figures, f, 1 if f == "km" else 2) for f in FIGURES},
+        volunteers=volunteers,
+    )
+
+
+async def report(ctx, org_id, period: Period) -> Report:
+    """The figures of an organisation's subtree over a period."""
+    org_id = parse_id(org_id, "org_id")
+    nodes = await orgs.nodes(ctx)
+    if org_id not in nodes:
+        raise NotFound("组织不存在", field="org_id")
+    subtree = [n for n in nodes.values() if org_id in n.lineage]
+    if period.year is not None:
+        source, label = _Stored(ctx, period.year), period.year
+    else:
+        tally = await recount(ctx, period, org_id)
+        source, label = _Recounted(await documents(ctx, tally, None)), None
+    own = await source.get(ORGS, rollup_id(org_id, label)) or {"totals": {}, "months": {}}
+    totals = own["totals"]
+
+    def existing(kind: str) -> int:
+        return sum(
+            1 for n in subtree if n.kind == kind and (n.created_at or period.start) < period.end
+        )
+
+    teams = await source.within(ORGS, org_id, kind="team")
+    by_hours = sorted(teams, key=lambda d: (-d["totals"].get("hours", 0), str(d["org_id"])))
+    by_count = sorted(teams, key=lambda d: (-d["totals"].get("activities", 0), str(d["org_id"])))
+
+    def team_row(doc: dict) -> TopTeam:
+        return TopTeam(
+            org_id=str(doc["org_id"]),
+            name=nodes[doc["org_id"]].name,
+            hours=_figure(doc["totals"], "hours"),
+            activities=_figure(doc["totals"], "activities"),
+        )
+
+    county_docs = {d["org_id"]: d for d in await source.within(ORGS, org_id, kind="county")}
+    counties = [
+        _breakdown(
+            str(n.id),
+            n.name,
+            county_docs.get(n.id, {}).get("totals", {}),
+            int(county_docs.get(n.id, {}).get("totals", {}).get("volunteers", 0)),
+        )
+        for n in sorted(subtree, key=lambda n: str(n.id))
+        if n.kind == "county"
+    ]
+    site_docs = sorted(
+        (d for d in await source.within(SITES, org_id) if d["beneficiaries"] > 0),
+        key=lambda d: (-d["beneficiaries"], str(d["site_id"])),
+    )[:TOP]
+    site_names = await sites.briefs(ctx, [d["site_id"] for d in site_docs])
+    project_docs = sorted(
+        (d for d in await source.within(PROJECTS, org_id) if d["activities"] > 0),
+        key=lambda d: (-d["activities"], -d["beneficiaries"], str(d["project_id"])),
+    )[:TOP]
+    project_names = await activities.project_briefs(ctx, [d["project_id"] for d in project_docs])
+    top = await _top_volunteers(ctx, source, org_id, totals)
+    return Report(
+        org_id=str(org_id),
+        org_name=nodes[org_id].name,
+        first=period.first,
+        last=period.last,
+        year=period.year,
+        source="rollup" if period.year is not None else "recount",
+        volunteer=VolunteerFigures(
+            teams=existing("team"),
+            bases=existing("base"),
+            projects=await activities.count_projects(ctx, {n.id for n in subtree}, period.end),
+            activities=_figure(totals, "activities"),
+            volunteers=_figure(totals, "volunteers"),
+            hours=_figure(totals, "hours"),
+            beneficiaries=_figure(totals, "beneficiaries"),
+        ),
+        caravan=CaravanFigures(
+            activities=_figure(totals, "caravan_activities"),
+            km=_figure(totals, "km", 1),
+            beneficiaries=_figure(totals, "caravan_beneficiaries"),
+        ),
+        top_volunteers=top,
+        top_teams_by_hours=[team_row(d) for d in by_hours[:TOP] if d["totals"].get("hours", 0) > 0],
+        top_teams_by_activities=[
+            team_row(d) for d in by_count[:TOP] if d["totals"].get("activities", 0) > 0
+        ],
+        top_sites=[
+            TopSite(
+                site_id=str(d["site_id"]),
+                name=site_names.get(d["site_id"], {}).get("name", ""),
+                beneficiaries=int(d["beneficiaries"]),
+            )
+            for d in site_docs
+        ],
+        top_projects=[
+            TopProject(
+                project_id=str(d["project_id"]),
+                name=project_names.get(d["project_id"], {}).get("name", ""),
+                activities=int(d["activities"]),
+                beneficiaries=int(d["beneficiaries"]),
+            )
+            for d in project_docs
+        ],
+        months=[_breakdown(m, m, own.get("months", {}).get(m, {})) for m in period.months()],
+        counties=counties,
+    )
+
+
+async def _top_volunteers(ctx, source, org_id: ObjectId, totals: dict) -> list[TopVolunteer]:
+    typical = totals.get("hours", 0) / max(1, totals.get("volunteers", 0))
+    docs = await source.volunteers(org_id, typical)
+    ranked = sorted(
+        ((round(d["hours"], 2), d["user_id"]) for d in docs if d["hours"] > EPSILON),
+        key=lambda pair: (-pair[0], str(pair[1])),
+    )[:TOP]
+    names = await identity.briefs(ctx, [user_id for _, user_id in ranked])
+    return [
+        TopVolunteer(
+            user_id=str(user_id),
+            name=_mask(names.get(user_id, {}).get("real_name")),
+            hours=hours_,
+        )
+        for hours_, user_id in ranked
+    ]
