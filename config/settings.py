@@ -6,6 +6,7 @@ setting as the operator wrote it (IKEPU_PORT, or the key in the TOML file).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -84,6 +85,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     refresh_token_ttl_s: PositiveInt = 30 * 86400
     login_rate_per_openid: PositiveInt = 10
     login_rate_per_ip: PositiveInt = 1000
+    # Addresses or networks of the reverse proxies in front of the service: only from these is
+    # X-Forwarded-For believed (IKEPU_TRUSTED_PROXIES=10.0.0.5,10.1.0.0/16). None by default.
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def uses_wechat_emulator(self) -> bool:
@@ -123,7 +127,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
             continue
         key = name[len(ENV_PREFIX) :].lower()
         if key in fields:
-            raw[key] = _from_env(value)
+            raw[key] = _from_env(value, listed=key in _LISTED)
             origin[key] = name
 
     for key, value in overrides.items():
@@ -134,12 +138,28 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(_explain(exc, raw, origin)) from None
+    for proxy in settings.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            name = origin.get("trusted_proxies", _env_name("trusted_proxies"))
+            raise SettingsError(
+                f"invalid setting {name}: {proxy!r} is no address or network"
+            ) from None
     if settings.geocoder == "baidu" and not settings.baidu_ak:
         raise SettingsError(f"{_env_name('baidu_ak')} is required when IKEPU_GEOCODER=baidu")
     return settings
 
 
-def _from_env(value: str) -> object:
+_LISTED = {
+    f.name for f in msgspec.structs.fields(Settings) if getattr(f.type, "__origin__", None) is tuple
+}
+"""Settings that are lists: comma-separated in the environment."""
+
+
+def _from_env(value: str, *, listed: bool) -> object:
+    if listed:
+        return [item.strip() for item in value.split(",") if item.strip()]
     # An empty variable means "unset", so IKEPU_MONGODB_URI= falls back to the embedded server.
     return None if value == "" else value
 

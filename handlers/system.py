@@ -23,6 +23,10 @@ class Health(msgspec.Struct):
 class HealthHandler(BaseHandler):
     @operation("Liveness and database reachability", response=Health, auth=False, errors=(503,))
     async def get(self) -> None:
+        embedded = self.ctx.embedded
+        if embedded is not None and embedded.restarting:
+            self.reply(Health(status="degraded", db="restarting"), status=503)
+            return
         try:
             await asyncio.wait_for(self.ctx.db.command("ping"), HEALTH_TIMEOUT_S)
         except (TimeoutError, PyMongoError):

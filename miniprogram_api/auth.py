@@ -9,7 +9,8 @@ import msgspec
 from server.domain import identity
 from server.web import BaseHandler, operation
 
-Code = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+# What wx.login gives: letters and digits, never blank (WeChat would answer 41008).
+Code = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^\S+$")]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
 
@@ -46,7 +47,7 @@ class LoginHandler(BaseHandler):
         errors=(429, 502),
     )
     async def post(self) -> None:
-        self.reply(await identity.login(self.ctx, self.body.code, self.request.remote_ip))
+        self.reply(await identity.login(self.ctx, self.body.code, self.client_ip))
 
 
 class RefreshHandler(BaseHandler):

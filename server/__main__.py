@@ -138,7 +138,8 @@ async def serve(settings: Settings, *, http: bool = True) -> int:
         await seed_demo(ctx)
     server = None
     if http:
-        server = HTTPServer(make_app(ctx), xheaders=True)
+        # No xheaders: forwarded headers are believed only from trusted proxies (BaseHandler).
+        server = HTTPServer(make_app(ctx))
         try:
             server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
         except OSError as exc:

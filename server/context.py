@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from config import Settings
+from server import processes
 from server.clock import Clock
 from server.crypto import Crypto, load_or_create_keys
 from server.db import EmbeddedDatabase, close_client, database, ensure_indexes, make_client
@@ -67,9 +68,10 @@ class Context:
 
     @property
     def process_pool(self) -> ProcessPoolExecutor:
-        """For CPU-heavy work (route solving); created on first use."""
+        """For CPU-heavy work (route solving); created on first use, of clean children that
+        die with the service (server/processes.py)."""
         if self._process_pool is None:
-            self._process_pool = ProcessPoolExecutor(max_workers=2)
+            self._process_pool = processes.process_pool(max_workers=2)
         return self._process_pool
 
     def discard_process_pool(self, pool: ProcessPoolExecutor) -> None:
@@ -94,6 +96,7 @@ class Context:
                 log_path=str(data_dir / "secantusd.log"),
             )
             uri = await embedded.start()
+            embedded.supervise()
         try:
             client = make_client(uri, settings.mongo_driver)
             db = database(client, settings.mongodb_db)

@@ -1,17 +1,18 @@
 """The embedded database: SecantusDB run as a child process (never imported: it is GPL-2.0).
 
 The child must never outlive the service, even when the service is killed with SIGKILL: the
-kernel's parent-death signal (Linux, the platform ikepu runs on) ends it with us.
+kernel's parent-death signal (Linux, the platform ikepu runs on) ends it with us. While the
+service runs, the child is supervised: if it dies, its exit is logged and it is started again,
+with backoff, on the same port and data directory, so the driver reconnects and calls recover
+without restarting the service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,9 +22,11 @@ import structlog
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from server.processes import die_with_parent
+
 log = structlog.get_logger(__name__)
 
-_PR_SET_PDEATHSIG = 1
+RESTART_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 class EmbeddedDatabaseError(RuntimeError):
@@ -44,16 +47,6 @@ def _launcher() -> str:
     return found
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Runs in the child between fork and exec."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    # The parent may have died before prctl took effect.
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
 class EmbeddedDatabase:
     """One secantusd-py child process on a loopback port."""
 
@@ -71,7 +64,9 @@ class EmbeddedDatabase:
         self.port = port or free_port(host)
         self.test_commands = test_commands
         self.log_path = log_path
-        self.process: subprocess.Popen | None = None
+        self.process: asyncio.subprocess.Process | None = None
+        self.restarting = False
+        self._supervisor: asyncio.Task | None = None
 
     @property
     def uri(self) -> str:
@@ -109,7 +104,7 @@ class EmbeddedDatabase:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                preexec_fn=lambda: _die_with_parent(parent),
+                preexec_fn=lambda: die_with_parent(parent),  # between fork and exec
                 start_new_session=True,
             )
         finally:
@@ -139,7 +134,36 @@ class EmbeddedDatabase:
         finally:
             await client.close()
 
+    def supervise(self) -> None:
+        """Restart the child whenever it dies until `stop`: same port, same data directory."""
+        if self._supervisor is None:
+            self._supervisor = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            proc = self.process
+            code = await proc.wait()
+            self.restarting = True
+            log.error(
+                "embedded_db_exited", pid=proc.pid, returncode=code, storage=self.storage_path
+            )
+            for attempt, delay in enumerate(_delays(), start=1):
+                await asyncio.sleep(delay)
+                try:
+                    await self.start()
+                except (EmbeddedDatabaseError, OSError) as exc:
+                    log.error("embedded_db_restart_failed", attempt=attempt, error=str(exc))
+                    continue
+                log.warning("embedded_db_restarted", pid=self.process.pid, attempt=attempt)
+                break
+            self.restarting = False
+
     async def stop(self, timeout_s: float = 10.0) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
         proc, self.process = self.process, None
         if proc is None or proc.returncode is not None:
             return
@@ -150,3 +174,10 @@ class EmbeddedDatabase:
             proc.kill()
             await proc.wait()
         log.info("embedded_db_stopped", pid=proc.pid, returncode=proc.returncode)
+
+
+def _delays():
+    """How long to wait before each restart: growing, then every 30 s for as long as it takes."""
+    yield from RESTART_DELAYS_S
+    while True:
+        yield RESTART_DELAYS_S[-1]

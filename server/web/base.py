@@ -3,6 +3,8 @@ models, authentication, idempotent retries, the error envelope, and request metr
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
 import time
 import uuid
@@ -185,6 +187,20 @@ class BaseHandler(tornado.web.RequestHandler):
             raise Unauthenticated("需要登录")
 
     @property
+    def client_ip(self) -> str:
+        """The caller's address: the connection's own, unless it comes from a trusted proxy;
+        then the nearest address in X-Forwarded-For that is not a trusted proxy itself."""
+        address = self.request.remote_ip
+        trusted = _networks(self.ctx.settings.trusted_proxies)
+        if not _within(address, trusted):
+            return address
+        forwarded = self.request.headers.get("X-Forwarded-For", "")
+        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+            if not _within(hop, trusted):
+                return hop
+        return address
+
+    @property
     def user_id(self):
         if self.principal is None:
             raise Unauthenticated("需要登录")
@@ -210,7 +226,7 @@ class BaseHandler(tornado.web.RequestHandler):
         key = self.request.headers.get("Idempotency-Key")
         if not key:
             return
-        owner = str(self.principal.user_id) if self.principal else self.request.remote_ip
+        owner = str(self.principal.user_id) if self.principal else self.client_ip
         scope = f"{owner} {self.request.method} {self.request.path}"
         stored, claim = await idempotency.begin(self.ctx, scope, key, self.request.body or b"")
         if stored is not None:
@@ -292,6 +308,19 @@ class NotFoundHandler(BaseHandler):
     async def prepare(self) -> None:
         await super().prepare()
         raise tornado.web.HTTPError(404)
+
+
+@functools.cache
+def _networks(proxies: tuple[str, ...]) -> tuple:
+    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+def _within(address: str, networks: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False  # not an address: never a trusted proxy
+    return any(ip in network for network in networks)
 
 
 def _is_list(annotation: Any) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import queue as queue_module
 from collections.abc import Coroutine
@@ -21,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 import structlog
 from bson import ObjectId
 
-from server import vrp
+from server import processes, vrp
 from server.db.leases import Lease
 from server.domain.ids import parse_id
 from server.domain.planning.problem import build_problem, result_fields
@@ -97,7 +96,7 @@ def _solve_in_worker(problem: vrp.PlanProblem, on_progress) -> vrp.PlanResult:
 
 
 def _start_manager():
-    manager = multiprocessing.Manager()
+    manager = processes.manager()
     return manager, manager.Queue()
 
 
