@@ -53,6 +53,8 @@ async def _dispatch(contexts, state, reminders: int) -> dict:
             for u in users
         ]
     )
+    for i in range(reminders):  # what the users accepted at WeChat (it refuses beyond that)
+        state.accept_subscriptions(f"o_bench{i}", [template])
     now = ctx.clock.now()
     await ctx.db.reminders.insert_many(
         [

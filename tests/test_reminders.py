@@ -45,19 +45,37 @@ async def activity(ctx):
     return activity_id
 
 
-async def _volunteer(ctx, openid: str, accepts: int = 2) -> ObjectId:
-    user_id = await identity.ensure_user(ctx, openid)
-    if accepts:
-        await notifications.accept(ctx, user_id, [TEMPLATE] * accepts)
-    return user_id
+@pytest.fixture
+def accept(ctx, emulator):
+    """What the user's taps in wx.requestSubscribeMessage do: WeChat records the one-time
+    subscriptions (it refuses a send beyond them), and the mini-program tells the service."""
+
+    async def record(user_id: ObjectId, template_ids: list[str]) -> None:
+        openid = await identity.openid_of(ctx, user_id)
+        body = {"openid": openid, "accepted": template_ids}
+        await emulator.post("/__emulator__/subscriptions", body)
+        await notifications.accept(ctx, user_id, template_ids)
+
+    return record
+
+
+@pytest.fixture
+def volunteer(ctx, accept):
+    async def make(openid: str, accepts: int = 2) -> ObjectId:
+        user_id = await identity.ensure_user(ctx, openid)
+        if accepts:
+            await accept(user_id, [TEMPLATE] * accepts)
+        return user_id
+
+    return make
 
 
 def _advance_to(ctx, when) -> None:
     ctx.clock.advance(max(0.0, (when - ctx.clock.now()).total_seconds()) + 1)
 
 
-async def test_a_sign_up_gets_its_two_reminders_at_their_times(ctx, emulator, activity):
-    user = await _volunteer(ctx, "o_r1")
+async def test_a_sign_up_gets_its_two_reminders_at_their_times(ctx, emulator, activity, volunteer):
+    user = await volunteer("o_r1")
     await signups.sign_up(ctx, user, activity)
     pending = await ctx.db.reminders.find({"user_id": user}).sort("due_at", 1).to_list(None)
     starts_at = (await activities.get_doc(ctx, activity))["starts_at"]
@@ -78,7 +96,7 @@ async def test_a_sign_up_gets_its_two_reminders_at_their_times(ctx, emulator, ac
     )
 
 
-async def test_caravan_crews_are_reminded_the_evening_before(ctx, activity):
+async def test_caravan_crews_are_reminded_the_evening_before(ctx, activity, volunteer):
     nine = (ctx.clock.local_now() + timedelta(days=3)).replace(hour=9, minute=0, second=0)
     await ctx.db.activities.update_one(
         {"_id": activity},
@@ -91,7 +109,7 @@ async def test_caravan_crews_are_reminded_the_evening_before(ctx, activity):
             }
         },
     )  # a morning show: neither lead falls at 18:00
-    user = await _volunteer(ctx, "o_crew")
+    user = await volunteer("o_crew")
     await signups.sign_up(ctx, user, activity)
     dues = sorted(r["due_at"] for r in await ctx.db.reminders.find({"user_id": user}).to_list(None))
     starts_at = (await activities.get_doc(ctx, activity))["starts_at"].astimezone(SHANGHAI)
@@ -100,8 +118,8 @@ async def test_caravan_crews_are_reminded_the_evening_before(ctx, activity):
     assert evening[0].date() == starts_at.date() - timedelta(days=1)
 
 
-async def test_cancelling_the_sign_up_cancels_its_reminders(ctx, emulator, activity):
-    user = await _volunteer(ctx, "o_r2")
+async def test_cancelling_the_sign_up_cancels_its_reminders(ctx, emulator, activity, volunteer):
+    user = await volunteer("o_r2")
     await signups.sign_up(ctx, user, activity)
     await signups.cancel_signup(ctx, user, activity)
     ctx.clock.advance(4 * 86400)
@@ -110,8 +128,8 @@ async def test_cancelling_the_sign_up_cancels_its_reminders(ctx, emulator, activ
     assert await ctx.db.reminders.count_documents({"user_id": user, "state": "pending"}) == 0
 
 
-async def test_no_quota_is_skipped_and_not_retried(ctx, emulator, activity):
-    user = await _volunteer(ctx, "o_r3", accepts=0)
+async def test_no_quota_is_skipped_and_not_retried(ctx, emulator, activity, volunteer):
+    user = await volunteer("o_r3", accepts=0)
     await signups.sign_up(ctx, user, activity)
     ctx.clock.advance(3 * 86400)
     await notifications.dispatch_due(ctx)
@@ -128,8 +146,8 @@ async def _due_now(ctx, user, n: int, prefix: str) -> None:
         )  # fmt: skip
 
 
-async def test_a_batch_spends_what_each_quota_holds_and_skips_the_rest(ctx, emulator):
-    short, ample = await _volunteer(ctx, "o_q_short"), await _volunteer(ctx, "o_q_ample", 5)
+async def test_a_batch_spends_what_each_quota_holds_and_skips_the_rest(ctx, emulator, volunteer):
+    short, ample = await volunteer("o_q_short"), await volunteer("o_q_ample", 5)
     await _due_now(ctx, short, 3, "short")  # one batch: 3 reminders of one template, quota 2
     await _due_now(ctx, ample, 3, "ample")
     assert await notifications.dispatch_due(ctx) == 6
@@ -141,12 +159,12 @@ async def test_a_batch_spends_what_each_quota_holds_and_skips_the_rest(ctx, emul
     assert remaining == [0, 2]
 
 
-async def test_batches_taking_from_one_quota_at_once_get_what_it_holds(ctx):
+async def test_batches_taking_from_one_quota_at_once_get_what_it_holds(ctx, volunteer, accept):
     """Concurrent takes conflict in the database and are decided again; none gives too much."""
-    user = await _volunteer(ctx, "o_q_shared", accepts=0)
+    user = await volunteer("o_q_shared", accepts=0)
     # After the first round the connections are open, so the two transactions overlap.
     for _ in range(3):
-        await notifications.accept(ctx, user, [TEMPLATE] * 7)
+        await accept(user, [TEMPLATE] * 7)
         batches = [
             [{"_id": ObjectId(), "user_id": user, "template_id": TEMPLATE} for _ in range(6)]
             for _ in range(2)
@@ -157,8 +175,8 @@ async def test_batches_taking_from_one_quota_at_once_get_what_it_holds(ctx):
         assert (await notifications.quotas(ctx, user)).items[0].remaining == 0
 
 
-async def test_43101_is_not_retried(ctx, emulator, activity):
-    user = await _volunteer(ctx, "o_r4", accepts=1)
+async def test_43101_is_not_retried(ctx, emulator, activity, volunteer):
+    user = await volunteer("o_r4", accepts=1)
     await signups.sign_up(ctx, user, activity)
     await emulator.fault("subscribe_send", errcode=43101)
     _advance_to(
@@ -170,8 +188,8 @@ async def test_43101_is_not_retried(ctx, emulator, activity):
     assert first["attempts"] == 1
 
 
-async def test_45009_three_times_then_delivered(ctx, emulator, activity):
-    user = await _volunteer(ctx, "o_r5", accepts=1)
+async def test_45009_three_times_then_delivered(ctx, emulator, activity, volunteer):
+    user = await volunteer("o_r5", accepts=1)
     await notifications.schedule(
         ctx, user_id=user, key="activity_reminder", data={"thing1": {"value": "x"}},
         due_at=ctx.clock.now(), dedupe="t45009", activity_id=activity,
@@ -186,8 +204,8 @@ async def test_45009_three_times_then_delivered(ctx, emulator, activity):
     assert (await notifications.quotas(ctx, user)).items[0].remaining == 0
 
 
-async def test_transient_errors_end_dead_after_the_limit(ctx, emulator, activity):
-    user = await _volunteer(ctx, "o_r6", accepts=1)
+async def test_transient_errors_end_dead_after_the_limit(ctx, emulator, activity, volunteer):
+    user = await volunteer("o_r6", accepts=1)
     await notifications.schedule(
         ctx, user_id=user, key="activity_reminder", data={"thing1": {"value": "x"}},
         due_at=ctx.clock.now(), dedupe="tdead", activity_id=activity,
@@ -206,10 +224,12 @@ async def test_transient_errors_end_dead_after_the_limit(ctx, emulator, activity
     assert (await ctx.db.reminders.find_one({"dedupe": "tdead"}))["state"] == "sent"
 
 
-async def test_activity_cancellation_tells_everyone_and_drops_reminders(ctx, emulator, activity):
-    users = [await _volunteer(ctx, f"o_c{i}", accepts=0) for i in range(3)]
+async def test_activity_cancellation_tells_everyone_and_drops_reminders(
+    ctx, emulator, activity, volunteer, accept
+):
+    users = [await volunteer(f"o_c{i}", accepts=0) for i in range(3)]
     for user in users:
-        await notifications.accept(ctx, user, ["tmpl_activity_changed"])
+        await accept(user, ["tmpl_activity_changed"])
         await signups.sign_up(ctx, user, activity)
     await signups.cancel_activity(ctx, activity, reason="暴雨")
     await notifications.dispatch_due(ctx)
@@ -219,12 +239,14 @@ async def test_activity_cancellation_tells_everyone_and_drops_reminders(ctx, emu
     assert await ctx.db.reminders.count_documents({"state": "pending"}) == 0
 
 
-async def _many_due(ctx, n: int, prefix: str) -> None:
+async def _many_due(ctx, emulator, n: int, prefix: str) -> None:
     users = [ObjectId() for _ in range(n)]
     await ctx.db.users.insert_many(
         [{"_id": u, "openid": f"{prefix}{i}"} for i, u in enumerate(users)]
     )
-    for user in users:
+    for i, user in enumerate(users):
+        # As the `accept` fixture does, straight into the emulator's state for thousands.
+        emulator.state.accept_subscriptions(f"{prefix}{i}", [TEMPLATE])
         await notifications.accept(ctx, user, [TEMPLATE])
     now = ctx.clock.now()
     await asyncio.gather(
@@ -239,7 +261,7 @@ async def _many_due(ctx, n: int, prefix: str) -> None:
 
 
 async def test_two_dispatchers_deliver_2000_exactly_once(ctx, emulator, tmp_path, mongo_uri):
-    await _many_due(ctx, 2000, "o_bulk")
+    await _many_due(ctx, emulator, 2000, "o_bulk")
     other = await Context.start(
         make_settings(mongo_uri, emulator, tmp_path, mongodb_db=ctx.settings.mongodb_db)
     )
@@ -276,7 +298,7 @@ asyncio.run(main())
 
 
 async def test_a_dispatcher_killed_mid_batch_loses_nothing(ctx, emulator, tmp_path):
-    await _many_due(ctx, 300, "o_kill")
+    await _many_due(ctx, emulator, 300, "o_kill")
     emulator.state.latency_ms = 50
     s = ctx.settings
     doomed = subprocess.Popen(
@@ -354,10 +376,10 @@ async def test_the_outbox_view_is_for_root_admins(ctx, http, login):
     assert (await http.get("/api/v1/reminders", headers=local.headers)).status_code == 403
 
 
-async def test_hours_pending_for_48_hours_remind_the_site_admins(ctx, emulator):
+async def test_hours_pending_for_48_hours_remind_the_site_admins(ctx, emulator, volunteer, accept):
     root = await orgs.create_org(ctx, "省科协", "province", None)
-    admin = await _volunteer(ctx, "o_site_admin", accepts=0)
-    await notifications.accept(ctx, admin, ["tmpl_hours_pending"])
+    admin = await volunteer("o_site_admin", accepts=0)
+    await accept(admin, ["tmpl_hours_pending"])
     site = await sites.create_site(
         ctx,
         sites.NewSite(
@@ -379,10 +401,12 @@ async def test_hours_pending_for_48_hours_remind_the_site_admins(ctx, emulator):
     assert message["data"]["number2"]["value"] == "1"
 
 
-async def test_the_scheduler_dispatches_only_while_it_holds_the_lease(ctx, emulator, activity):
+async def test_the_scheduler_dispatches_only_while_it_holds_the_lease(
+    ctx, emulator, activity, volunteer
+):
     from jobs.scheduler import LEASE_ID, Scheduler
 
-    user = await _volunteer(ctx, "o_sched")
+    user = await volunteer("o_sched")
     await signups.sign_up(ctx, user, activity)
     ctx.clock.advance(3 * 86400)
     scheduler = Scheduler(ctx)

@@ -257,6 +257,9 @@ async def test_token_errors_on_api_calls(emulator):
 async def test_rejected_token_is_invalidated_and_the_call_retried_once(emulator, executor):
     keeper = Keeper(token="stale-token-from-elsewhere")
     adapter = make_adapter(emulator, executor, keeper)
+    await emulator.post(
+        "/__emulator__/subscriptions", {"openid": "o_erin", "accepted": ["TPL_REMIND"] * 2}
+    )
     msgid = await adapter.send_subscribe_message(
         "o_erin", "TPL_REMIND", {"thing1": {"value": "科普讲座"}}
     )
@@ -307,6 +310,10 @@ async def test_phone_number(emulator, adapter):
 
 
 async def test_subscribe_send_is_recorded(emulator, adapter):
+    for openid in ("o_grace", "o_heidi"):
+        await emulator.post(
+            "/__emulator__/subscriptions", {"openid": openid, "accepted": ["TPL_A"]}
+        )
     data = {"thing1": {"value": "青少年科技馆"}, "time2": {"value": "2025-05-01 09:00"}}
     msgid = await adapter.send_subscribe_message(
         "o_grace", "TPL_A", data, page="pages/activity/detail?id=1"
@@ -324,6 +331,24 @@ async def test_subscribe_send_is_recorded(emulator, adapter):
     assert {m["touser"] for m in everyone} == {"o_grace", "o_heidi"}
 
 
+async def test_a_send_beyond_the_users_accepts_is_refused_like_wechat(emulator, adapter):
+    answer = await emulator.post(
+        "/__emulator__/subscriptions", {"openid": "o_once", "accepted": ["TPL_A", "TPL_A"]}
+    )
+    assert answer["remaining"] == {"TPL_A": 2}
+    for _ in range(2):
+        await adapter.send_subscribe_message("o_once", "TPL_A", {"thing1": {"value": "x"}})
+    with pytest.raises(WeChatError) as info:
+        await adapter.send_subscribe_message("o_once", "TPL_A", {"thing1": {"value": "x"}})
+    assert info.value.errcode == 43101 and not info.value.transient
+    with pytest.raises(WeChatError) as info:
+        await adapter.send_subscribe_message("o_once", "TPL_B", {"thing1": {"value": "x"}})
+    assert info.value.errcode == 43101
+    assert len(emulator.state.messages_for("o_once")) == 2
+    bad = await emulator.http.post("/__emulator__/subscriptions", json={"openid": "o_once"})
+    assert bad.status_code == 400
+
+
 async def test_subscribe_send_validates_shape(emulator, adapter):
     with pytest.raises(WeChatError) as info:
         await adapter.send_subscribe_message("o_ivan", "TPL_A", {"thing1": {"nope": 1}})
@@ -338,6 +363,7 @@ async def test_subscribe_send_validates_shape(emulator, adapter):
 
 
 async def test_subscribe_send_with_state_and_lang(emulator, adapter):
+    await emulator.post("/__emulator__/subscriptions", {"openid": "o_judy", "accepted": ["TPL_B"]})
     await adapter.send_subscribe_message(
         "o_judy", "TPL_B", {"thing1": {"value": "x"}}, miniprogram_state="trial", lang="en_US"
     )
@@ -346,6 +372,8 @@ async def test_subscribe_send_with_state_and_lang(emulator, adapter):
 
 
 async def test_hundred_concurrent_sends_are_all_recorded(emulator, adapter, keeper):
+    for i in range(100):
+        emulator.state.accept_subscriptions(f"o_crowd_{i}", ["TPL_C"])
     await emulator.post("/__emulator__/config", {"latency_ms": 50})
     started = time.monotonic()
     msgids = await asyncio.gather(
@@ -379,6 +407,7 @@ async def test_system_error_once_then_success(emulator, adapter):
     ("errcode", "transient"), [(45009, True), (45011, True), (43101, False), (87014, False)]
 )
 async def test_fault_errcodes_classified(emulator, adapter, errcode, transient):
+    await emulator.post("/__emulator__/subscriptions", {"openid": "o_lee", "accepted": ["TPL_A"]})
     await emulator.fault("subscribe_send", errcode=errcode)
     with pytest.raises(WeChatError) as info:
         await adapter.send_subscribe_message("o_lee", "TPL_A", {"thing1": {"value": "x"}})

@@ -1,6 +1,11 @@
 """The dispatcher: claims due reminders a batch at a time, takes their quotas, sends them
 through the WeChat adapter and records the outcomes. A claim carries a lease, so a reminder
-whose dispatcher died mid-send is claimed again once the lease runs out."""
+whose dispatcher died mid-send is claimed again once the lease runs out.
+
+Exactly once at WeChat: a send whose outcome is unknown (it timed out, or its dispatcher died
+before recording it) is sent again, and since WeChat counts the user's one-time subscriptions
+itself, a 43101 on that retry means the first one went through: it counts as sent, once.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ async def _claim(ctx, limit: int, claimer: str) -> list[dict]:
     claim = f"{claimer}:{uuid.uuid4().hex}"
     lease = Lease(ctx.settings.reminder_claim_s, holder_field="claim")
     before: dict[ObjectId, bool] = {}
+    abandoned: set[ObjectId] = set()  # claimed before by a dispatcher that never recorded them
     for due in (
         {"state": "sending", lease.until_field: {"$lt": now}},
         {"state": "pending", "due_at": {"$lte": now}},
@@ -49,11 +55,14 @@ async def _claim(ctx, limit: int, claimer: str) -> list[dict]:
                 },
             )
         before.update((d["_id"], d.get("quota_taken", False)) for d in found)
+        if due["state"] == "sending":
+            abandoned.update(d["_id"] for d in found)
     if not before:
         return []
     mine = await ctx.db["reminders"].find({"claim": claim}).to_list(None)
     for reminder in mine:
         reminder["quota_taken"] = before[reminder["_id"]]
+        reminder["uncertain"] = reminder.get("uncertain", False) or reminder["_id"] in abandoned
     return mine
 
 
@@ -75,9 +84,18 @@ async def _deliver(ctx, reminder: dict, has_quota: bool) -> UpdateOne | None:
         )
     except WeChatError as exc:
         error = f"{exc.errcode} {exc.errmsg}"
+        if exc.errcode == REFUSED and reminder["uncertain"]:
+            log.info("reminder_delivered_before", reminder_id=str(reminder["_id"]))
+            return None  # the earlier send used the user's subscription: it went through
         if exc.errcode == REFUSED:
             return UpdateOne(mine, {"$set": {"state": "skipped", "last_error": error,
                                              "finished_at": now}})  # fmt: skip
+        if exc.timeout and reminder["attempts"] < ctx.settings.reminder_max_attempts:
+            # It may have gone through: send again soon, the quota still taken, and let
+            # WeChat's own count tell (see the module docstring).
+            retry_at = now + timedelta(seconds=_backoff_s(1))
+            return UpdateOne(mine, {"$set": {"state": "pending", "due_at": retry_at,
+                                             "last_error": error, "uncertain": True}})  # fmt: skip
         await give_back_quota(ctx, reminder["user_id"], reminder["template_id"])
         if exc.transient and reminder["attempts"] < ctx.settings.reminder_max_attempts:
             retry_at = now + timedelta(seconds=_backoff_s(reminder["attempts"]))

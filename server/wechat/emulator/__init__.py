@@ -19,6 +19,9 @@ Test and development endpoints live under ``/__emulator__/``:
 
 - ``POST /__emulator__/jscode {"openid"?, "unionid"?, "appid"?}`` → ``{"code"}``
 - ``POST /__emulator__/phonecode {"openid", "phone", "country_code"?}`` → ``{"code"}``
+- ``POST /__emulator__/subscriptions {"openid", "accepted": [template_id, ...]}``: what the
+  user's taps in wx.requestSubscribeMessage record; each accept allows one message, and a
+  send beyond them is refused with 43101, as at WeChat
 - ``GET /__emulator__/messages?touser=&template_id=`` → ``{"items": [...]}``; DELETE clears
 - ``POST /__emulator__/faults {"api", "errcode"?, "delay_ms"?, "count"}``; GET lists;
   DELETE clears. api ∈ ``API_NAMES``.

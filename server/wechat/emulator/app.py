@@ -20,6 +20,7 @@ from server.wechat.emulator.control import (
     MintPhoneCodeHandler,
     ResetHandler,
     StatsHandler,
+    SubscriptionsHandler,
 )
 from server.wechat.emulator.state import EmulatorState
 from server.wechat.emulator.wechat_api import (
@@ -82,6 +83,7 @@ def make_emulator_app(
         (r"/wxa/getwxacodeunlimit", WxaCodeUnlimitHandler, kw),
         (r"/__emulator__/jscode", MintJsCodeHandler, kw),
         (r"/__emulator__/phonecode", MintPhoneCodeHandler, kw),
+        (r"/__emulator__/subscriptions", SubscriptionsHandler, kw),
         (r"/__emulator__/messages", MessagesHandler, kw),
         (r"/__emulator__/faults", FaultsHandler, kw),
         (r"/__emulator__/config", ConfigHandler, kw),

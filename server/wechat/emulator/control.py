@@ -63,6 +63,23 @@ class MintPhoneCodeHandler(_ControlHandler):
         self.write_json({"code": self.state.mint_phone_code(openid, phone, appid, country)})
 
 
+class SubscriptionsHandler(_ControlHandler):
+    """What the user's taps in wx.requestSubscribeMessage record at WeChat."""
+
+    def post(self) -> None:
+        body = self.body_dict()
+        if body is None:
+            return
+        openid, accepted = body.get("openid"), body.get("accepted")
+        if not isinstance(openid, str) or not openid:
+            return self.bad_request("openid 必须提供")
+        if not isinstance(accepted, list) or not all(isinstance(t, str) and t for t in accepted):
+            return self.bad_request("accepted 必须是模板 ID 的列表")
+        self.state.accept_subscriptions(openid, accepted)
+        remaining = {t: self.state.subscriptions[(openid, t)] for t in sorted(set(accepted))}
+        self.write_json({"openid": openid, "remaining": remaining})
+
+
 class MessagesHandler(_ControlHandler):
     def get(self) -> None:
         items = self.state.messages_for(

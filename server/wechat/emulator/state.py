@@ -124,6 +124,9 @@ class EmulatorState:
         self.login_codes: dict[str, _Code] = {}
         self.phone_codes: dict[str, _Code] = {}
         self.messages: list[dict[str, Any]] = []
+        #: one-time subscriptions the users accepted (wx.requestSubscribeMessage), by
+        #: (openid, template_id); each allows one message, as at WeChat.
+        self.subscriptions: Counter[tuple[str, str]] = Counter()
         self.faults: dict[str, deque[_Fault]] = {}
         self.calls: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
@@ -266,6 +269,17 @@ class EmulatorState:
         return fault
 
     # -- messages, stats -----------------------------------------------------------------
+    def accept_subscriptions(self, openid: str, template_ids: Iterable[str]) -> None:
+        for template_id in template_ids:
+            self.subscriptions[(openid, template_id)] += 1
+
+    def use_subscription(self, openid: str, template_id: str) -> bool:
+        """Spend one accepted subscription; False when there is none left (WeChat's 43101)."""
+        if self.subscriptions[(openid, template_id)] <= 0:
+            return False
+        self.subscriptions[(openid, template_id)] -= 1
+        return True
+
     def record_message(self, body: dict[str, Any]) -> int:
         self._msgid += 1
         self.messages.append(

@@ -279,6 +279,8 @@ class SubscribeSendHandler(_WxHandler):
         errcode = _subscribe_errcode(self.state, body)
         if errcode:
             return self.wx_error(errcode)
+        if not self.state.use_subscription(body["touser"], body["template_id"]):
+            return self.wx_error(43101)
         msgid = self.state.record_message(body)
         self.write_json({"errcode": 0, "errmsg": "ok", "msgid": msgid})
 
