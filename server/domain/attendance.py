@@ -16,7 +16,6 @@ import msgspec
 import segno
 import structlog
 from bson import ObjectId
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from server import geo
@@ -203,24 +202,23 @@ async def _close(ctx, record: dict, doc: dict, out: datetime, point, *, status: 
             served_at=doc["starts_at"],
             basis={"checked_in_at": record["checked_in_at"], "checked_out_at": out},
         )
-    closed = await ctx.db["attendance"].find_one_and_update(
-        {"_id": record["_id"], "status": "open"},
-        {
-            "$set": {
-                "status": status,
-                "checked_out_at": out,
-                "checkout_location": point,
-                "hours": credited,
-                "coverage": round(coverage, 3),
-                "credit_id": credit_id,
-                "flagged": status == "auto_closed",
-            }
-        },
-        return_document=ReturnDocument.AFTER,
+    closing = {
+        "status": status,
+        "checked_out_at": out,
+        "checkout_location": point,
+        "hours": credited,
+        "coverage": round(coverage, 3),
+        "credit_id": credit_id,
+        "flagged": status == "auto_closed",
+    }
+    # Compare-and-set on the open record by `_id` (a findAndModify would scan the collection
+    # on the embedded server): whoever closes it first gives the answer every retry returns.
+    closed = await ctx.db["attendance"].update_one(
+        {"_id": record["_id"], "status": "open"}, {"$set": closing}
     )
-    if closed is None:  # closed by a concurrent retry
-        closed = await ctx.db["attendance"].find_one({"_id": record["_id"]})
-    return _checked_out(closed)
+    if closed.matched_count:
+        return _checked_out(closing)
+    return _checked_out(await ctx.db["attendance"].find_one({"_id": record["_id"]}))
 
 
 def _checked_out(record: dict) -> CheckedOut:

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 from bson import ObjectId
-from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from server.db import aggregate
 from server.domain import access, events, sites
@@ -88,11 +88,16 @@ async def credit(
         basis=basis,
         by=by,
     )
-    key = {k: doc.pop(k) for k in ("user_id", "activity_id", "kind")}
-    doc = await _ledger(ctx).find_one_and_update(
-        key, {"$setOnInsert": doc}, upsert=True, return_document=ReturnDocument.AFTER
-    )
-    return doc["_id"]
+    # A lookup and an insert, not an upsert through findAndModify (which the embedded server
+    # answers by scanning the ledger); the unique index on the key settles concurrent credits.
+    key = {k: doc[k] for k in ("user_id", "activity_id", "kind")}
+    existing = await _ledger(ctx).find_one(key, {"_id": 1})
+    if existing is None:
+        try:
+            return (await _ledger(ctx).insert_one(doc)).inserted_id
+        except DuplicateKeyError:
+            existing = await _ledger(ctx).find_one(key, {"_id": 1})
+    return existing["_id"]
 
 
 def credit_doc(

@@ -12,7 +12,6 @@ from typing import Annotated, Literal
 
 import msgspec
 from bson import ObjectId
-from pymongo import ReturnDocument
 
 from server.domain import orgs, sites
 from server.domain.errors import InvalidRequest
@@ -185,7 +184,9 @@ def check_range(start: date | None, end: date) -> None:
 async def claim_for_publish(ctx, request_id: ObjectId, plan_id: ObjectId) -> dict | None:
     """Takes the request for one plan's publication; None when it is (being) scheduled."""
     now = ctx.clock.now()
-    return await ctx.db["visit_requests"].find_one_and_update(
+    # A conditional update by `_id`, then a read: a findAndModify would scan the collection on
+    # the embedded server. What is read is this claim's: no other can take it before it stalls.
+    claimed = await ctx.db["visit_requests"].update_one(
         {
             "_id": request_id,
             "$or": [
@@ -194,8 +195,10 @@ async def claim_for_publish(ctx, request_id: ObjectId, plan_id: ObjectId) -> dic
             ],
         },
         {"$set": {"status": "scheduling", "plan_id": plan_id, "claim_until": now + STALE_CLAIM}},
-        return_document=ReturnDocument.AFTER,
     )
+    if not claimed.matched_count:
+        return None
+    return await ctx.db["visit_requests"].find_one({"_id": request_id})
 
 
 async def record_activity(ctx, request_id: ObjectId, activity_id: ObjectId) -> None:

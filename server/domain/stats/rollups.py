@@ -294,22 +294,52 @@ def _increment(doc: dict) -> UpdateOne:
     return UpdateOne({"_id": doc["_id"]}, {"$inc": added, "$setOnInsert": rest}, upsert=True)
 
 
+# Each failed attempt means another addition changed the answer in between: running out takes a
+# storm of additions to one volunteer's year, which events do not make.
+_ATTEMPTS = 100
+
+
 async def _add_volunteer_hours(ctx, user_id, org_id, value: float, year: int) -> int:
     """Add hours to a volunteer's year within one organisation; +1 when this made them one of
-    its volunteers, -1 when it made them stop being one, else 0. The document as it was before
-    the increment decides, so concurrent additions each see a different, true history."""
+    its volunteers, -1 when it made them stop being one, else 0.
+
+    The hours just before the addition decide. They are read, and the addition is made on the
+    condition that the stored hours still give the same answer (`_same_outcome`), so concurrent
+    additions each see a different, true history; one that another changed the answer under
+    reads again. A read and a conditional update by `_id`, not a findAndModify, which the
+    embedded server answers by scanning the collection."""
     key = rollup_id(user_id, org_id, year)
-    update = {
-        "$inc": {"hours": value},
-        "$setOnInsert": {"user_id": user_id, "org_id": org_id, "year": year},
-    }
     collection = ctx.db[VOLUNTEERS]
-    try:
-        before = await collection.find_one_and_update(
-            {"_id": key}, update, projection={"hours": 1}, upsert=True
+    for _ in range(_ATTEMPTS):
+        doc = await collection.find_one({"_id": key}, {"hours": 1})
+        if doc is None:
+            first = {"_id": key, "user_id": user_id, "org_id": org_id, "year": year, "hours": value}
+            try:
+                await collection.insert_one(first)
+            except DuplicateKeyError:  # a concurrent addition made the volunteer's year first
+                continue
+            return int(value > EPSILON)
+        before = doc["hours"]
+        added = await collection.update_one(
+            {"_id": key, "hours": _same_outcome(before, value)}, {"$inc": {"hours": value}}
         )
-    except DuplicateKeyError:  # raced the first upsert of this volunteer's year
-        before = await collection.find_one_and_update({"_id": key}, update, projection={"hours": 1})
-    was = (before or {}).get("hours", 0.0) > EPSILON
-    now = (before or {}).get("hours", 0.0) + value > EPSILON
-    return int(now) - int(was)
+        if added.matched_count:
+            return int(before + value > EPSILON) - int(before > EPSILON)
+    raise RuntimeError(f"{VOLUNTEERS} {key}: hours kept changing under {_ATTEMPTS} additions")
+
+
+def _same_outcome(before: float, value: float) -> dict:
+    """A condition on stored hours `h` under which adding `value` counts as adding it to
+    `before` does: `h > EPSILON` and `h + value > EPSILON` are as they are for `before`.
+
+    Floating-point addition is monotonic (h ≥ before gives h + value ≥ before + value), so a
+    bound at `before` keeps the second; a positive value keeps a volunteer one and a negative
+    one keeps anyone else not one, so then the first alone suffices."""
+    was, now = before > EPSILON, before + value > EPSILON
+    if was and now:
+        return {"$gt": EPSILON} if value > 0 else {"$gte": before}
+    if not was and not now:
+        return {"$lte": EPSILON} if value < 0 else {"$lte": before}
+    if now:  # became one: before ≤ h ≤ EPSILON
+        return {"$gte": before, "$lte": EPSILON}
+    return {"$gt": EPSILON, "$lte": before}  # stopped being one: EPSILON < h ≤ before
