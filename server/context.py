@@ -19,6 +19,7 @@ from server.clock import Clock
 from server.crypto import Crypto, load_or_create_keys
 from server.db import EmbeddedDatabase, close_client, database, ensure_indexes, make_client
 from server.domain.events import EventBus
+from server.domain.identity import SessionCache
 from server.domain.planning import Solves
 from server.wechat.client import WeChatAdapter
 
@@ -64,6 +65,7 @@ class Context:
     events: EventBus = field(default_factory=EventBus)
     in_flight: InFlight = field(default_factory=InFlight)
     solves: Solves = field(default_factory=Solves)
+    sessions: SessionCache = field(default_factory=SessionCache)
     _process_pool: ProcessPoolExecutor | None = field(default=None, repr=False)
 
     @property

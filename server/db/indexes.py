@@ -13,8 +13,13 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("unionid", ASCENDING)], sparse=True),
         IndexModel([("phone_hash", ASCENDING)], sparse=True),
     ],
+    "sessions": [
+        IndexModel([("user_id", ASCENDING)]),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
+    ],
     "refresh_tokens": [
         IndexModel([("user_id", ASCENDING)]),
+        IndexModel([("session_id", ASCENDING)]),
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
     ],
     "rate_limits": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],

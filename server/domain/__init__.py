@@ -8,12 +8,13 @@ some fields of it).
 |---|---|---|
 | `access` | `role_grants` | the permission table, roles (in a subtree, or one site), checks |
 | `orgs` | `orgs` | the organisation tree: province → city → county, teams and bases |
-| `identity` | `users`, `refresh_tokens` | WeChat login, tokens, profiles, encrypted phones |
+| `identity` | `users`, `sessions`, `refresh_tokens` | WeChat login, sessions, profiles, phones |
 | `ratelimit` | `rate_limits` | fixed-window limits shared by processes |
 | `sites` | `sites` | schools, villages, communities, bases |
 | `activities` | `projects`, `activities` | projects; activities' lifecycle, publishing, reach |
 | `seats` | (seat fields of `activities`) | the seat counters and capacity of an activity |
 | `discovery` | (reads `activities`) | the mini-program's listing: near me, dates, tags |
+| `catalogue` | `catalogue_version` | discovery's read model: upcoming activities in memory |
 | `signups` | `signups` | sign-up, cancel, waitlist and promotion, approvals, capacity changes |
 | `rosters` | (reads `signups`) | rosters and their workbook, a volunteer's own sign-ups |
 | `attendance` | `attendance` | check-in codes, check-in and check-out on site |

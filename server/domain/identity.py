@@ -1,7 +1,8 @@
 """Who is calling: users, WeChat login, access and refresh tokens, phone binding, profiles.
 
-Owns the `users` and `refresh_tokens` collections. The WeChat session_key is kept encrypted for
-later decryption needs and never returned or logged.
+Owns the `users`, `sessions` and `refresh_tokens` collections (a session is one sign-in; its
+refresh tokens rotate at every refresh, and signing out ends its access tokens too). The
+WeChat session_key is kept encrypted for later decryption needs and never returned or logged.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import msgspec
 import structlog
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from server import geo
 from server.crypto import mask_phone
@@ -27,6 +28,7 @@ from server.wechat.client import WeChatError
 log = structlog.get_logger(__name__)
 
 _ALGORITHM = "HS256"
+REFRESH_GRACE_S = 30.0  # a retired refresh token still answers, for a retry on a weak signal
 _AUDIENCE = "ikepu"
 # WeChat's answers for a js_code or phone code that is unknown, expired or already used.
 _BAD_CODE_ERRCODES = {40029: "invalid_code", 40163: "code_used", 40226: "invalid_code"}
@@ -37,6 +39,27 @@ Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
 class Principal(msgspec.Struct, frozen=True):
     user_id: ObjectId
     openid: str
+    session_id: ObjectId | None = None  # None only for tokens the service mints for itself
+
+
+class SessionCache:
+    """Which sessions are live, remembered for a few seconds so that not every call reads
+    `sessions`; a sign-out in this process is seen at once, in another within `ttl_s`."""
+
+    def __init__(self, ttl_s: float = 3.0) -> None:
+        self.ttl_s = ttl_s
+        self._live: dict[ObjectId, float] = {}
+
+    def fresh(self, session_id: ObjectId, now: float) -> bool:
+        return self._live.get(session_id, -1.0) > now
+
+    def remember(self, session_id: ObjectId, now: float) -> None:
+        if len(self._live) > 100_000:
+            self._live.clear()
+        self._live[session_id] = now + self.ttl_s
+
+    def forget(self, session_id: ObjectId) -> None:
+        self._live.pop(session_id, None)
 
 
 class UserSummary(msgspec.Struct):
@@ -79,7 +102,11 @@ def _signing_key(ctx) -> bytes:
     return ctx.crypto.sign(b"access-token", "jwt")
 
 
-def issue_access_token(ctx, user_id: ObjectId, openid: str) -> tuple[str, int]:
+def issue_access_token(
+    ctx, user_id: ObjectId, openid: str, session_id: ObjectId | None = None
+) -> tuple[str, int]:
+    """An access token of a session (ended by signing out); without one, a token the service
+    mints for itself (benchmarks, operators), which only expiry ends."""
     ttl = ctx.settings.access_token_ttl_s
     now = ctx.clock.now()
     claims = {
@@ -89,6 +116,8 @@ def issue_access_token(ctx, user_id: ObjectId, openid: str) -> tuple[str, int]:
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(seconds=ttl)).timestamp()),
     }
+    if session_id is not None:
+        claims["sid"] = str(session_id)
     return jwt.encode(claims, _signing_key(ctx), algorithm=_ALGORITHM), ttl
 
 
@@ -102,12 +131,41 @@ async def authenticate(ctx, token: str) -> Principal:
             options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
         )
         user_id = ObjectId(claims["sub"])
-    except (jwt.InvalidTokenError, KeyError, InvalidId):
+        session_id = ObjectId(claims["sid"]) if "sid" in claims else None
+    except (jwt.InvalidTokenError, KeyError, InvalidId, TypeError):
         raise Unauthenticated("登录凭证无效") from None
     # Expiry is checked against the service clock, which the development clock may move.
     if claims.get("exp", 0) <= ctx.clock.time():
         raise Unauthenticated("登录已过期，请刷新或重新登录")
-    return Principal(user_id=user_id, openid=claims.get("oid", ""))
+    if session_id is not None and not await _session_live(ctx, session_id):
+        raise Unauthenticated("已退出登录，请重新登录")
+    return Principal(user_id=user_id, openid=claims.get("oid", ""), session_id=session_id)
+
+
+async def _session_live(ctx, session_id: ObjectId) -> bool:
+    now = ctx.clock.time()
+    if ctx.sessions.fresh(session_id, now):
+        return True
+    doc = await ctx.db["sessions"].find_one({"_id": session_id}, {"revoked_at": 1})
+    if doc is None or doc["revoked_at"] is not None:
+        return False
+    ctx.sessions.remember(session_id, now)
+    return True
+
+
+async def _end_sessions(ctx, query: dict) -> int:
+    """Sign sessions out: their refresh tokens and access tokens stop working at once."""
+    ended = [doc["_id"] async for doc in ctx.db["sessions"].find({**query, "revoked_at": None})]
+    if not ended:
+        return 0
+    now = ctx.clock.now()
+    await ctx.db["sessions"].update_many({"_id": {"$in": ended}}, {"$set": {"revoked_at": now}})
+    await ctx.db["refresh_tokens"].update_many(
+        {"session_id": {"$in": ended}, "revoked_at": None}, {"$set": {"revoked_at": now}}
+    )
+    for session_id in ended:
+        ctx.sessions.forget(session_id)
+    return len(ended)
 
 
 def _refresh_hash(refresh_token: str) -> str:
@@ -115,22 +173,40 @@ def _refresh_hash(refresh_token: str) -> str:
 
 
 async def _new_session(ctx, user: dict) -> Session:
-    refresh_token = secrets.token_urlsafe(32)
     now = ctx.clock.now()
-    await ctx.db["refresh_tokens"].insert_one(
+    session_id = ObjectId()
+    await ctx.db["sessions"].insert_one(
         {
-            "_id": _refresh_hash(refresh_token),
+            "_id": session_id,
             "user_id": user["_id"],
             "created_at": now,
             "expires_at": now + timedelta(seconds=ctx.settings.refresh_token_ttl_s),
             "revoked_at": None,
         }
     )
-    return await _session(ctx, user, refresh_token)
+    refresh_token = await _new_refresh_token(ctx, user["_id"], session_id)
+    return await _session(ctx, user, refresh_token, session_id)
 
 
-async def _session(ctx, user: dict, refresh_token: str) -> Session:
-    token, ttl = issue_access_token(ctx, user["_id"], user["openid"])
+async def _new_refresh_token(ctx, user_id: ObjectId, session_id: ObjectId) -> str:
+    refresh_token = secrets.token_urlsafe(32)
+    now = ctx.clock.now()
+    await ctx.db["refresh_tokens"].insert_one(
+        {
+            "_id": _refresh_hash(refresh_token),
+            "user_id": user_id,
+            "session_id": session_id,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=ctx.settings.refresh_token_ttl_s),
+            "revoked_at": None,
+            "replaced_at": None,
+        }
+    )
+    return refresh_token
+
+
+async def _session(ctx, user: dict, refresh_token: str, session_id: ObjectId) -> Session:
+    token, ttl = issue_access_token(ctx, user["_id"], user["openid"], session_id)
     return Session(
         token=token,
         refresh_token=refresh_token,
@@ -173,20 +249,34 @@ async def login(ctx, js_code: str, client_ip: str) -> Session:
     }
     if wx.get("unionid"):
         changes["unionid"] = wx["unionid"]
-    user = await ctx.db["users"].find_one_and_update(
-        {"openid": openid},
-        {"$set": changes, "$setOnInsert": _new_user_fields(now)},
-        upsert=True,
-        return_document=ReturnDocument.AFTER,
-    )
+    user, created = await _find_or_create(ctx, openid, {**_new_user_fields(now), **changes})
+    if not created:
+        await ctx.db["users"].update_one({"_id": user["_id"]}, {"$set": changes})
+        user |= changes
     if openid == ctx.settings.bootstrap_admin_openid:
         await _bootstrap_admin(ctx, user["_id"])
-    log.info("login", user_id=str(user["_id"]), new=user["created_at"] == now)
+    log.info("login", user_id=str(user["_id"]), new=created)
     return await _new_session(ctx, user)
 
 
 def _new_user_fields(now) -> dict:
     return {"created_at": now, "real_name": None, "expertise": [], "region_code": None}
+
+
+async def _find_or_create(ctx, openid: str, new_fields: dict) -> tuple[dict, bool]:
+    """The user with this openid, created with `new_fields` if there is none yet; and whether
+    this call created them. A lookup on the unique openid index and an insert, rather than an
+    upsert through findAndModify, which the embedded server answers by scanning `users`."""
+    users = ctx.db["users"]
+    user = await users.find_one({"openid": openid})
+    if user is not None:
+        return user, False
+    user = {"_id": ObjectId(), "openid": openid, **new_fields}
+    try:
+        await users.insert_one(user)
+    except DuplicateKeyError:  # a concurrent first login created them a moment ago
+        return await users.find_one({"openid": openid}), False
+    return user, True
 
 
 async def import_users(ctx, people: list[tuple[str, str | None]]) -> list[ObjectId]:
@@ -213,17 +303,19 @@ async def _bootstrap_admin(ctx, user_id: ObjectId) -> None:
 
 async def ensure_user(ctx, openid: str) -> ObjectId:
     """The user with this openid, created if they have not logged in yet (for operators)."""
-    user = await ctx.db["users"].find_one_and_update(
-        {"openid": openid},
-        {"$setOnInsert": _new_user_fields(ctx.clock.now())},
-        upsert=True,
-        return_document=ReturnDocument.AFTER,
-    )
+    user, _ = await _find_or_create(ctx, openid, _new_user_fields(ctx.clock.now()))
     return user["_id"]
 
 
 async def refresh(ctx, refresh_token: str) -> Session:
-    record = await ctx.db["refresh_tokens"].find_one({"_id": _refresh_hash(refresh_token)})
+    """A new access token and a new refresh token; the one presented is retired.
+
+    A retired refresh token presented again within `REFRESH_GRACE_S` gets the same answer (a
+    retry after an answer lost on a weak connection); later, it is a stolen copy being replayed
+    (reuse detection, as the OAuth 2.0 Security BCP recommends), and the whole session ends.
+    """
+    digest = _refresh_hash(refresh_token)
+    record = await ctx.db["refresh_tokens"].find_one({"_id": digest})
     if record is None or record["revoked_at"] is not None:
         raise Unauthenticated("刷新凭证无效，请重新登录")
     if record["expires_at"] <= ctx.clock.now():
@@ -231,20 +323,41 @@ async def refresh(ctx, refresh_token: str) -> Session:
     user = await ctx.db["users"].find_one({"_id": record["user_id"]})
     if user is None:
         raise Unauthenticated("用户不存在")
-    # The refresh token stays valid until it expires or the user signs out, so a retry after a
-    # lost answer on a weak connection still works.
-    return await _session(ctx, user, refresh_token)
+    session_id = record["session_id"]
+    if record["replaced_at"] is None:
+        successor = await _new_refresh_token(ctx, user["_id"], session_id)
+        retired = await ctx.db["refresh_tokens"].update_one(
+            {"_id": digest, "replaced_at": None, "revoked_at": None},
+            {"$set": {"replaced_at": ctx.clock.now(),
+                      "successor": ctx.crypto.encrypt(successor, "refresh_token")}},
+        )  # fmt: skip
+        if retired.matched_count:
+            return await _session(ctx, user, successor, session_id)
+        # Another refresh with the same token won: ours goes, theirs is the answer.
+        await ctx.db["refresh_tokens"].delete_one({"_id": _refresh_hash(successor)})
+        record = await ctx.db["refresh_tokens"].find_one({"_id": digest})
+    if (
+        record["revoked_at"] is None
+        and (ctx.clock.now() - record["replaced_at"]).total_seconds() <= REFRESH_GRACE_S
+    ):
+        successor = ctx.crypto.decrypt(record["successor"], "refresh_token")
+        return await _session(ctx, user, successor, session_id)
+    log.warning("refresh_token_reused", user_id=str(user["_id"]), session_id=str(session_id))
+    await _end_sessions(ctx, {"_id": session_id})
+    raise Unauthenticated("刷新凭证已被使用过，为安全起见已退出登录，请重新登录")
 
 
 async def logout(ctx, principal: Principal, refresh_token: str | None) -> int:
-    """Revoke one refresh token, or every one of the user's when none is named."""
-    query: dict = {"user_id": principal.user_id, "revoked_at": None}
-    if refresh_token:
-        query["_id"] = _refresh_hash(refresh_token)
-    result = await ctx.db["refresh_tokens"].update_many(
-        query, {"$set": {"revoked_at": ctx.clock.now()}}
+    """End the session of this refresh token, or every one of the user's when none is named;
+    their access and refresh tokens stop working at once. Returns how many sessions ended."""
+    if not refresh_token:
+        return await _end_sessions(ctx, {"user_id": principal.user_id})
+    record = await ctx.db["refresh_tokens"].find_one(
+        {"_id": _refresh_hash(refresh_token), "user_id": principal.user_id}
     )
-    return result.modified_count
+    if record is None:
+        return 0
+    return await _end_sessions(ctx, {"_id": record["session_id"]})
 
 
 # -- phone ------------------------------------------------------------------------------------
