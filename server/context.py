@@ -21,6 +21,7 @@ from server.db import EmbeddedDatabase, close_client, database, ensure_indexes, 
 from server.domain.events import EventBus
 from server.domain.identity import SessionCache
 from server.domain.planning import Solves
+from server.domain.seats import Turns
 from server.wechat.client import WeChatAdapter
 
 log = structlog.get_logger(__name__)
@@ -66,6 +67,7 @@ class Context:
     in_flight: InFlight = field(default_factory=InFlight)
     solves: Solves = field(default_factory=Solves)
     sessions: SessionCache = field(default_factory=SessionCache)
+    seat_turns: Turns = field(default_factory=Turns)
     _process_pool: ProcessPoolExecutor | None = field(default=None, repr=False)
 
     @property

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 from datetime import timedelta
 
 import openpyxl
 import pytest
 from bson import ObjectId
+from pymongo import monitoring
 
-from server.domain import access, activities, events, identity, orgs, signups
+from server.db import close_client, database, make_client
+from server.domain import access, activities, events, identity, orgs, seats, signups
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -349,4 +352,140 @@ async def test_reconcile_recounts_from_records(ctx, make_activity):
     )
     counts = await signups.reconcile(ctx, ObjectId(activity_id))
     assert counts == {"confirmed": 0, "waitlist": 0, "pending": 0}
-    assert (await activities.get_doc(ctx, activity_id))["confirmed_count"] == 0
+    doc = await activities.get_doc(ctx, activity_id)
+    assert (doc["confirmed_count"], doc["seats_left"]) == (0, 3)
+
+
+async def test_activities_from_before_seats_left_are_given_it(ctx, make_activity):
+    old = [ObjectId(await make_activity(capacity=c)) for c in (4, 6)]
+    await ctx.db.activities.update_many({"_id": {"$in": old}}, {"$unset": {"seats_left": ""}})
+    await ctx.db.activities.update_one({"_id": old[1]}, {"$set": {"confirmed_count": 2}})
+    assert await seats.backfill(ctx) == 2
+    left = {d["_id"]: d["seats_left"] async for d in ctx.db.activities.find({}, {"seats_left": 1})}
+    assert left == {old[0]: 4, old[1]: 4}
+    assert await seats.backfill(ctx) == 0
+
+
+class _Commands(monitoring.CommandListener):
+    """Every command a client sends, by name, with its body."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def _uses_expr(value) -> bool:
+    if isinstance(value, dict):
+        return "$expr" in value or any(_uses_expr(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_uses_expr(v) for v in value)
+    return False
+
+
+async def test_sign_up_cancel_and_promotion_send_no_find_and_modify_or_expr(ctx, make_activity):
+    """The embedded server answers findAndModify and `$expr` by scanning the collection."""
+    activity_id = ObjectId(await make_activity(capacity=2))
+    manual = ObjectId(await make_activity(capacity=1, approval="manual", starts_in_h=60))
+    p = [await identity.ensure_user(ctx, f"o_m{i}") for i in range(5)]
+    commands = _Commands()
+    client = make_client(ctx.settings.mongodb_uri, event_listeners=[commands])
+    try:
+        with pytest.MonkeyPatch.context() as patched:
+            patched.setattr(ctx, "db", database(client, ctx.settings.mongodb_db))
+            for user in p[:4]:
+                await signups.sign_up(ctx, user, activity_id)  # two confirmed, two waiting
+            await signups.sign_up(ctx, p[0], activity_id)  # a repeat
+            await signups.cancel_signup(ctx, p[0], activity_id)  # p2 moves up
+            await signups.cancel_signup(ctx, p[3], activity_id)  # off the waitlist
+            await signups.sign_up(ctx, p[0], activity_id)  # the ended record renewed, waiting
+            await signups.change_capacity(ctx, activity_id, 3, "refuse")  # p0 moves up
+            await signups.change_capacity(ctx, activity_id, 1, "waitlist")  # p2, p0 move back
+            await signups.cancel_signup(ctx, p[1], activity_id)  # p2 moves up again
+            await signups.sign_up(ctx, p[4], manual)
+            await signups.decide(ctx, manual, p[4], "approve")
+            await signups.reconcile(ctx, activity_id)
+    finally:
+        await close_client(client)
+    statuses = {
+        r["user_id"]: r["status"] async for r in ctx.db.signups.find({"activity_id": activity_id})
+    }
+    assert statuses == {p[0]: "waitlisted", p[1]: "cancelled", p[2]: "confirmed",
+                        p[3]: "cancelled"}  # fmt: skip
+    assert await signups.is_confirmed(ctx, manual, p[4])
+    names = {name for name, _ in commands.sent}
+    assert {"find", "update", "insert"} <= names
+    assert "findAndModify" not in names
+    assert [body for _, body in commands.sent if _uses_expr(body)] == []
+
+
+async def test_200_at_once_over_four_activities_then_40_leave_at_once(
+    ctx, http, make_activity, organiser
+):
+    capacities = [3, 7, 12, 20]
+    ids = [
+        ObjectId(await make_activity(capacity=c, starts_in_h=48 + 4 * i))
+        for i, c in enumerate(capacities)
+    ]
+    people = await _volunteers(ctx, 200)
+    chosen = {uid: ids[i % 4] for i, (uid, _) in enumerate(people)}
+    answers = await asyncio.gather(
+        *[_sign_up(http, chosen[uid], headers) for uid, headers in people]
+    )
+    assert {a.status_code for a in answers} == {201}
+    for activity_id, capacity in zip(ids, capacities, strict=True):
+        mine = [a.json()["status"] for a in answers if a.json()["activity_id"] == str(activity_id)]
+        assert (mine.count("confirmed"), mine.count("waitlisted")) == (capacity, 50 - capacity)
+
+    async def waiting(activity_id) -> list[ObjectId]:
+        cursor = ctx.db.signups.find({"activity_id": activity_id, "status": "waitlisted"})
+        return [r["user_id"] for r in await cursor.sort("seq", 1).to_list(None)]
+
+    queued = {activity_id: await waiting(activity_id) for activity_id in ids}
+    seated = {
+        activity_id: {
+            r["user_id"]
+            async for r in ctx.db.signups.find({"activity_id": activity_id, "status": "confirmed"})
+        }
+        for activity_id in ids
+    }
+    leaving = random.Random(20).sample(people, 40)
+    left = await asyncio.gather(
+        *[http.delete(f"/mp/v1/activities/{chosen[uid]}/signup", headers=h) for uid, h in leaving]
+    )
+    assert {a.json()["status"] for a in left} == {"cancelled"}
+    gone = {uid for uid, _ in leaving}
+
+    for activity_id, capacity in zip(ids, capacities, strict=True):
+        doc = await activities.get_doc(ctx, activity_id)
+        records = await ctx.db.signups.find({"activity_id": activity_id}).to_list(None)
+        confirmed = [r for r in records if r["status"] == "confirmed"]
+        assert len(confirmed) == doc["confirmed_count"] <= doc["capacity"] == capacity
+        assert doc["seats_left"] == doc["capacity"] - doc["confirmed_count"]
+        # Every seat freed went to the head of the queue, in order, and nobody waits beside one.
+        staying = [uid for uid in queued[activity_id] if uid not in gone]
+        moved_up = min(len(seated[activity_id] & gone), len(staying))
+        now_waiting = await waiting(activity_id)
+        assert {r["user_id"] for r in confirmed} == (seated[activity_id] - gone) | set(
+            staying[:moved_up]
+        )
+        assert now_waiting == staying[moved_up:]
+        assert doc["waitlist_count"] == len(now_waiting)
+        assert not (now_waiting and doc["seats_left"] > 0)
+        roster = await http.get(
+            f"/api/v1/activities/{activity_id}/roster", headers=organiser[0].headers
+        )
+        assert [w["user_id"] for w in roster.json()["waitlist"]] == [str(u) for u in now_waiting]
+        assert [w["position"] for w in roster.json()["waitlist"]] == list(
+            range(1, len(now_waiting) + 1)
+        )
+        for position, uid in enumerate(now_waiting, start=1):
+            record = next(r for r in records if r["user_id"] == uid)
+            assert await signups.waitlist_position(ctx, record) == position

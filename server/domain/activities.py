@@ -251,6 +251,7 @@ def activity_doc(
         "checkin_radius_m": checkin_radius_m,
         "status": status,
         "confirmed_count": confirmed_count,
+        "seats_left": capacity - confirmed_count,
         "waitlist_count": 0,
         "pending_count": 0,
         "waitlist_seq": 0,

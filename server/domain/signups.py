@@ -2,10 +2,14 @@
 waitlist, and nobody in two places at once.
 
 Owns the `signups` collection. Seats are counted on the activity (server/domain/seats.py)
-with single conditional updates; the record here says who holds each one. Rosters and a
-volunteer's own list read the records in server/domain/rosters.py. The order of writes
-(seat first, then record, then the overlap check) means a crash can leave a counter one off,
-never an oversold activity; `reconcile` recounts from the records.
+with conditional updates on its _id; the record here says who holds each one. A record changes
+status by a compare-and-set: `find_one` on an index (the unique (activity_id, user_id), or
+(activity_id, status, seq) for the head of the waitlist), then `update_one({_id, status: as
+read})`, read again and retried when another writer changed it first. No findAndModify and no
+`$expr`: the embedded server answers those in time proportional to the collection. Rosters and
+a volunteer's own list read the records in server/domain/rosters.py. The order of writes (seat
+first, then record, then the overlap check) means a crash can leave a counter one off, never an
+oversold activity; `reconcile` recounts from the records.
 """
 
 from __future__ import annotations
@@ -14,14 +18,14 @@ from typing import Literal
 
 import msgspec
 from bson import ObjectId
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from server.domain import activities, events, seats
-from server.domain.errors import Conflict, NotFound
+from server.domain.errors import Conflict, NotFound, Unavailable
 from server.domain.ids import parse_id
 
 ACTIVE = ("confirmed", "waitlisted", "pending")
+ENDED = ("cancelled", "rejected")  # a new sign-up may reuse the record
 COUNTER_OF = {"confirmed": "confirmed", "waitlisted": "waitlist", "pending": "pending"}
 
 
@@ -68,6 +72,12 @@ async def _out(ctx, record: dict) -> SignupOut:
         else None,
         cancel_reason=record.get("cancel_reason"),
     )
+
+
+async def _compare_and_set(ctx, record: dict, update: dict) -> bool:
+    """Apply `update` to the record if its status is still the one read; False if it moved."""
+    guard = {"_id": record["_id"], "status": record["status"]}
+    return (await _coll(ctx).update_one(guard, update)).matched_count == 1
 
 
 async def _overlapping(ctx, user_id: ObjectId, record: dict) -> dict | None:
@@ -127,8 +137,9 @@ async def sign_up(ctx, user_id: ObjectId, activity_id) -> tuple[SignupOut, bool]
     if await _overlapping(ctx, user_id, record):
         await _undo(ctx, record, status)
         raise Conflict("与您已确认的另一活动时间冲突", code="time_conflict")
-    # A seat freed while we queued would otherwise wait for the next cancellation.
-    seat_free = status == "waitlisted" and window["confirmed_count"] < window["capacity"]
+    # A seat freed while we queued found no record of ours to promote: read the seats afresh,
+    # or it would wait for the next cancellation.
+    seat_free = status == "waitlisted" and await seats.seats_left(ctx, activity_id) > 0
     if seat_free and user_id in await promote(ctx, activity_id):  # which announced it
         return await _out(ctx, await _coll(ctx).find_one({"_id": record["_id"]})), created
     kind = {"confirmed": events.SIGNUP_CONFIRMED, "waitlisted": events.SIGNUP_WAITLISTED}
@@ -194,19 +205,26 @@ async def _place_without_seat(ctx, user_id: ObjectId, activity_id: ObjectId):
 
 
 async def _renew(ctx, user_id: ObjectId, activity_id: ObjectId, fresh: dict) -> tuple[dict, bool]:
-    """A record already exists: reuse it if it had ended (cancelled, rejected)."""
-    renewed = await _coll(ctx).find_one_and_update(
-        {"activity_id": activity_id, "user_id": user_id, "status": {"$nin": list(ACTIVE)}},
-        {
-            "$set": {k: v for k, v in fresh.items() if k not in ("_id", "created_at")},
-            "$unset": {"cancel_reason": "", "cancelled_at": ""},
-        },
-        return_document=ReturnDocument.AFTER,
-    )
-    if renewed is not None:
-        return renewed, True
-    current = await _coll(ctx).find_one({"activity_id": activity_id, "user_id": user_id})
-    return current, False
+    """A record already exists: reuse it if it had ended (cancelled, rejected), else return it
+    as it is (a repeat, or one being decided)."""
+    changes = {k: v for k, v in fresh.items() if k not in ("_id", "created_at")}
+    for attempt in range(seats.TRIES):
+        current = await _coll(ctx).find_one({"activity_id": activity_id, "user_id": user_id})
+        if current is None:  # taken back since (a time conflict): this one takes its place
+            try:
+                await _coll(ctx).insert_one(fresh)
+                return fresh, True
+            except DuplicateKeyError:
+                continue
+        if current["status"] not in ENDED:
+            return current, False
+        unset = {"cancel_reason": "", "cancelled_at": ""}
+        if await _compare_and_set(ctx, current, {"$set": changes, "$unset": unset}):
+            current.pop("cancel_reason", None)
+            current.pop("cancelled_at", None)
+            return {**current, **changes}, True
+        await seats.pause(attempt)
+    raise seats.too_busy()
 
 
 async def _give_back(ctx, activity_id: ObjectId, status: str) -> None:
@@ -229,23 +247,20 @@ async def cancel_signup(ctx, user_id: ObjectId, activity_id) -> SignupOut:
     doc = await activities.get_doc(ctx, activity_id)
     if ctx.clock.now() >= doc["starts_at"] and doc["status"] != "cancelled":
         raise Conflict("活动已开始，不能取消报名", code="signup_closed")
-    before = await _coll(ctx).find_one_and_update(
-        {"activity_id": activity_id, "user_id": user_id, "status": {"$in": list(ACTIVE)}},
-        {
-            "$set": {
-                "status": "cancelled",
-                "cancel_reason": "by_volunteer",
-                "cancelled_at": ctx.clock.now(),
-                "updated_at": ctx.clock.now(),
-            },
-            "$unset": {"seq": ""},
-        },
-    )
-    if before is None:
-        existing = await _coll(ctx).find_one({"activity_id": activity_id, "user_id": user_id})
-        if existing is None:
+    for attempt in range(seats.TRIES):
+        before = await _coll(ctx).find_one({"activity_id": activity_id, "user_id": user_id})
+        if before is None:
             raise NotFound("没有该活动的报名", field="activity_id")
-        return await _out(ctx, existing)  # cancelled already: the retry gets the same answer
+        if before["status"] not in ACTIVE:
+            return await _out(ctx, before)  # cancelled already: the retry gets the same answer
+        now = ctx.clock.now()
+        cancelled = {"status": "cancelled", "cancel_reason": "by_volunteer",
+                     "cancelled_at": now, "updated_at": now}  # fmt: skip
+        if await _compare_and_set(ctx, before, {"$set": cancelled, "$unset": {"seq": ""}}):
+            break
+        await seats.pause(attempt)  # promoted or moved meanwhile: what it is now is given back
+    else:
+        raise seats.too_busy()
     await _give_back(ctx, activity_id, before["status"])
     await events.emit(
         ctx, events.SIGNUP_CANCELLED, activity_id=activity_id, user_id=user_id,
@@ -254,35 +269,55 @@ async def cancel_signup(ctx, user_id: ObjectId, activity_id) -> SignupOut:
     return SignupOut(id=str(before["_id"]), activity_id=str(activity_id), status="cancelled")
 
 
+async def _head_of_waitlist(ctx, activity_id: ObjectId) -> dict | None:
+    return await _coll(ctx).find_one(
+        {"activity_id": activity_id, "status": "waitlisted"}, sort=[("seq", 1)]
+    )
+
+
+async def _confirm_head(ctx, activity_id: ObjectId) -> dict | None:
+    """Give a seat already taken to the first one waiting; None when nobody waits. Concurrent
+    promoters read the same head: the one whose compare-and-set lands has it, the others read
+    the next; within the process they take turns, so that they seldom miss."""
+    async with ctx.seat_turns.of((activity_id, "head_of_waitlist")):
+        for attempt in range(seats.TRIES):
+            head = await _head_of_waitlist(ctx, activity_id)
+            if head is None:
+                return None
+            now = ctx.clock.now()
+            changes = {"status": "confirmed", "confirmed_at": now, "promoted_at": now}
+            if await _compare_and_set(ctx, head, {"$set": changes, "$unset": {"seq": ""}}):
+                head.pop("seq", None)
+                return {**head, **changes}
+            await seats.pause(attempt)
+    raise seats.too_busy()
+
+
 async def promote(ctx, activity_id: ObjectId) -> list[ObjectId]:
     """Fill free seats from the head of the waitlist, in order; returns who was promoted."""
     promoted: list[ObjectId] = []
     while await seats.take_seat(ctx, activity_id, by="promotion") is not None:
-        now = ctx.clock.now()
-        record = await _coll(ctx).find_one_and_update(
-            {"activity_id": activity_id, "status": "waitlisted"},
-            {
-                "$set": {"status": "confirmed", "confirmed_at": now, "promoted_at": now},
-                "$unset": {"seq": ""},
-            },
-            sort=[("seq", 1)],
-            return_document=ReturnDocument.AFTER,
-        )
+        try:
+            record = await _confirm_head(ctx, activity_id)
+        except Unavailable:
+            await seats.adjust_counts(ctx, activity_id, confirmed=-1)
+            raise
         if record is None:
             await seats.adjust_counts(ctx, activity_id, confirmed=-1)
-            break
+            # One who queued meanwhile read the seat as still taken, and left it to us.
+            if await _head_of_waitlist(ctx, activity_id) is None:
+                break
+            continue
         await seats.adjust_counts(ctx, activity_id, waitlist=-1)
         if await _overlapping(ctx, record["user_id"], record):
             # They confirmed something at the same time while waiting: the seat goes on.
-            await _coll(ctx).update_one(
-                {"_id": record["_id"]},
-                {"$set": {"status": "cancelled", "cancel_reason": "time_conflict"}},
-            )
-            await seats.adjust_counts(ctx, activity_id, confirmed=-1)
-            await events.emit(
-                ctx, events.SIGNUP_CANCELLED, activity_id=activity_id,
-                user_id=record["user_id"], signup_id=record["_id"], was="waitlisted",
-            )  # fmt: skip
+            dropped = {"status": "cancelled", "cancel_reason": "time_conflict"}
+            if await _compare_and_set(ctx, record, {"$set": dropped}):  # else they left first
+                await seats.adjust_counts(ctx, activity_id, confirmed=-1)
+                await events.emit(
+                    ctx, events.SIGNUP_CANCELLED, activity_id=activity_id,
+                    user_id=record["user_id"], signup_id=record["_id"], was="waitlisted",
+                )  # fmt: skip
             continue
         promoted.append(record["user_id"])
         await events.emit(
@@ -300,13 +335,18 @@ async def decide(
 ) -> SignupOut:
     """Approve or reject a pending sign-up (manual approval mode)."""
     activity_id = parse_id(activity_id, "activity_id")
-    record = await _coll(ctx).find_one_and_update(
-        {"activity_id": activity_id, "user_id": user_id, "status": "pending"},
-        {"$set": {"status": "deciding", "updated_at": ctx.clock.now()}},
-        return_document=ReturnDocument.AFTER,
-    )
-    if record is None:
-        raise NotFound("没有待审核的报名", field="user_id")
+    for attempt in range(seats.TRIES):
+        record = await _coll(ctx).find_one({"activity_id": activity_id, "user_id": user_id})
+        if record is None or record["status"] != "pending":
+            raise NotFound("没有待审核的报名", field="user_id")
+        # "deciding" holds the record for this call: nothing else moves it on from there.
+        claim = {"status": "deciding", "updated_at": ctx.clock.now()}
+        if await _compare_and_set(ctx, record, {"$set": claim}):
+            record.update(claim)
+            break
+        await seats.pause(attempt)
+    else:
+        raise seats.too_busy()
     await seats.adjust_counts(ctx, activity_id, pending=-1)
     if decision == "reject":
         return await _settle(ctx, record, "rejected", events.SIGNUP_REJECTED)
@@ -314,10 +354,16 @@ async def decide(
         return await _settle(ctx, record, "confirmed", events.SIGNUP_CONFIRMED)
     window = await seats.join_waitlist(ctx, activity_id, approval=None)
     if window is not None:
-        return await _settle(
+        waiting = await _settle(
             ctx, record, "waitlisted", events.SIGNUP_WAITLISTED, seq=window["waitlist_seq"]
         )
-    await _coll(ctx).update_one({"_id": record["_id"]}, {"$set": {"status": "pending"}})
+        # As in sign_up: a seat freed while the record was still deciding found nobody.
+        if await seats.seats_left(ctx, activity_id) > 0 and user_id in await promote(
+            ctx, activity_id
+        ):
+            return await _out(ctx, await _coll(ctx).find_one({"_id": record["_id"]}))
+        return waiting
+    await _compare_and_set(ctx, record, {"$set": {"status": "pending"}})
     await seats.adjust_counts(ctx, activity_id, pending=1)
     raise await _closed_reason(ctx, activity_id)
 
@@ -326,9 +372,8 @@ async def _settle(ctx, record: dict, status: str, event: str, **extra) -> Signup
     changes = {"status": status, "updated_at": ctx.clock.now(), **extra}
     if status == "confirmed":
         changes["confirmed_at"] = ctx.clock.now()
-    record = await _coll(ctx).find_one_and_update(
-        {"_id": record["_id"]}, {"$set": changes}, return_document=ReturnDocument.AFTER
-    )
+    await _compare_and_set(ctx, record, {"$set": changes})
+    record = {**record, **changes}
     await events.emit(
         ctx, event, activity_id=record["activity_id"], user_id=record["user_id"],
         signup_id=record["_id"],
@@ -427,7 +472,8 @@ async def is_confirmed(ctx, activity_id: ObjectId, user_id: ObjectId) -> bool:
 
 
 async def reconcile(ctx, activity_id: ObjectId) -> dict[str, int]:
-    """Recount an activity's counters from the records (after a crash mid-sign-up)."""
+    """Recount an activity's counters (and so its free seats) from the records (after a crash
+    mid-sign-up), then fill any seat that frees."""
     counts = {"confirmed": 0, "waitlist": 0, "pending": 0}
     async for record in _coll(ctx).find({"activity_id": activity_id}, {"status": 1}):
         if record["status"] in COUNTER_OF:

@@ -4,13 +4,14 @@ subscribers on the context's bus, the data migrations, and taking over plans who
 
 from __future__ import annotations
 
-from server.domain import access, notifications, planning, stats
+from server.domain import access, notifications, planning, seats, stats
 
 
 async def wire(ctx, *, recover_plans: bool = True) -> None:
     notifications.register(ctx.events)
     stats.register(ctx.events)
     await access.migrate(ctx)
+    await seats.backfill(ctx)
     if recover_plans:
         # Plans whose solver died with its process (several may share the database).
         await planning.recover(ctx)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import queue as queue_module
 from collections.abc import Coroutine
 from concurrent.futures.process import BrokenProcessPool
@@ -24,6 +23,7 @@ from server import processes, vrp
 from server.db.leases import Lease
 from server.domain.ids import parse_id
 from server.domain.planning.problem import build_problem, result_fields
+from server.vrp import worker
 
 log = structlog.get_logger(__name__)
 
@@ -81,20 +81,6 @@ def start_solving(ctx, plan_id: ObjectId) -> None:
     ctx.solves.start(plan_id, _run(ctx, plan_id))
 
 
-SOLVER_NICENESS = 19
-"""Solves yield the CPU to the service and its database: a plan may take a little longer, a
-request never waits for a plan."""
-
-
-def _solve_in_worker(problem: vrp.PlanProblem, on_progress) -> vrp.PlanResult:
-    """Runs in a process-pool worker, at a lower priority than the service."""
-    with contextlib.suppress(OSError):
-        current = os.nice(0)
-        if current < SOLVER_NICENESS:
-            os.nice(SOLVER_NICENESS - current)
-    return vrp.solve_plan(problem, on_progress)
-
-
 def _start_manager():
     manager = processes.manager()
     return manager, manager.Queue()
@@ -130,7 +116,7 @@ async def _attempt(ctx, plan_id: ObjectId) -> bool:
         manager, progress = await ctx.run_blocking(_start_manager)
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
-            pool, _solve_in_worker, problem, vrp.ProgressToQueue(progress)
+            pool, worker.solve_in_worker, problem, vrp.ProgressToQueue(progress)
         )
         renewed = loop.time()
         while True:
