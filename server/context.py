@@ -18,6 +18,7 @@ from server import processes
 from server.clock import Clock
 from server.crypto import Crypto, load_or_create_keys
 from server.db import EmbeddedDatabase, close_client, database, ensure_indexes, make_client
+from server.domain.catalogue import Catalogue
 from server.domain.events import EventBus
 from server.domain.identity import SessionCache
 from server.domain.planning import Solves
@@ -68,6 +69,7 @@ class Context:
     solves: Solves = field(default_factory=Solves)
     sessions: SessionCache = field(default_factory=SessionCache)
     seat_turns: Turns = field(default_factory=Turns)
+    catalogue: Catalogue = field(default_factory=Catalogue)
     _process_pool: ProcessPoolExecutor | None = field(default=None, repr=False)
 
     @property

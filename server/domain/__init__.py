@@ -14,6 +14,7 @@ some fields of it).
 | `activities` | `projects`, `activities` | projects; activities' lifecycle, publishing, reach |
 | `seats` | (seat fields of `activities`) | the seat counters and capacity of an activity |
 | `discovery` | (reads `activities`) | the mini-program's listing: near me, dates, tags |
+| `catalogue` | `catalogue_version` | discovery's read model: upcoming activities in memory |
 | `signups` | `signups` | sign-up, cancel, waitlist and promotion, approvals, capacity changes |
 | `rosters` | (reads `signups`) | rosters and their workbook, a volunteer's own sign-ups |
 | `attendance` | `attendance` | check-in codes, check-in and check-out on site |

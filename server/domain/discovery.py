@@ -1,8 +1,12 @@
 """The mini-program's listing of activities: near me, by dates, tag or organisation, page by page.
 
-Reads the `activities` collection (server/domain/activities.py owns it) and writes nothing.
-Nearest first pages by offset into the $geoNear results; every other order pages by sort key
-(start time, then id), so a page never repeats or skips an activity published meanwhile.
+Reads the `activities` collection (server/domain/activities.py owns it) and writes nothing. Which
+activities a page holds, and in what order, the process's catalogue decides in memory
+(server/domain/catalogue.py: the published, upcoming activities, refreshed by domain events and
+a version document); the page is then built from those documents read by `_id`, so the counters
+and status shown are what the database holds now. Nearest first orders by distance, then start
+time and id, and pages by offset; every other order pages by sort key (start time, then id), so
+a page never repeats or skips an activity published meanwhile.
 """
 
 from __future__ import annotations
@@ -14,14 +18,14 @@ import msgspec
 from bson import ObjectId
 
 from server import geo
-from server.db import aggregate
-from server.domain import orgs
 from server.domain.activities import AwareDatetime, effective_status
 from server.domain.errors import InvalidRequest
 from server.domain.ids import parse_id
 from server.domain.paging import DEFAULT_LIMIT, decode_cursor, encode_cursor
 
 MAX_OFFSET = 100_000
+ATTEMPTS = 3
+"""Picks made again when a document read disagrees with the catalogue (changed a moment ago)."""
 
 
 class ActivityItem(msgspec.Struct, omit_defaults=True):
@@ -88,16 +92,8 @@ async def discover(
 ) -> ActivityPage:
     """Published activities for the mini-program: by time, tag, organisation, or nearest first."""
     now = ctx.clock.now()
-    query: dict = {"status": {"$in": ["published", "ongoing"]}, "ends_at": {"$gt": now}}
-    if start:
-        query["starts_at"] = {"$gte": start}
-    if end:
-        query.setdefault("starts_at", {})["$lt"] = end
-    if tag:
-        query["tags"] = tag
-    if org_id:
-        query["org_id"] = {"$in": await orgs.subtree_ids(ctx, parse_id(org_id, "org_id"))}
-    coll = ctx.db["activities"]
+    org = parse_id(org_id, "org_id") if org_id else None
+    offset, after = 0, None
     if near is not None:
         skip = decode_cursor(cursor, NearCursor)
         offset = skip.o if skip else 0
@@ -106,34 +102,27 @@ async def discover(
             near = geo.to_wgs84(lng, lat, coord_type)
         except ValueError as exc:
             raise InvalidRequest(f"near: {exc}", field="near") from None
-        docs = await aggregate(
-            coll,
-            [
-                {
-                    "$geoNear": {
-                        "near": {"type": "Point", "coordinates": list(near)},
-                        "distanceField": "distance_m",
-                        "maxDistance": radius_km * 1000,
-                        "query": query,
-                        "spherical": True,
-                    }
-                },
-                {"$skip": offset},
-                {"$limit": limit + 1},
-            ],
-        )
-        more = len(docs) > limit and offset + limit <= MAX_OFFSET
+    elif position := decode_cursor(cursor, StartCursor):
+        after = (position.s, position.i)
+    for attempt in range(ATTEMPTS):
+        picks = await ctx.catalogue.pick(
+            ctx, now=now, start=start, end=end, tag=tag, org=org, near=near,
+            radius_m=radius_km * 1000, offset=offset, after=after, count=limit + 1,
+        )  # fmt: skip
+        wanted = {"_id": {"$in": [activity_id for activity_id, _ in picks]}}
+        # Whole documents: the embedded server projects slower than it sends (8 vs 6 ms for 21).
+        found = await ctx.db["activities"].find(wanted).to_list(None) if picks else []
+        docs = {doc["_id"]: doc for doc in found}
+        if attempt + 1 == ATTEMPTS or await ctx.catalogue.confirm(ctx, now, picks, docs):
+            break
+    page = [{**docs[i], "distance_m": d} for i, d in picks if i in docs]
+    if near is not None:
+        more = len(page) > limit and offset + limit <= MAX_OFFSET
         following = NearCursor(o=offset + limit) if more else None
     else:
-        if position := decode_cursor(cursor, StartCursor):
-            query["$or"] = [
-                {"starts_at": {"$gt": position.s}},
-                {"starts_at": position.s, "_id": {"$gt": position.i}},
-            ]
-        docs = await coll.find(query).sort([("starts_at", 1), ("_id", 1)]).to_list(limit + 1)
-        last = docs[limit - 1] if len(docs) > limit else None
+        last = page[limit - 1] if len(page) > limit else None
         following = StartCursor(s=last["starts_at"], i=last["_id"]) if last else None
     return ActivityPage(
-        items=[_item_out(d, now) for d in docs[:limit]],
+        items=[_item_out(d, now) for d in page[:limit]],
         next_cursor=encode_cursor(following) if following else None,
     )

@@ -4,12 +4,13 @@ subscribers on the context's bus, the data migrations, and taking over plans who
 
 from __future__ import annotations
 
-from server.domain import access, notifications, planning, seats, stats
+from server.domain import access, catalogue, notifications, planning, seats, stats
 
 
 async def wire(ctx, *, recover_plans: bool = True) -> None:
     notifications.register(ctx.events)
     stats.register(ctx.events)
+    catalogue.register(ctx.events)
     await access.migrate(ctx)
     await seats.backfill(ctx)
     if recover_plans:
