@@ -7,10 +7,11 @@ Starts the service as its own process (`python -m server`, with its WeChat emula
 embedded database (in memory), prepares an organisation, M published activities of capacity C
 (waitlist on) and N volunteers with access tokens straight through the domain code, then sends the
 N sign-ups at once (K in flight), each volunteer to one activity, round-robin. The baseline, in the
-same run: the same atomic reservation straight through the driver (the conditional seat update,
-the waitlist update when full, the insert of the record), same N, M, C and K, on fresh activities
-and volunteers. Each phase is timed after a warm-up of 100 on an activity of its own. Prints one
-JSON line:
+same run: the raw primitives the sign-up path is built on, straight through the driver —
+`update_one({_id, seats_left: {$gt: 0}, ...}, {$inc: {confirmed_count: 1, seats_left: -1}})`, the
+waitlist's `update_one` on the _id when that misses, and `insert_one` of the record — same N, M,
+C and K, on fresh activities and volunteers in collections of the same size as the service's.
+Each phase is timed after a warm-up of 100 on an activity of its own. Prints one JSON line:
 
     {"bench": "signup_burst", "requests", "confirmed", "oversold", "p50_ms", "p99_ms", "rps",
      "raw_rps", "ratio"}
@@ -32,31 +33,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from _support import KEY, bench_settings, start_context  # noqa: E402
+from _support import (  # noqa: E402
+    CLIENT_ERRORS,
+    KeepAlivePool,
+    Service,
+    audit,
+    bench_settings,
+    bounded,
+    cpu_report,
+    cpu_seconds,
+    percentile,
+    start_context,
+)
+from _support import say as _say  # noqa: E402
 from bson import ObjectId  # noqa: E402
-from pymongo import ReturnDocument  # noqa: E402
 
 from server.context import Context  # noqa: E402
-from server.db.embedded import EmbeddedDatabase, free_port  # noqa: E402
+from server.db.embedded import EmbeddedDatabase  # noqa: E402
 from server.domain import activities, identity, orgs, signups  # noqa: E402
 from server.logs import configure_logging  # noqa: E402
 
@@ -65,94 +73,10 @@ SETUP_CONCURRENCY = 50
 
 
 def say(*parts: object) -> None:
-    print("signup_burst:", *parts, file=sys.stderr, flush=True)
-
-
-# -- the service process ----------------------------------------------------------------------
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """In the child between fork and exec: the service must not outlive the bench."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-class Service:
-    def __init__(self, uri: str, db_name: str, data_dir: Path) -> None:
-        self.port = free_port()
-        self.emulator_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir / "service.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IKEPU_")}
-        env.update(
-            IKEPU_MONGODB_URI=uri,
-            IKEPU_MONGODB_DB=db_name,
-            IKEPU_PORT=str(self.port),
-            IKEPU_WECHAT_EMULATOR_PORT=str(self.emulator_port),
-            IKEPU_SECRET_KEY=KEY,  # the same keys as the bench's own contexts
-            IKEPU_DATA_KEY=KEY,
-            IKEPU_LOG_LEVEL="warning",
-            IKEPU_LOG_FORMAT="json",
-            IKEPU_DATA_DIR=str(data_dir / "var"),
-        )
-        parent = os.getpid()
-        with open(self.log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "server"],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                preexec_fn=lambda: _die_with_parent(parent),
-            )
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    async def wait_healthy(self, timeout_s: float = 30.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        async with httpx.AsyncClient(timeout=1) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"the service exited with {self.proc.returncode}:\n{self.log_tail()}"
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(self.url + "/healthz")).status_code == 200:
-                        return
-                if loop.time() > deadline:
-                    raise RuntimeError(f"the service did not answer /healthz:\n{self.log_tail()}")
-                await asyncio.sleep(0.1)
-
-    async def stop(self, timeout_s: float = 15.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(self.proc.wait, timeout_s)
-        except subprocess.TimeoutExpired:
-            say("the service did not stop on SIGTERM; killing it")
-            self.proc.kill()
-            self.proc.wait()
+    _say("signup_burst", *parts)
 
 
 # -- preparation, straight through the domain code --------------------------------------------
-
-
-async def bounded(coros, limit: int) -> list:
-    gate = asyncio.Semaphore(limit)
-
-    async def one(coro):
-        async with gate:
-            return await coro
-
-    return await asyncio.gather(*(one(c) for c in coros))
 
 
 async def make_activities(ctx, team: ObjectId, creator: ObjectId, count: int, capacity: int):
@@ -188,75 +112,6 @@ def round_robin(activity_ids: list[ObjectId], people: list) -> list[tuple[Object
 
 
 # -- the HTTP phase ---------------------------------------------------------------------------
-
-
-class KeepAlivePool:
-    """A minimal HTTP/1.1 client: keep-alive connections over asyncio streams, one per request in
-    flight. It costs tens of microseconds per request where httpx's pool costs milliseconds at
-    hundreds of connections, and the client shares the machine with the service and database."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.host, self.port = parts.hostname, parts.port or 80
-        self.netloc = parts.netloc
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-
-    async def post(self, path: str, headers: dict[str, str]) -> tuple[int, dict]:
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
-        reader, writer = conn
-        try:
-            lines = [f"POST {path} HTTP/1.1", f"Host: {self.netloc}", "Content-Length: 0"]
-            lines += [f"{name}: {value}" for name, value in headers.items()]
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            status_line = await reader.readline()
-            if not status_line:
-                raise ConnectionError("the service closed the connection")
-            status = int(status_line.split()[1])
-            length, chunked, close = None, False, False
-            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                name, value = name.strip().lower(), value.strip().lower()
-                if name == "content-length":
-                    length = int(value)
-                elif name == "transfer-encoding":
-                    chunked = "chunked" in value
-                elif name == "connection":
-                    close = value == "close"
-            if chunked:
-                body = await self._chunked(reader)
-            elif length is not None:
-                body = await reader.readexactly(length)
-            else:
-                body, close = await reader.read(), True
-        except BaseException:
-            writer.close()
-            raise
-        if close:
-            writer.close()
-        else:
-            self.idle.append(conn)
-        return status, json.loads(body) if body else {}
-
-    @staticmethod
-    async def _chunked(reader: asyncio.StreamReader) -> bytes:
-        body = bytearray()
-        while size := int((await reader.readline()).split(b";")[0], 16):
-            body += await reader.readexactly(size)
-            await reader.readexactly(2)
-        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-            pass
-        return bytes(body)
-
-    async def close(self) -> None:
-        idle, self.idle = self.idle, []
-        for _, writer in idle:
-            writer.close()
-        for _, writer in idle:
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-
-CLIENT_ERRORS = (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, httpx.HTTPError)
 
 
 async def http_burst(post, work, concurrency: int):
@@ -304,40 +159,42 @@ async def http_client(kind: str, url: str, concurrency: int):
         await pool.close()
 
 
-# -- the raw phase: the same reservation straight through the driver --------------------------
-
-_WINDOW = {"title": 1, "starts_at": 1, "ends_at": 1, "org_id": 1, "capacity": 1, "waitlist": 1}
+# -- the raw phase: the primitives of the sign-up path straight through the driver ------------
 
 
-async def raw_reserve(ctx, activity_id: ObjectId, user_id: ObjectId) -> str:
-    """What sign_up does for a seat, without HTTP, auth or the overlap check: one conditional
-    update for a seat (as seats.take_seat(by="signup")), the waitlist one when full (as
-    seats.join_waitlist), then the record."""
+def open_now(now) -> dict:
+    """Sign-up is open (as seats._open_for_signup): plain conditions on the same document."""
+    return {"status": "published", "signup_deadline": {"$gt": now}, "starts_at": {"$gt": now}}
+
+
+async def raw_reserve(ctx, activity_id: ObjectId, user_id: ObjectId, window: dict) -> str:
+    """The primitives the sign-up path is built on, without HTTP, auth, the overlap check or
+    reading the activity back: `update_one` on the _id with `seats_left > 0` (as
+    seats.take_seat(by="signup")), when that misses the waitlist's `update_one` on the _id, then
+    `insert_one` of the record. `window` is the activity's times and waitlist number, read once
+    before the phase (the number counts on here rather than being read back)."""
     coll = ctx.db["activities"]
     now = ctx.clock.now()
-    open_now = {"status": "published", "signup_deadline": {"$gt": now}, "starts_at": {"$gt": now}}
     status, seq = "confirmed", None
-    window = await coll.find_one_and_update(
+    taken = await coll.update_one(
         {
             "_id": activity_id,
-            "$expr": {"$lt": ["$confirmed_count", "$capacity"]},
-            **open_now,
+            "seats_left": {"$gt": 0},
+            **open_now(now),
             "waitlist_count": 0,
             "approval": "auto",
         },
-        {"$inc": {"confirmed_count": 1}},
-        projection=_WINDOW,
+        {"$inc": {"confirmed_count": 1, "seats_left": -1}},
     )
-    if window is None:
-        status = "waitlisted"
-        window = await coll.find_one_and_update(
-            {"_id": activity_id, "waitlist": True, **open_now},
+    if not taken.matched_count:
+        joined = await coll.update_one(
+            {"_id": activity_id, "waitlist": True, **open_now(now)},
             {"$inc": {"waitlist_count": 1, "waitlist_seq": 1}},
-            projection={**_WINDOW, "waitlist_seq": 1},
-            return_document=ReturnDocument.AFTER,
         )
-        if window is None:
+        if not joined.matched_count:
             return "closed"
+        status = "waitlisted"
+        window["waitlist_seq"] += 1
         seq = window["waitlist_seq"]
     record = signups.new_record(activity_id, user_id, status, window, seq, now)
     await ctx.db["signups"].insert_one(record)
@@ -345,56 +202,31 @@ async def raw_reserve(ctx, activity_id: ObjectId, user_id: ObjectId) -> str:
 
 
 async def raw_burst(ctx, work, concurrency: int):
+    ids = list(dict.fromkeys(a for a, _ in work))
+    windows = {
+        doc["_id"]: doc
+        async for doc in ctx.db["activities"].find(
+            {"_id": {"$in": ids}}, {"starts_at": 1, "ends_at": 1, "waitlist_seq": 1}
+        )
+    }
     gate = asyncio.Semaphore(concurrency)
 
     async def one(activity_id: ObjectId, user_id: ObjectId):
         async with gate:
-            return await raw_reserve(ctx, activity_id, user_id)
+            return await raw_reserve(ctx, activity_id, user_id, windows[activity_id])
 
     started = time.perf_counter()
     statuses = await asyncio.gather(*(one(a, user_id) for a, (user_id, _) in work))
     return statuses, time.perf_counter() - started
 
 
-# -- checks -----------------------------------------------------------------------------------
-
-
-async def audit(ctx, activity_ids: list[ObjectId], capacity: int) -> tuple[int, int, list[str]]:
-    """(confirmed records, oversold seats, counter mismatches) read back from the database."""
-    confirmed = oversold = 0
-    problems: list[str] = []
-    for activity_id in activity_ids:
-        doc = await ctx.db["activities"].find_one({"_id": activity_id})
-        counts = {"confirmed": 0, "waitlisted": 0, "pending": 0}
-        async for record in ctx.db["signups"].find({"activity_id": activity_id}, {"status": 1}):
-            counts[record["status"]] = counts.get(record["status"], 0) + 1
-        confirmed += counts["confirmed"]
-        oversold += max(0, counts["confirmed"] - capacity)
-        stored = (doc["confirmed_count"], doc["waitlist_count"], doc["pending_count"])
-        recorded = (counts["confirmed"], counts["waitlisted"], counts["pending"])
-        if stored != recorded:
-            problems.append(f"{activity_id}: counters {stored} but records {recorded}")
-    return confirmed, oversold, problems
-
-
-def percentile(values: list[float], q: float) -> float:
-    if len(values) < 2:
-        return values[0] if values else 0.0
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+async def sizes(ctx) -> dict[str, int]:
+    """Documents in the collections a sign-up touches."""
+    names = ("activities", "signups", "users")
+    return {n: await ctx.db[n].count_documents({}) for n in names}
 
 
 # -- the run ----------------------------------------------------------------------------------
-
-
-def cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
-    """User + system CPU time of each process so far (Linux /proc; empty elsewhere)."""
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    used = {}
-    for name, pid in pids.items():
-        with contextlib.suppress(OSError, ValueError, IndexError, TypeError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            used[name] = (int(fields[11]) + int(fields[12])) / ticks
-    return used
 
 
 async def db_ops(ctx) -> dict[str, int]:
@@ -409,14 +241,6 @@ def ops_report(before: dict[str, int], after: dict[str, int], requests: int) -> 
     per = {k: (after[k] - before.get(k, 0)) / requests for k in after}
     text = ", ".join(f"{k} {v:.2f}" for k, v in per.items() if v)
     return f"{sum(per.values()):.2f} ({text})"
-
-
-def cpu_report(before: dict[str, float], after: dict[str, float], wall_s: float) -> str:
-    return ", ".join(
-        f"{name} {after[name] - before[name]:.1f}s ({(after[name] - before[name]) / wall_s:.0%})"
-        for name in after
-        if name in before
-    )
 
 
 async def open_context(uri: str, db_name: str, emulator_port: int, data_dir: Path) -> Context:
@@ -473,6 +297,7 @@ async def run(args: argparse.Namespace) -> int:
         http_pids = {"db": http_db.pid, "service": service.proc.pid, "bench": os.getpid()}
         async with http_client(args.client, service.url, concurrency) as post:
             await http_burst(post, round_robin(http_warm, http_warm_people), concurrency)
+            say(f"http database before the timed phase: {await sizes(http_ctx)}")
             cpu_before, ops_before = cpu_seconds(http_pids), await db_ops(http_ctx)
             answers, latencies, http_wall = await http_burst(
                 post, round_robin(http_acts, http_people), concurrency
@@ -490,9 +315,11 @@ async def run(args: argparse.Namespace) -> int:
         if answered_confirmed != confirmed:
             problems.append(f"{answered_confirmed} answered confirmed but {confirmed} records are")
 
-        # The raw phase: the same reservation straight through the driver.
+        # The raw phase: the primitives of the same reservation straight through the driver,
+        # on collections of the same size as the service's were.
         raw_pids = {"db": raw_db.pid, "bench": os.getpid()}
         await raw_burst(raw_ctx, round_robin(raw_warm, raw_warm_people), concurrency)
+        say(f"raw database before the timed phase: {await sizes(raw_ctx)}")
         cpu_before, ops_before = cpu_seconds(raw_pids), await db_ops(raw_ctx)
         statuses, raw_wall = await raw_burst(
             raw_ctx, round_robin(raw_acts, raw_people), concurrency

@@ -2,25 +2,43 @@
 `python -m server seed-scale --volunteers 148000 --activities 11425 --year 2026`.
 
 The organisation tree is the province's real cities and counties (the offline gazetteer); teams,
-bases, sites, projects, caravans and depots go through the domain's single paths; volunteers,
-activities, sign-ups, hours and trips, being many, through their bulk paths, in the same shapes.
-Bulk paths announce no events, so the statistics roll-ups are recounted at the end, as the
-nightly check would. Everything is drawn from one seeded random generator: the same arguments
-give the same year.
+bases, sites, projects, caravans and depots go through the domain's single paths, one by one (the
+order of their ids is part of the year: reports list ties by it); volunteers, activities,
+sign-ups, hours and trips, being many, through their bulk paths, in the same shapes (an activity
+at a site has the site's place, as `activities.create_activity` gives it), in large unordered
+batches. Bulk paths announce no events, so the statistics roll-ups are recounted at the end, as
+the nightly check would. Everything is drawn from one seeded random generator, in one order: the
+same arguments give the same year.
+
+Indexes: the embedded server keeps a secondary index up to date during inserts at three to eight
+times the CPU of building it over the documents afterwards, but it writes a build's entries one
+commit each, so a server that syncs every commit (`--sync-on-commit`, as the service starts it on
+disk) builds at a few milliseconds an entry, far slower. So the collections loaded in bulk are
+written without their secondary indexes, built again from `server.db.indexes` once they are full
+(even when the load fails; `Context.start` would build any still missing), only where that is
+faster: `indexes_after`, or when not given, timed on two scratch collections first. Run it with
+no service writing to the database: a unique index is not there to refuse a duplicate meanwhile.
+A full year so built takes some 5 minutes of the server's CPU (bench/_support.py caches one),
+against some 23 with the indexes kept, which is still what a syncing server gets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from bson import ObjectId
+from pymongo import IndexModel
+from pymongo.errors import OperationFailure
 
 from server import geo
 from server.clock import SHANGHAI
+from server.db.indexes import INDEXES
 from server.demo import PROVINCE, scatter
 from server.domain import activities, caravans, hours, identity, orgs, signups, sites, stats
 from server.domain.errors import Conflict
@@ -33,7 +51,12 @@ SITE_KINDS = [
     ("village", "村综合文化服务中心", "村民"),
     ("community", "社区服务中心", "居民"),
 ]
-CHUNK = 1_000  # activities written per round
+CHUNK = 1_000  # activities drawn per round (with some 10,000 sign-ups and as many credits)
+USERS_CHUNK = 10_000  # volunteers per round
+LOADED = ("users", "activities", "signups", "hours_ledger", "visit_requests", "trips")
+NAMESPACE_NOT_FOUND = 26
+ROLLUPS = ("stats_orgs", "stats_volunteers", "stats_sites", "stats_projects")
+PROBE_DOCS = 1_000  # documents of each scratch collection timing index builds
 
 
 @dataclass
@@ -58,20 +81,74 @@ class _Tree:
     projects: list[ObjectId]
 
 
-async def seed_year(ctx, scale: Scale, progress: Callable[[int], None] = lambda n: None) -> dict:
+async def seed_year(
+    ctx,
+    scale: Scale,
+    progress: Callable[[int], None] = lambda n: None,
+    *,
+    indexes_after: bool | None = None,
+) -> dict:
     """Write the year into an empty database; returns what was written. Progress is reported
-    in records (volunteers, then activities, then trips)."""
+    in records (volunteers, then activities, then trips). `indexes_after`: build the secondary
+    indexes of the collections loaded in bulk after loading them (None: if this server is
+    measured to build faster than it keeps an index up to date)."""
     if await orgs.root_org(ctx) is not None:
         raise Conflict("数据库中已有数据：seed-scale 只写入空数据库", code="not_empty")
+    if indexes_after is None:
+        indexes_after = await _building_is_faster(ctx)
     rng = random.Random(scale.seed)
     tree = await _organisations(ctx, scale, rng)
-    people = await _volunteers(ctx, scale, rng, progress)
-    written = await _activities(ctx, scale, rng, tree, people, progress)
-    written["trips"] = await _trips(ctx, scale, rng, tree, progress)
-    written["mismatches_repaired"] = sum(
-        (await stats.reconcile(ctx, scale.year, quiet=True)).values()
-    )
-    return {"volunteers": len(people), "teams": len(tree.teams), **written}
+    async with _indexes_afterwards(ctx, LOADED if indexes_after else ()):
+        people = await _volunteers(ctx, scale, rng, progress)
+        written = await _activities(ctx, scale, rng, tree, people, progress)
+        written["trips"] = await _trips(ctx, scale, rng, tree, progress)
+    async with _indexes_afterwards(ctx, ROLLUPS if indexes_after else ()):
+        repaired = await stats.reconcile(ctx, scale.year, quiet=True)
+    written["mismatches_repaired"] = sum(repaired.values())
+    return {
+        "volunteers": len(people),
+        "teams": len(tree.teams),
+        **written,
+        "indexes_after": indexes_after,
+    }
+
+
+async def _building_is_faster(ctx) -> bool:
+    """Whether this server builds an index over documents faster than it keeps the index up to
+    date while they are inserted, timed on two scratch collections of PROBE_DOCS documents."""
+    index = [IndexModel([("k", 1), ("n", 1)])]
+    kept, built = ctx.db["seed_probe_kept"], ctx.db["seed_probe_built"]
+    try:
+        await kept.create_indexes(index)
+        started = time.perf_counter()
+        await kept.insert_many([{"k": n % 97, "n": n} for n in range(PROBE_DOCS)], ordered=False)
+        keeping = time.perf_counter() - started
+        started = time.perf_counter()
+        await built.insert_many([{"k": n % 97, "n": n} for n in range(PROBE_DOCS)], ordered=False)
+        await built.create_indexes(index)
+        building = time.perf_counter() - started
+    finally:
+        await kept.drop()
+        await built.drop()
+    return building < keeping
+
+
+@contextlib.asynccontextmanager
+async def _indexes_afterwards(ctx, names: Iterable[str]) -> AsyncIterator[None]:
+    """These collections without their secondary indexes for the block, then with all of them
+    again (`server.db.indexes`), built over the documents the block wrote."""
+    names = list(names)
+    for name in names:
+        try:
+            await ctx.db[name].drop_indexes()
+        except OperationFailure as exc:
+            if exc.code != NAMESPACE_NOT_FOUND:  # no collection yet: no index to drop
+                raise
+    try:
+        yield
+    finally:
+        for name in names:
+            await ctx.db[name].create_indexes(INDEXES[name])
 
 
 async def _organisations(ctx, scale: Scale, rng: random.Random) -> _Tree:
@@ -107,17 +184,22 @@ async def _organisations(ctx, scale: Scale, rng: random.Random) -> _Tree:
     for county, row in county_rows.items():
         site_docs[county] = []
         for kind, label, audience in SITE_KINDS:
-            site_id = await sites.create_site(
-                ctx,
-                sites.NewSite(
-                    name=f"{row['name']}{label}",
-                    kind=kind,
-                    org_id=str(county),
-                    audience=audience,
-                    location=scatter(rng, row["lng"], row["lat"], 12),
-                ),
+            new = sites.NewSite(
+                name=f"{row['name']}{label}",
+                kind=kind,
+                org_id=str(county),
+                audience=audience,
+                location=scatter(rng, row["lng"], row["lat"], 12),
             )
-            site_docs[county].append({"_id": site_id, "org_id": county, "audience": audience})
+            site_id = await sites.create_site(ctx, new)
+            site_docs[county].append(
+                {
+                    "_id": site_id,
+                    "org_id": county,
+                    "audience": audience,
+                    "location": new.location.to_geojson(),
+                }
+            )
     projects = [
         await activities.create_project(
             ctx,
@@ -131,10 +213,10 @@ async def _organisations(ctx, scale: Scale, rng: random.Random) -> _Tree:
 
 async def _volunteers(ctx, scale: Scale, rng: random.Random, progress) -> list[ObjectId]:
     people = []
-    for first in range(0, scale.volunteers, 10_000):
+    for first in range(0, scale.volunteers, USERS_CHUNK):
         batch = [
             (f"seed_{scale.seed}_{n}", rng.choice(SURNAMES) + "".join(rng.sample(GIVEN, 2)))
-            for n in range(first, min(first + 10_000, scale.volunteers))
+            for n in range(first, min(first + USERS_CHUNK, scale.volunteers))
         ]
         people += await identity.import_users(ctx, batch)
         progress(len(batch))
@@ -174,6 +256,7 @@ async def _activities(ctx, scale: Scale, rng, tree: _Tree, people, progress) -> 
                 org_id=team,
                 project_id=rng.choice(tree.projects) if rng.random() < 0.5 else None,
                 site_id=site["_id"] if site else None,
+                location=site["location"] if site else None,  # as the single path does
                 starts_at=starts_at,
                 ends_at=ends_at,
                 capacity=len(crew) + rng.randint(0, 10),

@@ -73,7 +73,12 @@ class EmbeddedDatabase:
         # No retryable writes: the embedded server scans its registry of them on every such
         # write, so it slows down as it serves them (1,482 → 166 inserts/s after 14,000), and a
         # single node on loopback gains little from a retry. A configured MongoDB keeps them.
-        return f"mongodb://{self.host}:{self.port}/?directConnection=true&retryWrites=false"
+        # The server drops connections idle for 300 s, and with no retry the next write on one
+        # fails, so the pool retires them first.
+        return (
+            f"mongodb://{self.host}:{self.port}/"
+            "?directConnection=true&retryWrites=false&maxIdleTimeMS=240000"
+        )
 
     @property
     def pid(self) -> int | None:
