@@ -21,6 +21,7 @@ from server.context import Context
 from server.domain import (
     access,
     activities,
+    attendance,
     caravans,
     events,
     hours,
@@ -305,19 +306,33 @@ async def test_small_plan_is_feasible_pins_hold_and_publishing_happens_once(ctx,
     assert set(leftover["request_ids"]) == {impossible, removed}
 
 
-async def test_trip_confirmed_by_the_site_credits_the_crew_and_counts_in_kpis(
+async def test_trip_confirmed_by_the_site_credits_the_crew_who_attended_and_counts_in_kpis(
     ctx, http, login, world
 ):
     caravan = await world.caravan(7, crew_size=2)
-    site = await world.site("城关小学", offset(8, 2))
+    school = offset(8, 2)
+    site = await world.site("城关小学", school)
     request = await world.request(site, 0, 4, 120)
     plan = await world.until_done(await world.plan(time_limit_s=1))
     [visit] = (await world.post(f"/api/v1/plans/{plan['id']}/publish"))["published"]
-    volunteer = await login("o_crew")
-    await signups.sign_up(ctx, ObjectId(volunteer.user_id), visit["activity_id"])
+    volunteer, absent = await login("o_crew"), await login("o_crew_absent")
+    for member in (volunteer, absent):
+        await signups.sign_up(ctx, ObjectId(member.user_id), visit["activity_id"])
     [route] = plan["routes"]
 
-    # After the visit day the crew logs the trip.
+    # On the day one crew member scans the code at the school; the other never comes.
+    visit_activity = await activities.get_doc(ctx, visit["activity_id"])
+    ctx.clock.advance((visit_activity["starts_at"] - ctx.clock.now()).total_seconds() - 300)
+    code = (await attendance.checkin_code(ctx, visit["activity_id"])).scene
+    here = {"location": {"lng": school[0], "lat": school[1]}}
+    checked_in = await http.post(
+        f"/mp/v1/activities/{visit['activity_id']}/checkin",
+        json={**here, "scene": code},
+        headers=volunteer.headers,
+    )
+    assert checked_in.status_code == 200, checked_in.text
+
+    # After the visit day the crew logs the trip (the one who came forgot to check out).
     visit_day = date.fromisoformat(route["date"])
     ctx.clock.advance(
         (
@@ -353,12 +368,14 @@ async def test_trip_confirmed_by_the_site_credits_the_crew_and_counts_in_kpis(
         "request_id": request,
         "beneficiaries": 320,
         "crew_credited": 1,
-        "hours_each": 2.0,
+        "hours_credited": 2.0,
     }
     await world.post(confirm, session=world.site_admin)  # a repeat credits nobody twice
     mine = await hours.my_hours(ctx, ObjectId(volunteer.user_id))
     assert (mine.confirmed_hours, mine.pending_hours) == (2.0, 0.0)
     assert [r.source for r in mine.records] == ["caravan"]
+    nothing = await hours.my_hours(ctx, ObjectId(absent.user_id))
+    assert (nothing.confirmed_hours, nothing.pending_hours, nothing.records) == (0.0, 0.0, [])
 
     kpis = (await http.get(kpi_path, headers=world.dispatcher.headers)).json()
     assert kpis["total"] == {"activities": 1, "km": 36.5, "beneficiaries": 320}

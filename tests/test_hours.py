@@ -100,9 +100,11 @@ class Scene:
         self.ctx.clock.advance((target - self.ctx.clock.now()).total_seconds())
 
     async def checkin(self, session, lng=SITE[0], lat=SITE[1], **extra):
+        """Checks in as the mini-program does after scanning the code shown on site."""
+        scene = (await attendance.checkin_code(self.ctx, self.activity)).scene
         return await self.http.post(
             f"/mp/v1/activities/{self.activity}/checkin",
-            json={"location": {"lng": lng, "lat": lat, **extra}},
+            json={"location": {"lng": lng, "lat": lat, **extra}, "scene": scene},
             headers=session.headers,
         )
 

@@ -23,6 +23,7 @@ from server.wechat.client import WeChatError
 Status = Literal["draft", "published", "ongoing", "finished", "cancelled"]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+CheckinPolicy = Literal["code", "code+location", "location"]
 DEFAULT_CHECKIN_RADIUS_M = 500
 CARAVAN_TAG = "科普大篷车"
 """The tag of activities that are caravan visits: statistics count them as caravan work."""
@@ -51,6 +52,7 @@ class NewActivity(msgspec.Struct, forbid_unknown_fields=True):
     tags: Annotated[list[Tag], msgspec.Meta(max_length=10)] = []
     approval: Literal["auto", "manual"] = "auto"
     checkin_radius_m: Annotated[int, msgspec.Meta(ge=50, le=5000)] = DEFAULT_CHECKIN_RADIUS_M
+    checkin: CheckinPolicy | None = None  # by default code+location at a place, code without
 
 
 class Activity(msgspec.Struct):
@@ -74,6 +76,7 @@ class Activity(msgspec.Struct):
     approval: str
     tags: list[str]
     checkin_radius_m: int
+    checkin: str
 
 
 class StatusOut(msgspec.Struct):
@@ -156,7 +159,16 @@ def _activity_out(doc: dict, now: datetime) -> Activity:
         approval=doc["approval"],
         tags=doc.get("tags", []),
         checkin_radius_m=doc.get("checkin_radius_m", DEFAULT_CHECKIN_RADIUS_M),
+        checkin=checkin_policy(doc),
     )
+
+
+def checkin_policy(doc: dict) -> CheckinPolicy:
+    """What a check-in must show: the code displayed on site, being there, or both. An activity
+    stored before policies existed gets the default of its kind."""
+    if doc.get("checkin"):
+        return doc["checkin"]
+    return "code+location" if doc.get("location") else "code"
 
 
 async def create_activity(ctx, new: NewActivity, *, created_by: ObjectId | None) -> ObjectId:
@@ -185,6 +197,8 @@ async def create_activity(ctx, new: NewActivity, *, created_by: ObjectId | None)
         location = new.location.to_geojson()
     elif location is None and address:
         location = await geocoding.locate_address(ctx, address)
+    if new.checkin in ("location", "code+location") and location is None:
+        raise InvalidRequest("按位置签到需要活动地点：请选择站点或填写地点", field="checkin")
     doc = activity_doc(
         ctx,
         title=new.title.strip(),
@@ -202,6 +216,7 @@ async def create_activity(ctx, new: NewActivity, *, created_by: ObjectId | None)
         tags=new.tags,
         approval=new.approval,
         checkin_radius_m=new.checkin_radius_m,
+        checkin=new.checkin,
         created_by=created_by,
     )
     await ctx.db["activities"].insert_one(doc)
@@ -227,6 +242,7 @@ def activity_doc(
     tags: list[str] = (),
     approval: str = "auto",
     checkin_radius_m: int = DEFAULT_CHECKIN_RADIUS_M,
+    checkin: CheckinPolicy | None = None,
     status: Status = "draft",
     confirmed_count: int = 0,
 ) -> dict:
@@ -249,6 +265,7 @@ def activity_doc(
         "tags": list(dict.fromkeys(tags)),
         "approval": approval,
         "checkin_radius_m": checkin_radius_m,
+        "checkin": checkin or ("code+location" if location else "code"),
         "status": status,
         "confirmed_count": confirmed_count,
         "seats_left": capacity - confirmed_count,

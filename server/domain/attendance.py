@@ -1,7 +1,10 @@
 """Attendance: check-in codes, check-in and check-out on site, and the hours they earn.
 
-Owns the `attendance` collection. Hours go to the ledger (server/domain/hours.py) as a pending
-credit at check-out; a forgotten check-out is closed at the activity's end and flagged.
+Owns the `attendance` collection. What a check-in must show is the activity's policy
+(`activities.checkin_policy`): the code displayed on site (a signed scene bound to the activity,
+which expires), being within its radius, or both. Hours go to the ledger
+(server/domain/hours.py) as a pending credit at check-out; a forgotten check-out is closed at the
+activity's end and flagged.
 """
 
 from __future__ import annotations
@@ -111,8 +114,8 @@ def _qr_png(scene: str) -> bytes:
 
 def _distance_check(doc: dict, location: LocationIn) -> dict:
     point = location.to_geojson()
-    if doc.get("location") is None:
-        return point  # no place to check against (an online activity)
+    if doc.get("location") is None or "location" not in activities.checkin_policy(doc):
+        return point  # no place to check against (an online activity), or none asked for
     metres = geo.distance_m(point["coordinates"], doc["location"]["coordinates"])
     radius = doc.get("checkin_radius_m", activities.DEFAULT_CHECKIN_RADIUS_M)
     if metres > radius:
@@ -123,6 +126,8 @@ def _distance_check(doc: dict, location: LocationIn) -> dict:
 async def check_in(ctx, user_id: ObjectId, activity_id, request: CheckinRequest) -> CheckedIn:
     activity_id = parse_id(activity_id, "activity_id")
     doc = await activities.get_doc(ctx, activity_id)
+    if request.scene is None and "code" in activities.checkin_policy(doc):
+        raise InvalidRequest("请扫描活动现场的签到码", code="invalid_scene", field="scene")
     if request.scene is not None and read_scene(ctx, request.scene)[0] != activity_id:
         raise InvalidRequest("签到码不属于该活动", code="invalid_scene", field="scene")
     existing = await ctx.db["attendance"].find_one({"activity_id": activity_id, "user_id": user_id})
@@ -198,7 +203,7 @@ async def _close(ctx, record: dict, doc: dict, out: datetime, point, *, status: 
             org_id=doc["org_id"],
             site_id=doc.get("site_id"),
             activity_id=doc["_id"],
-            source="activity",
+            source="caravan" if activities.CARAVAN_TAG in doc.get("tags", []) else "activity",
             served_at=doc["starts_at"],
             basis={"checked_in_at": record["checked_in_at"], "checked_out_at": out},
         )
@@ -228,6 +233,24 @@ def _checked_out(record: dict) -> CheckedOut:
         hours=record.get("hours", 0.0),
         status="pending" if credit_id else "not_credited",
     )
+
+
+async def attended_credits(ctx, activity_id: ObjectId) -> list[ObjectId]:
+    """The hours credits of those who checked in to an activity that has ended, closing a
+    forgotten check-out first (as the daily job would): what a site confirms for a caravan
+    visit's crew, by attendance rather than by the crew list."""
+    doc = await activities.get_doc(ctx, activity_id)
+    if ctx.clock.now() < doc["ends_at"]:
+        raise Conflict("活动尚未结束，无法确认时长", code="activity_not_finished")
+    credit_ids = []
+    async for record in ctx.db["attendance"].find({"activity_id": activity_id}):
+        credit_id = record.get("credit_id")
+        if record["status"] == "open":
+            closed = await _close(ctx, record, doc, doc["ends_at"], None, status="auto_closed")
+            credit_id = ObjectId(closed.record_id) if closed.record_id else None
+        if credit_id:
+            credit_ids.append(credit_id)
+    return credit_ids
 
 
 async def close_forgotten(ctx) -> int:

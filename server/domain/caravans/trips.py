@@ -1,6 +1,7 @@
 """Trip logs: one caravan's duty day, its odometer readings and the people reached per visit.
-The site's admin confirms each visit, and the crew confirmed on that visit's activity are then
-credited its duration. Statistics read trips through `trip_facts`.
+The site's admin confirms each visit, and the crew who checked in on that visit's activity then
+have the hours their attendance earned confirmed (a crew member who signed up but never checked
+in earns nothing). Statistics read trips through `trip_facts`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
 from server.clock import SHANGHAI
-from server.domain import access, events, hours, orgs, rosters, sites
+from server.domain import access, attendance, events, hours, orgs, sites
 from server.domain.caravans.fleet import get_caravan_doc
 from server.domain.caravans.visit_requests import check_range, request_doc, requests_by_id
 from server.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -40,7 +41,7 @@ class VisitConfirmed(msgspec.Struct):
     request_id: str
     beneficiaries: int
     crew_credited: int
-    hours_each: float
+    hours_credited: float
 
 
 class TripVisitOut(msgspec.Struct):
@@ -253,7 +254,7 @@ async def list_trips(
 
 
 async def confirm_visit(ctx, trip_id, request_id, *, by: ObjectId) -> VisitConfirmed:
-    """The site's admin confirms the people reached; the visit's crew is credited its hours."""
+    """The site's admin confirms the people reached, and the hours of the crew who attended."""
     trip_id = parse_id(trip_id, "trip_id")
     request_id = parse_id(request_id, "request_id")
     trip = await ctx.db["trips"].find_one({"_id": trip_id})
@@ -284,35 +285,17 @@ async def confirm_visit(ctx, trip_id, request_id, *, by: ObjectId) -> VisitConfi
             ctx, events.VISIT_CONFIRMED, org_id=trip["org_id"], caravan_id=trip["caravan_id"],
             site_id=site["_id"], date=trip["date"], beneficiaries=visit["beneficiaries"],
         )  # fmt: skip
-    hours_each = round(visit["duration_min"] / 60, 2)
-    credited = 0
+    record_ids = []
     if visit.get("activity_id"):
-        # Crediting is idempotent per (volunteer, activity), so a repeat credits nobody twice.
-        roster = await rosters.roster(ctx, visit["activity_id"])
-        record_ids = []
-        for entry in roster.confirmed:
-            record_ids.append(
-                await hours.credit(
-                    ctx,
-                    user_id=ObjectId(entry.user_id),
-                    hours=hours_each,
-                    org_id=trip["org_id"],
-                    source="caravan",
-                    activity_id=visit["activity_id"],
-                    site_id=site["_id"],
-                    served_at=day_start(trip["date"]),
-                    basis={"trip_id": trip_id, "request_id": request_id},
-                    by=by,
-                )
-            )
-        if record_ids:
-            await hours.confirm(ctx, by, [str(r) for r in record_ids])
-        credited = len(record_ids)
+        record_ids = await attendance.attended_credits(ctx, visit["activity_id"])
+        # Confirming is idempotent, so a repeat confirms nothing twice.
+        await hours.confirm(ctx, by, [str(r) for r in record_ids])
+    credited = await hours.credit_values(ctx, record_ids)
     return VisitConfirmed(
         request_id=str(request_id),
         beneficiaries=visit["beneficiaries"],
-        crew_credited=credited,
-        hours_each=hours_each,
+        crew_credited=len(record_ids),
+        hours_credited=sum(c.hours for c in credited),
     )
 
 
