@@ -1,11 +1,12 @@
 """The mini-program's HTTP API under /mp/v1."""
 
-from miniprogram_api import activities, auth, hours, me, subscriptions
+from miniprogram_api import activities, auth, hours, me, sites, subscriptions
 
 ROUTES = [
     *auth.ROUTES,
     *me.ROUTES,
     *activities.ROUTES,
     *hours.ROUTES,
+    *sites.ROUTES,
     *subscriptions.ROUTES,
 ]

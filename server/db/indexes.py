@@ -97,6 +97,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("caravan_id", ASCENDING), ("date", ASCENDING)], unique=True),
         IndexModel([("org_id", ASCENDING), ("year", ASCENDING)]),
         IndexModel([("visits.request_id", ASCENDING)]),
+        IndexModel([("visits.site_id", ASCENDING)]),
         IndexModel([("date", ASCENDING)]),
     ],
     "stats_orgs": [IndexModel([("orgs", ASCENDING), ("year", ASCENDING), ("kind", ASCENDING)])],

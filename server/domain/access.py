@@ -46,6 +46,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "site.appoint": frozenset({"org_admin"}),
     # i科普 activities and hours.
     "activity.organise": _ORGANISERS,
+    "checkin.show": _SITE_STAFF,  # the code shown on site: its admin shows it as well
     "hours.read": _SITE_STAFF,
     "hours.confirm": _SITE_STAFF,
     "stats.read": _ORGANISERS,

@@ -22,7 +22,7 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
 from server import geo
-from server.domain import activities, hours, signups
+from server.domain import access, activities, hours, signups, sites
 from server.domain.errors import Conflict, InvalidRequest, OutOfRange
 from server.domain.ids import parse_id
 from server.domain.sites import LocationIn
@@ -83,8 +83,16 @@ def read_scene(ctx, scene: str) -> tuple[ObjectId, datetime]:
     return ObjectId(raw[:12]), expires_at
 
 
-async def checkin_code(ctx, activity_id) -> CheckinCode:
+async def checkin_code(ctx, activity_id, *, by: ObjectId | None = None) -> CheckinCode:
+    """A fresh code to show on site, for the activity's organisers and its site's admins."""
     doc = await activities.get_doc(ctx, activity_id)
+    if by is not None and not (
+        doc.get("site_id")
+        and await access.may(
+            ctx, by, "checkin.show", site=await sites.get_site_doc(ctx, doc["site_id"])
+        )
+    ):
+        await access.require(ctx, by, "checkin.show", org_id=doc["org_id"])
     expires_at = min(
         ctx.clock.now() + timedelta(seconds=ctx.settings.checkin_code_ttl_s),
         doc["ends_at"] + timedelta(minutes=ctx.settings.checkout_late_min),

@@ -109,6 +109,24 @@ async def briefs(ctx, site_ids: list[ObjectId]) -> dict[ObjectId, dict]:
     return {doc.pop("_id"): doc async for doc in cursor}
 
 
+class SiteBrief(msgspec.Struct):
+    id: str
+    name: str
+    kind: str
+    address: str | None
+
+
+async def administered_by(ctx, user_id: ObjectId) -> list[SiteBrief]:
+    """The sites this user was named admin of, by name."""
+    ids = await access.sites_administered(ctx, user_id)
+    docs = await ctx.db["sites"].find({"_id": {"$in": ids}}).to_list(None)
+    return sorted(
+        (SiteBrief(id=str(d["_id"]), name=d["name"], kind=d["kind"], address=d.get("address"))
+         for d in docs),
+        key=lambda s: s.name,
+    )  # fmt: skip
+
+
 async def get_site(ctx, site_id) -> Site:
     doc = await get_site_doc(ctx, site_id)
     return _site_out(doc, await access.site_admins(ctx, doc["_id"]))

@@ -37,6 +37,8 @@ from server.domain.caravans.trips import (
     MAX_DAY_KM,
     NewTrip,
     PastTrip,
+    SiteVisitOut,
+    SiteVisitPage,
     TripFacts,
     TripOut,
     TripPage,
@@ -49,6 +51,7 @@ from server.domain.caravans.trips import (
     list_trips,
     log_trip,
     parse_day,
+    site_visits,
     trip_facts,
 )
 from server.domain.caravans.visit_requests import (
@@ -82,6 +85,8 @@ __all__ = [
     "NewVisitRequest",
     "PastTrip",
     "RequestStatus",
+    "SiteVisitOut",
+    "SiteVisitPage",
     "TripFacts",
     "TripOut",
     "TripPage",
@@ -114,5 +119,6 @@ __all__ = [
     "parse_day",
     "record_activity",
     "requests_by_id",
+    "site_visits",
     "trip_facts",
 ]

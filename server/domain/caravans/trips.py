@@ -253,6 +253,48 @@ async def list_trips(
     return TripPage(items=items, next_cursor=following)
 
 
+class SiteVisitOut(msgspec.Struct):
+    trip_id: str
+    request_id: str
+    caravan_id: str
+    date: str
+    duration_min: int
+    beneficiaries: int
+    confirmed: bool
+    activity_id: str | None
+
+
+class SiteVisitPage(msgspec.Struct):
+    items: list[SiteVisitOut]
+    next_cursor: str | None
+
+
+async def site_visits(
+    ctx, site_id, *, confirmed: bool | None = None, cursor: str | None = None, limit: int
+) -> SiteVisitPage:
+    """The caravan visits logged at a site, the latest trip first: what its admin confirms."""
+    site_id = parse_id(site_id, "site_id")
+    docs, following = await page_by_id(
+        ctx.db["trips"], {"visits.site_id": site_id}, cursor, limit, newest_first=True
+    )
+    items = [
+        SiteVisitOut(
+            trip_id=str(d["_id"]),
+            request_id=str(v["request_id"]),
+            caravan_id=str(d["caravan_id"]),
+            date=d["date"],
+            duration_min=v["duration_min"],
+            beneficiaries=v["beneficiaries"],
+            confirmed=v["confirmed"],
+            activity_id=str(v["activity_id"]) if v.get("activity_id") else None,
+        )
+        for d in docs
+        for v in d["visits"]
+        if v["site_id"] == site_id and confirmed in (None, v["confirmed"])
+    ]
+    return SiteVisitPage(items=items, next_cursor=following)
+
+
 async def confirm_visit(ctx, trip_id, request_id, *, by: ObjectId) -> VisitConfirmed:
     """The site's admin confirms the people reached, and the hours of the crew who attended."""
     trip_id = parse_id(trip_id, "trip_id")
