@@ -122,6 +122,7 @@ class VisitRequestsHandler(BaseHandler):
             await caravans.list_requests(
                 self.ctx,
                 await self.scope(q.org_id),
+                site_ids=await self.site_scope() if q.org_id is None else [],
                 status=q.status,
                 site_id=q.site_id,
                 start=q.from_,

@@ -16,6 +16,7 @@ from bson import ObjectId
 
 from server.domain import access, activities, campaigns, caravans, hours, orgs, planning, signups
 from server.domain import sites as sites_
+from server.domain.paging import page_by_id_any
 
 NEAR = {"lng": 113.8, "lat": 35.46}
 VARIANTS = {"/mp/v1/activities": [{}, {"near": f"{NEAR['lng']},{NEAR['lat']}"}]}
@@ -113,7 +114,7 @@ async def world(ctx, login):
             org_id=str(county),
         )  # fmt: skip
         fleet.append(await caravans.create_caravan(ctx, caravan))
-        await caravans.create_request(
+        request = await caravans.create_request(
             ctx,
             caravans.NewVisitRequest(
                 site_id=str(site), earliest_date=today, latest_date=today + timedelta(days=5),
@@ -125,6 +126,7 @@ async def world(ctx, login):
             caravans.NewTrip(
                 caravan_id=str(fleet[0]), date=today - timedelta(days=n),
                 odometer_start_km=100 * n, odometer_end_km=100 * n + 50,
+                visits=[caravans.TripVisitIn(request_id=str(request), beneficiaries=40)],
             ),
             logged_by=ObjectId(staff.user_id),
         )  # fmt: skip
@@ -146,7 +148,11 @@ async def world(ctx, login):
         )  # fmt: skip
     return {
         "path": {"site_id": str(site)},
-        "callers": {"/api/v1/": staff.headers, "/mp/v1/": volunteer.headers},
+        "callers": {
+            "/api/v1/": staff.headers,
+            "/mp/v1/": volunteer.headers,
+            "/mp/v1/sites/": staff.headers,  # a site admin's pages, from the phone
+        },
     }
 
 
@@ -158,8 +164,8 @@ def _url(path: str, world: dict) -> str:
 
 
 def _caller(path: str, world: dict) -> dict:
-    [headers] = [h for prefix, h in world["callers"].items() if path.startswith(prefix)]
-    return headers
+    matching = [prefix for prefix in world["callers"] if path.startswith(prefix)]
+    return world["callers"][max(matching, key=len)]
 
 
 async def test_every_paged_endpoint_refuses_forged_cursors(http, world):
@@ -197,3 +203,18 @@ async def test_every_paged_endpoint_honours_its_own_cursor(http, world):
             assert second.status_code == 200, (path, params, second.text)
             [one], [two] = first.json()["items"], second.json()["items"]
             assert one != two, (path, params)
+
+
+async def test_pages_over_several_queries_meet_every_document_once(ctx):
+    """page_by_id_any: two overlapping queries (each on its own index), paged by threes."""
+    coll = ctx.db["paging_scratch"]
+    await coll.insert_many([{"n": n, "odd": n % 2 == 1, "small": n < 6} for n in range(11)])
+    queries = [{"odd": True}, {"small": True}]
+    seen, cursor = [], None
+    while True:
+        docs, cursor = await page_by_id_any(coll, queries, cursor, 3)
+        assert len(docs) <= 3
+        seen.extend(d["n"] for d in docs)
+        if cursor is None:
+            break
+    assert seen == [0, 1, 2, 3, 4, 5, 7, 9]

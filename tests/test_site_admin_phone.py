@@ -121,8 +121,24 @@ async def test_a_site_admins_day_from_the_phone(ctx, http, login):
     visits = await http.get(f"/mp/v1/sites/{school}/visits", headers=clerk.headers)
     assert visits.status_code == 200, visits.text
     assert visits.json() == {"items": [], "next_cursor": None}
-    requests = await http.get(f"/mp/v1/sites/{school}/visit-requests", headers=clerk.headers)
-    assert requests.status_code == 200, requests.text
+    # The clerk asks for a caravan visit and finds it in every list of their requests.
+    monday = (ctx.clock.now() + timedelta(days=14)).date()
+    ask = {"earliest_date": str(monday), "latest_date": str(monday + timedelta(days=4)),
+           "duration_min": 90}  # fmt: skip
+    asked = await http.post(
+        "/api/v1/visit-requests", json={**ask, "site_id": str(school)}, headers=clerk.headers
+    )
+    assert asked.status_code == 201, asked.text
+    theirs = await http.post(
+        "/api/v1/visit-requests", json={**ask, "site_id": str(other)}, headers=admin.headers
+    )
+    assert theirs.status_code == 201, theirs.text
+    for path in ("/api/v1/visit-requests", f"/mp/v1/sites/{school}/visit-requests"):
+        listed = await http.get(path, headers=clerk.headers)
+        assert listed.status_code == 200, listed.text
+        assert [r["id"] for r in listed.json()["items"]] == [asked.json()["id"]], path
+    everything = await http.get("/api/v1/visit-requests", headers=admin.headers)
+    assert len(everything.json()["items"]) == 2
 
 
 async def test_a_volunteer_holds_no_site(http, login):

@@ -239,6 +239,12 @@ async def scope(ctx, user_id: ObjectId, permission: str) -> list[ObjectId]:
     return await orgs.subtrees(ctx, tops)
 
 
+async def site_scope(ctx, user_id: ObjectId, permission: str) -> list[ObjectId]:
+    """The sites a list shows the user beyond `scope`: those whose admin they were named."""
+    grants = _holding(await grants_of(ctx, user_id), permission)
+    return sorted({g["site_id"] for g in grants if g.get("site_id")})
+
+
 # -- one representation of a site admin -------------------------------------------------------
 
 

@@ -86,3 +86,21 @@ async def page_by_id(
     docs = await collection.find(query, projection).sort([("_id", order)]).to_list(limit + 1)
     more = len(docs) > limit
     return docs[:limit], encode_cursor(IdCursor(i=docs[limit - 1]["_id"])) if more else None
+
+
+async def page_by_id_any(
+    collection, queries: list[dict], cursor: str | None, limit: int, *, newest_first: bool = False
+) -> tuple[list[dict], str | None]:
+    """`page_by_id` over documents matching any of `queries`: each runs on its own index (an
+    `$or` would scan on the embedded server) and the pages merge in `_id` order."""
+    found: dict = {}
+    more = False
+    for query in queries:
+        docs, following = await page_by_id(
+            collection, query, cursor, limit, newest_first=newest_first
+        )
+        more = more or following is not None
+        found.update((d["_id"], d) for d in docs)
+    merged = sorted(found.values(), key=lambda d: d["_id"], reverse=newest_first)
+    more = more or len(merged) > limit
+    return merged[:limit], encode_cursor(IdCursor(i=merged[limit - 1]["_id"])) if more else None

@@ -220,6 +220,10 @@ class BaseHandler(tornado.web.RequestHandler):
         await self.authorize(org_id)
         return await orgs.subtree_ids(self.ctx, parse_id(org_id, "org_id"))
 
+    async def site_scope(self) -> list:
+        """The sites a list shows beyond `scope`: those the caller was named admin of."""
+        return await access.site_scope(self.ctx, self.user_id, self.operation.permission)
+
     # -- idempotent retries ------------------------------------------------------------------
 
     async def _begin_idempotent(self) -> None:

@@ -16,7 +16,7 @@ from bson import ObjectId
 from server.domain import orgs, sites
 from server.domain.errors import InvalidRequest
 from server.domain.ids import fetch, parse_id
-from server.domain.paging import page_by_id
+from server.domain.paging import page_by_id_any
 
 RequestStatus = Literal["open", "scheduling", "scheduled"]
 STALE_CLAIM = timedelta(minutes=2)
@@ -135,6 +135,7 @@ async def list_requests(
     ctx,
     org_ids: list[ObjectId],
     *,
+    site_ids: list[ObjectId] = (),
     status: str | None = None,
     site_id: str | None = None,
     start: date | None = None,
@@ -142,9 +143,9 @@ async def list_requests(
     cursor: str | None = None,
     limit: int,
 ) -> VisitRequestPage:
-    """Requests of these organisations, oldest first; with a date range, those that may be
-    visited within it (the ones a plan over that range would consider)."""
-    query: dict = {"org_id": {"$in": org_ids}}
+    """Requests of these organisations and of these sites, oldest first; with a date range,
+    those that may be visited within it (the ones a plan over that range would consider)."""
+    query: dict = {}
     if status is not None:
         query["status"] = status
     if site_id is not None:
@@ -154,7 +155,12 @@ async def list_requests(
     if end is not None:
         check_range(start, end)
         query["earliest_date"] = {"$lte": end.isoformat()}
-    docs, following = await page_by_id(ctx.db["visit_requests"], query, cursor, limit)
+    scopes = [{"org_id": {"$in": org_ids}}] if org_ids else []
+    if wanted := [s for s in site_ids if query.get("site_id", s) == s]:
+        scopes.append({"site_id": {"$in": wanted}})
+    docs, following = await page_by_id_any(
+        ctx.db["visit_requests"], [{**query, **scope} for scope in scopes], cursor, limit
+    )
     items = [
         VisitRequestOut(
             id=str(d["_id"]),
