@@ -66,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pymongo
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from server.db import EmbeddedDatabase, Lease, close_client, database, make_client, transaction
 from server.db.indexes import INDEXES
@@ -465,7 +465,8 @@ def build_subscriptions(w: World, rng: random.Random) -> None:
 
 
 def build_leases(w: World, rng: random.Random) -> None:
-    """Named leases (the scheduler's is one document of these), and plans, a tenth still queued."""
+    """Named leases (the scheduler's is one document of these), and plans, a tenth still queued
+    and a tenth of the rest solved with a publication that stalled."""
     leases = [
         {
             "_id": f"lease:{i}",
@@ -488,11 +489,45 @@ def build_leases(w: World, rng: random.Random) -> None:
             "runs": 0,
             "progress": 0.0,
             "caravan_ids": [ObjectId() for _ in range(3)],
+            "pins": [],
+            "excluded": [],
+            "published_at": None,
+            "publishing_until": NOW - timedelta(minutes=1) if i % 10 == 5 else None,
         }
         for i in range(w.n)
     ]
     load(w, "plans", plans)
     w.t["plans"] = spread([p["_id"] for p in plans if p["status"] == "queued"], 10)
+    done = [p for p in plans if p["status"] == "done"]
+    w.t["plans_done"] = spread([p["_id"] for p in done if not p["publishing_until"]])
+    w.t["plans_stalled"] = spread([p["_id"] for p in done if p["publishing_until"]], 10)
+
+
+def build_visit_requests(w: World, rng: random.Random) -> None:
+    """A site's requests for a caravan visit: most scheduled, a tenth open, one in twenty held by
+    a publication that stalled."""
+    docs = []
+    for i in range(w.n):
+        first = (NOW + timedelta(days=rng.randrange(-300, 60))).date().isoformat()
+        status = "open" if i % 10 == 0 else "scheduling" if i % 20 == 5 else "scheduled"
+        doc = {
+            "_id": ObjectId(),
+            "site_id": ObjectId(),
+            "org_id": rng.choice(w.t["teams"]),
+            "earliest_date": first,
+            "latest_date": first,
+            "duration_min": 120,
+            "audience": 200,
+            "priority": 1,
+            "status": status,
+            "created_by": None,
+            "created_at": NOW - timedelta(days=30),
+        }
+        if status == "scheduling":
+            doc |= {"plan_id": ObjectId(), "claim_until": NOW - timedelta(minutes=1)}
+        docs.append(doc)
+    load(w, "visit_requests", docs)
+    w.t["vr_stalled"] = spread([d["_id"] for d in docs if d["status"] == "scheduling"])
 
 
 def build_attendance(w: World, rng: random.Random) -> None:
@@ -588,7 +623,7 @@ def build_hours(w: World, rng: random.Random) -> None:
 
 def build_reminders(w: World, rng: random.Random) -> None:
     """Two reminders a confirmed sign-up (24 h and 2 h ahead): sent for past activities, pending
-    for future ones; 20 due now and 5 whose dispatcher died mid-send, at every size."""
+    for future ones; 20 due now, 5 whose dispatcher died mid-send and 5 dead, at every size."""
     docs = []
     for _ in range(max(5, w.n // 20)):
         aid, starts = ObjectId(), NOW + timedelta(days=rng.uniform(-200, 60))
@@ -630,7 +665,10 @@ def build_reminders(w: World, rng: random.Random) -> None:
             "claim": "stale-claim",
             "quota_taken": True,
         }
+    for i in range(2, len(docs), max(1, len(docs) // 5)):
+        docs[i] |= {"state": "dead", "attempts": 5, "last_error": "system_error"}
     load(w, "reminders", docs)
+    w.t["rem_dead"] = [d["_id"] for d in docs if d["state"] == "dead"]
     w.t["rem_due"] = [d["_id"] for d in docs if d.get("claim") == "due-claim"]
     pending = [(d["activity_id"], d["user_id"]) for d in docs if d["state"] == "pending"]
     w.t["rem_pending"] = spread(pending)
@@ -689,6 +727,7 @@ BUILDERS: list[tuple[Callable, tuple[str, ...]]] = [
     (build_reminders, ("reminders",)),
     (build_subscriptions, ("subscriptions",)),
     (build_leases, ("leases", "plans")),
+    (build_visit_requests, ("visit_requests",)),
     (build_rollups, ("stats_orgs", "stats_volunteers")),
 ]
 
@@ -1086,15 +1125,23 @@ async def _(w, r, x):
 
 
 @shape(
-    "report_reach: find_one_and_update({_id, status: {$ne}}, $set)",
+    "report_reach: update_one({_id, status: {$ne}, beneficiaries: seen}, $set) "
+    "(compare-and-set on the count read by _id, retried)",
     "activities.report_reach",
     "activities",
 )
 async def _(w, r, x):
-    query = {"_id": r.choice(w.t["act_done"]), "status": {"$ne": "cancelled"}}
-    return await x.find_one_and_update(
-        "activities", query, {"$set": {"beneficiaries": 120}}, projection={"beneficiaries": 1}
-    )
+    aid, fields = r.choice(w.t["act_done"]), {"status": 1, "beneficiaries": 1}
+    for _ in range(50):
+        seen = await x.find_one("activities", {"_id": aid}, fields)
+        query = {
+            "_id": aid,
+            "status": {"$ne": "cancelled"},
+            "beneficiaries": seen.get("beneficiaries"),
+        }
+        reported = await x.update_one("activities", query, {"$set": {"beneficiaries": 120}})
+        if reported.matched_count:
+            return seen
 
 
 # activities: the mini-program's listing (server/domain/discovery.py)
@@ -1552,10 +1599,16 @@ async def _(w, r, x):
     return await x.find_one("orgs", {"_id": r.choice(w.t["org_ids"])}, {"ancestors": 1})
 
 
-@shape("subtree_ids: find({$or: [{_id}, {ancestors}]})", "orgs.subtree_ids", "orgs")
+@shape(
+    "subtree_ids / subtrees: find({_id: {$in}}) + find({ancestors: {$in}})",
+    "orgs.subtree_ids / orgs.subtrees",
+    "orgs",
+)
 async def _(w, r, x):
     county, _ = r.choice(w.t["counties"])
-    return await x.find("orgs", {"$or": [{"_id": county}, {"ancestors": county}]}, {"_id": 1})
+    top = await x.find("orgs", {"_id": {"$in": [county]}}, {"_id": 1})
+    below = await x.find("orgs", {"ancestors": {"$in": [county]}}, {"_id": 1})
+    return [*top, *below]
 
 
 @shape("root_org: find_one({parent_id: None})", "orgs.root_org", "orgs")
@@ -1892,6 +1945,13 @@ async def _(w, r, x):
     return rows, dead
 
 
+@shape("retry: update_one({_id, state: dead}, $set)", "outbox.retry", "reminders")
+async def _(w, r, x):
+    query = {"_id": r.choice(w.t["rem_dead"]), "state": "dead"}
+    update = {"$set": {"due_at": NOW, "attempts": 0}}  # keeps the state: every run matches
+    return (await x.update_one("reminders", query, update)).matched_count == 1
+
+
 @shape(
     "take_quotas: transaction find({_id: {$in: 10}}) + bulk_write $inc",
     "subscriptions.take_quotas",
@@ -1940,7 +2000,8 @@ async def _(w, r, x):
 
 
 @shape(
-    "Lease.acquire: update_one({$and: [{_id}, {$or: [free, mine]}]}, upsert)",
+    "Lease.acquire: update_one({_id, holder: {$in: [None, me]}}, upsert) "
+    "+ if none, update_one({_id, until: {$lt: now}})",
     "scheduler._leading / token_keeper._take_lease",
     "leases",
 )
@@ -1963,7 +2024,8 @@ async def _(w, r, x):
 
 
 @shape(
-    "Lease.acquire: update_one({$and: [{_id, status: {$in}, attempts}, {$or}]}, $set/$inc)",
+    "Lease.acquire: update_one({_id, status: {$in}, attempts, holder: {$in: [None, me]}}, "
+    "$set/$inc) + if none, update_one({..., until: {$lt: now}})",
     "solving._claim",
     "plans",
 )
@@ -1983,39 +2045,64 @@ async def _(w, r, x):
     )
 
 
+@shape(
+    "_set_edits: update_one({_id, published_at: None}, $set pins/excluded) + find_one({_id})",
+    "plans.pin / unpin / exclude",
+    "plans",
+)
+async def _(w, r, x):
+    pid = r.choice(w.t["plans_done"])
+    edits = {"pins": [{"request_id": ObjectId(), "caravan_id": ObjectId(), "date": "2026-05-04"}]}
+    edited = await x.update_one("plans", {"_id": pid, "published_at": None}, {"$set": edits})
+    if edited.matched_count:
+        return await x.find_one("plans", {"_id": pid})
+
+
+@shape(
+    "replan: update_one({_id, status: {$in: [done, failed]}, published_at: None}, $set)",
+    "plans.replan",
+    "plans",
+)
+async def _(w, r, x):
+    query = {"_id": r.choice(w.t["plans_done"]), "status": {"$in": ["done", "failed"]}}
+    update = {"$set": {"progress": 0.0, "best_cost": None, "lease_holder": None, "attempts": 0}}
+    return await x.update_one("plans", {**query, "published_at": None}, update)
+
+
+@shape(
+    "publish claim [a stalled one]: update_one({_id, status, published_at, publishing_until: "
+    "None}) + update_one({..., publishing_until: {$lt: now}}) + find_one({_id})",
+    "publishing._claim",
+    "plans",
+)
+async def _(w, r, x):
+    pid = r.choice(w.t["plans_stalled"])
+    ready = {"_id": pid, "status": "done", "published_at": None}
+    claim = {"$set": {"publishing_until": NOW - timedelta(minutes=1)}}  # stays stalled
+    for free in (None, {"$lt": NOW}):
+        if (await x.update_one("plans", {**ready, "publishing_until": free}, claim)).matched_count:
+            return await x.find_one("plans", {"_id": pid})
+
+
+@shape(
+    "claim_for_publish [a stalled one]: update_one({_id, status: open}) "
+    "+ update_one({_id, status: scheduling, claim_until: {$lt: now}}) + find_one({_id})",
+    "visit_requests.claim_for_publish",
+    "visit_requests",
+)
+async def _(w, r, x):
+    rid = r.choice(w.t["vr_stalled"])
+    claim = {"$set": {"status": "scheduling", "claim_until": NOW - timedelta(minutes=1)}}
+    for free in ({"status": "open"}, {"status": "scheduling", "claim_until": {"$lt": NOW}}):
+        if (await x.update_one("visit_requests", {"_id": rid, **free}, claim)).matched_count:
+            return await x.find_one("visit_requests", {"_id": rid})
+
+
 # candidates: index-friendly shapes this bench found for what scans above (not in the brief)
 
 
 def candidate(name: str, source: str, collection: str, *, hot: bool = False):
     return shape(name, source, collection, kind="candidate", hot=hot)
-
-
-@candidate(
-    "Lease.acquire without $or: update_one({_id, holder: {$in: [None, me]}}, upsert) "
-    "+ if none, update_one({_id, until: {$lt: now}})",
-    "leases.Lease.acquire",
-    "leases",
-)
-async def _(w, r, x):
-    lease, query = SCHEDULER_LEASE, {"_id": r.choice(w.t["leases"])}
-    update = {"$set": lease.taken(HOLDER, NOW)}
-    try:
-        mine_or_free = {**query, lease.holder_field: {"$in": [None, HOLDER]}}
-        taken = await x.update_one("leases", mine_or_free, update, upsert=True)
-        if taken.matched_count or taken.upserted_id is not None:
-            return True
-    except DuplicateKeyError:
-        pass  # it exists and someone else holds it: taken over only once their lease ran out
-    ran_out = {**query, lease.until_field: {"$lt": NOW}}
-    return (await x.update_one("leases", ran_out, update)).matched_count == 1
-
-
-@candidate("subtree_ids: find_one({_id}) + find({ancestors})", "orgs.subtree_ids", "orgs")
-async def _(w, r, x):
-    county, _ = r.choice(w.t["counties"])
-    top = await x.find_one("orgs", {"_id": county}, {"_id": 1})
-    below = await x.find("orgs", {"ancestors": county}, {"_id": 1})
-    return [top, *below]
 
 
 @candidate(

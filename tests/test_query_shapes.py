@@ -1,7 +1,8 @@
 """Request paths send only shapes the embedded server answers from an index: no findAndModify
-(it scans the collection) and no `$expr` in a filter. The commands are read off the service's
-own client through a pymongo CommandListener while the mini-program and staff APIs are driven;
-and the conditional writes that replaced findAndModify keep their guarantees under concurrency."""
+(it scans the collection) and no `$expr` or `$or` in a filter. The commands are read off the
+service's own client through a pymongo CommandListener while the mini-program and staff APIs are
+driven; and the conditional writes that replaced findAndModify keep their guarantees under
+concurrency."""
 
 from __future__ import annotations
 
@@ -16,19 +17,35 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymongo import monitoring
 
-from server.db import close_client, database, make_client
-from server.domain import activities, attendance, hours, identity, orgs, ratelimit, signups, sites
-from server.domain.errors import RateLimited
+from server.db import Lease, close_client, database, make_client
+from server.domain import (
+    activities,
+    attendance,
+    caravans,
+    events,
+    hours,
+    identity,
+    notifications,
+    orgs,
+    ratelimit,
+    signups,
+    sites,
+)
+from server.domain.errors import NotFound, RateLimited
+from server.domain.planning import publishing
 from server.domain.stats import rollups
 
 SITE = (113.806, 35.462)  # WGS-84
 
 
-def _has_expr(value) -> bool:
+SCANNING = {"$expr", "$or"}  # operators the embedded server answers by reading every document
+
+
+def _scans(value) -> bool:
     if isinstance(value, dict):
-        return any(key == "$expr" or _has_expr(inner) for key, inner in value.items())
+        return any(key in SCANNING or _scans(inner) for key, inner in value.items())
     if isinstance(value, list):
-        return any(_has_expr(inner) for inner in value)
+        return any(_scans(inner) for inner in value)
     return False
 
 
@@ -38,13 +55,13 @@ class CommandLog(monitoring.CommandListener):
     def __init__(self, db_name: str) -> None:
         self.db_name = db_name
         self.step: str | None = None
-        self.seen: list[tuple[str, str, str, bool]] = []  # step, command, collection, $expr
+        self.seen: list[tuple[str, str, str, bool]] = []  # step, command, collection, scans
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if self.step is None or event.database_name != self.db_name:
             return
         collection = event.command.get(event.command_name)
-        self.seen.append((self.step, event.command_name, str(collection), _has_expr(event.command)))
+        self.seen.append((self.step, event.command_name, str(collection), _scans(event.command)))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -118,7 +135,7 @@ async def _an_activity_at_a_site(ctx, login):
     return site, activity, starts_at, admin
 
 
-async def test_request_paths_send_no_find_and_modify_and_no_expr(ctx, http, login, commands):
+async def test_request_paths_send_no_find_and_modify_expr_or_or(ctx, http, login, commands):
     site, activity, starts_at, admin = await _an_activity_at_a_site(ctx, login)
     here = {"location": {"lng": SITE[0], "lat": SITE[1]}}
 
@@ -307,3 +324,89 @@ def test_the_condition_of_an_addition_keeps_its_outcome(before, value, stored):
 
     if _matches(condition, stored):
         assert outcome(stored) == outcome(before)
+
+
+async def test_leases_and_claims_keep_one_winner_without_scanning_shapes(ctx, login, commands):
+    """Of many taking at once a lease or a claim that is free (never taken, given up, or run out),
+    exactly one gets it, through conditional updates by `_id` alone."""
+    lease, named = Lease(30, holder_field="holder", until_field="until"), {"_id": "scheduler"}
+
+    async def winners(take, n: int = 20) -> int:
+        return sum(bool(won) for won in await asyncio.gather(*(take(i) for i in range(n))))
+
+    async def lead(i: int) -> bool:
+        return await lease.acquire(ctx.db.leases, named, f"p{i}", ctx.clock.now(), upsert=True)
+
+    with commands.watching("lease"):
+        assert await winners(lead) == 1  # no document yet: one upsert wins
+        [holder] = [d["holder"] async for d in ctx.db.leases.find(named)]
+        assert await lead(int(holder[1:]))  # renewal
+        ctx.clock.advance(31)
+        assert await winners(lead) == 1  # run out
+        holder = (await ctx.db.leases.find_one(named))["holder"]
+        assert await lease.release(ctx.db.leases, named, holder, ctx.clock.now())
+        assert await winners(lead) == 1  # given up
+
+    open_request, stalled = ObjectId(), ObjectId()
+    await ctx.db.visit_requests.insert_many(
+        [
+            {"_id": open_request, "status": "open"},
+            {"_id": stalled, "status": "scheduling", "claim_until": ctx.clock.now()},
+        ]
+    )
+    ctx.clock.advance(1)
+    plan = ObjectId()
+    with commands.watching("claims"):
+        for request in (open_request, stalled):
+            assert await winners(lambda i, r=request: caravans.claim_for_publish(ctx, r, plan)) == 1
+        plans = ctx.db.plans
+        await plans.insert_one({"_id": plan, "status": "done", "published_at": None})
+        assert await winners(lambda i: publishing._claim(ctx, plan)) == 1
+        ctx.clock.advance(6 * 60)  # the publisher stalled
+        assert await winners(lambda i: publishing._claim(ctx, plan)) == 1
+
+    assert commands.offending() == []
+    assert commands.sent("lease") == {("update", "leases"), ("find", "leases")}
+    assert ("update", "visit_requests") in commands.sent("claims")
+    assert ("update", "plans") in commands.sent("claims")
+
+
+async def test_concurrent_reach_reports_move_the_count_by_what_they_changed(ctx, login, commands):
+    _, activity, starts_at, _ = await _an_activity_at_a_site(ctx, login)
+    ctx.clock.advance((starts_at + timedelta(minutes=30) - ctx.clock.now()).total_seconds())
+    deltas: list[int] = []
+
+    async def reached(ctx, kind, **payload):
+        deltas.append(payload["delta"])
+
+    ctx.events.subscribe(events.ACTIVITY_REACHED, reached)
+    reports = [activities.Reach(beneficiaries=n) for n in (120, 80, 300, 0, 45, 45, 200, 7)]
+    with commands.watching("reach"):
+        await asyncio.gather(*(activities.report_reach(ctx, activity, r) for r in reports))
+    final = (await ctx.db.activities.find_one({"_id": ObjectId(activity)}))["beneficiaries"]
+    assert final in {r.beneficiaries for r in reports} and sum(deltas) == final
+    assert commands.offending() == []
+    assert ("update", "activities") in commands.sent("reach")
+
+
+async def test_staff_paths_send_no_scanning_shapes(ctx, commands):
+    root = await orgs.create_org(ctx, "省科协", "province", None)
+    city = await orgs.create_org(ctx, "新乡市科协", "city", root)
+    county = await orgs.create_org(ctx, "辉县市科协", "county", city)
+    other = await orgs.create_org(ctx, "郑州市科协", "city", root)
+    reminder = ObjectId()
+    await ctx.db.reminders.insert_one(
+        {"_id": reminder, "state": "dead", "dedupe": "shape:dead", "attempts": 5}
+    )
+    with commands.watching("staff"):
+        assert set(await orgs.subtree_ids(ctx, city)) == {city, county}
+        assert await orgs.subtree_ids(ctx, ObjectId()) == []
+        assert sorted(await orgs.subtrees(ctx, [city, county, other])) == sorted(
+            [city, county, other]
+        )
+        await notifications.retry(ctx, str(reminder))
+        with pytest.raises(NotFound):
+            await notifications.retry(ctx, str(reminder))  # no longer dead
+    assert (await ctx.db.reminders.find_one({"_id": reminder}))["state"] == "pending"
+    assert commands.offending() == []
+    assert {("find", "orgs"), ("update", "reminders")} <= commands.sent("staff")

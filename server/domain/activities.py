@@ -364,14 +364,19 @@ async def report_reach(ctx, activity_id, reach: Reach) -> ReachOut:
     status = effective_status(doc, ctx.clock.now())
     if status not in ("ongoing", "finished"):
         raise Conflict(f"{status} 状态的活动不能登记受益人次", code="invalid_state")
-    before = await ctx.db["activities"].find_one_and_update(
-        {"_id": doc["_id"], "status": {"$ne": "cancelled"}},
-        {"$set": {"beneficiaries": reach.beneficiaries}},
-        projection={"beneficiaries": 1},
-    )
-    if before is None:
-        raise Conflict("活动已取消", code="invalid_state")
-    delta = reach.beneficiaries - before.get("beneficiaries", 0)
+    # Compare-and-set on the count as read, so each report's delta is from the one before it.
+    coll, seen = ctx.db["activities"], doc.get("beneficiaries")
+    while not (
+        await coll.update_one(
+            {"_id": doc["_id"], "status": {"$ne": "cancelled"}, "beneficiaries": seen},
+            {"$set": {"beneficiaries": reach.beneficiaries}},
+        )
+    ).matched_count:
+        current = await coll.find_one({"_id": doc["_id"]}, {"status": 1, "beneficiaries": 1})
+        if current is None or current["status"] == "cancelled":
+            raise Conflict("活动已取消", code="invalid_state")
+        seen = current.get("beneficiaries")
+    delta = reach.beneficiaries - (seen or 0)
     if delta:
         await events.emit(ctx, events.ACTIVITY_REACHED, activity_id=doc["_id"], delta=delta)
     return ReachOut(activity_id=str(doc["_id"]), beneficiaries=reach.beneficiaries)

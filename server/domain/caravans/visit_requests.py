@@ -190,21 +190,15 @@ def check_range(start: date | None, end: date) -> None:
 async def claim_for_publish(ctx, request_id: ObjectId, plan_id: ObjectId) -> dict | None:
     """Takes the request for one plan's publication; None when it is (being) scheduled."""
     now = ctx.clock.now()
-    # A conditional update by `_id`, then a read: a findAndModify would scan the collection on
-    # the embedded server. What is read is this claim's: no other can take it before it stalls.
-    claimed = await ctx.db["visit_requests"].update_one(
-        {
-            "_id": request_id,
-            "$or": [
-                {"status": "open"},
-                {"status": "scheduling", "claim_until": {"$lt": now}},
-            ],
-        },
-        {"$set": {"status": "scheduling", "plan_id": plan_id, "claim_until": now + STALE_CLAIM}},
-    )
-    if not claimed.matched_count:
-        return None
-    return await ctx.db["visit_requests"].find_one({"_id": request_id})
+    # Conditional updates by `_id` (open, or a stalled claim), then a read: a findAndModify or an
+    # $or would scan the collection on the embedded server. What is read is this claim's: the
+    # first update to match moves the request out of both, and no other takes it before it stalls.
+    requests = ctx.db["visit_requests"]
+    claim = {"$set": {"status": "scheduling", "plan_id": plan_id, "claim_until": now + STALE_CLAIM}}
+    for free in ({"status": "open"}, {"status": "scheduling", "claim_until": {"$lt": now}}):
+        if (await requests.update_one({"_id": request_id, **free}, claim)).matched_count:
+            return await requests.find_one({"_id": request_id})
+    return None
 
 
 async def record_activity(ctx, request_id: ObjectId, activity_id: ObjectId) -> None:

@@ -7,7 +7,6 @@ from datetime import datetime
 
 import msgspec
 from bson import ObjectId
-from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError
 
 from server.db import aggregate
@@ -113,10 +112,9 @@ async def summary(ctx, limit: int = 50) -> OutboxSummary:
 
 
 async def retry(ctx, reminder_id) -> None:
-    result = await ctx.db["reminders"].find_one_and_update(
+    result = await ctx.db["reminders"].update_one(
         {"_id": parse_id(reminder_id, "reminder_id"), "state": "dead"},
         {"$set": {"state": "pending", "due_at": ctx.clock.now(), "attempts": 0}},
-        return_document=ReturnDocument.AFTER,
     )
-    if result is None:
+    if not result.matched_count:
         raise NotFound("没有该失败提醒", field="reminder_id")

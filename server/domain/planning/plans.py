@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from bson import ObjectId
-from pymongo import ReturnDocument
 
 from server.domain import access, campaigns, caravans, orgs, sites
 from server.domain.errors import Conflict, InvalidRequest, NotFound
@@ -309,20 +308,19 @@ async def exclude(ctx, plan_id, request_id) -> PlanOut:
 
 
 async def _set_edits(ctx, plan: dict, pins: list[dict], excluded: list[ObjectId]) -> PlanOut:
-    doc = await ctx.db["plans"].find_one_and_update(
+    edited = await ctx.db["plans"].update_one(
         {"_id": plan["_id"], "published_at": None},
         {"$set": {"pins": pins, "excluded": excluded}},
-        return_document=ReturnDocument.AFTER,
     )
-    if doc is None:
+    if not edited.matched_count:
         raise Conflict("计划已发布，不能再修改", code="plan_published")
-    return _plan_out(doc)
+    return _plan_out(await ctx.db["plans"].find_one({"_id": plan["_id"]}))
 
 
 async def replan(ctx, plan_id) -> Queued:
     plan = await get_plan_doc(ctx, plan_id)
     _editable(plan)
-    doc = await ctx.db["plans"].find_one_and_update(
+    queued = await ctx.db["plans"].update_one(
         {"_id": plan["_id"], "status": {"$in": ["done", "failed"]}, "published_at": None},
         {
             "$set": {
@@ -336,7 +334,7 @@ async def replan(ctx, plan_id) -> Queued:
             }
         },
     )
-    if doc is None:
+    if not queued.matched_count:
         raise Conflict("计划正在求解，请等它结束再重新规划", code="plan_running")
     start_solving(ctx, plan["_id"])
     return Queued(id=str(plan["_id"]), status="queued")

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bson import ObjectId
-from pymongo import ReturnDocument
 
 from server.domain import activities, caravans, events, sites
 from server.domain.errors import Conflict
@@ -30,17 +29,7 @@ async def publish(ctx, plan_id, *, by: ObjectId, publisher_openid: str) -> Publi
         return _published_out(plan)
     if plan["status"] != "done":
         raise Conflict("计划尚未求解完成，不能发布", code="plan_not_done")
-    now = ctx.clock.now()
-    claimed = await ctx.db["plans"].find_one_and_update(
-        {
-            "_id": plan["_id"],
-            "status": "done",
-            "published_at": None,
-            "$or": [{"publishing_until": None}, {"publishing_until": {"$lt": now}}],
-        },
-        {"$set": {"publishing_until": now + timedelta(minutes=5)}},
-        return_document=ReturnDocument.AFTER,
-    )
+    claimed = await _claim(ctx, plan["_id"])
     if claimed is None:
         current = await get_plan_doc(ctx, plan_id)
         if current.get("published_at"):
@@ -68,20 +57,29 @@ async def publish(ctx, plan_id, *, by: ObjectId, publisher_openid: str) -> Publi
     except BaseException:
         await ctx.db["plans"].update_one({"_id": plan["_id"]}, {"$set": {"publishing_until": None}})
         raise
-    doc = await ctx.db["plans"].find_one_and_update(
-        {"_id": plan["_id"]},
-        {
-            "$set": {
-                "published_at": ctx.clock.now(),
-                "published_by": by,
-                "published": published,
-                "skipped": skipped,
-                "publishing_until": None,
-            }
-        },
-        return_document=ReturnDocument.AFTER,
-    )
-    return _published_out(doc)
+    done = {
+        "published_at": ctx.clock.now(),
+        "published_by": by,
+        "published": published,
+        "skipped": skipped,
+        "publishing_until": None,
+    }
+    await ctx.db["plans"].update_one({"_id": plan["_id"]}, {"$set": done})
+    return _published_out(done)
+
+
+async def _claim(ctx, plan_id: ObjectId) -> dict | None:
+    """The plan, claimed for five minutes to publish; None while another publication holds it
+    (or it is no longer a solved, unpublished plan). Two conditional updates by `_id`, never
+    claimed or a claim run out, rather than one $or, which the embedded server scans; the first
+    to match moves `publishing_until` out of both, so of several racing one wins."""
+    now = ctx.clock.now()
+    plans, ready = ctx.db["plans"], {"_id": plan_id, "status": "done", "published_at": None}
+    claim = {"$set": {"publishing_until": now + timedelta(minutes=5)}}
+    for free in (None, {"$lt": now}):
+        if (await plans.update_one({**ready, "publishing_until": free}, claim)).matched_count:
+            return await plans.find_one({"_id": plan_id})
+    return None
 
 
 async def _publish_visit(

@@ -196,8 +196,9 @@ async def _claim(ctx, plan_id: ObjectId, token: str) -> dict | None:
     if claimed:
         # None if its lease ran out in between and another process took it over.
         return await plans.find_one({"_id": plan_id, **LEASE.held_by(token)})
-    given_up = await plans.update_one(
-        {**to_solve, "attempts": {"$gte": MAX_ATTEMPTS}, **LEASE.free(now)},
+    given_up = await LEASE.update_free(
+        plans,
+        {**to_solve, "attempts": {"$gte": MAX_ATTEMPTS}},
         {
             "$set": {
                 "status": "failed",
@@ -205,8 +206,9 @@ async def _claim(ctx, plan_id: ObjectId, token: str) -> dict | None:
                 "finished_at": now,
             }
         },
+        now,
     )
-    if given_up.modified_count:
+    if given_up:
         log.error("plan_out_of_attempts", plan_id=str(plan_id))
     return None
 
