@@ -53,6 +53,31 @@ class InFlight:
         return True
 
 
+class Background:
+    """Work a process does beside serving (the seat repair at start), cancelled at close; a
+    failure is logged, never lost."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task] = set()
+
+    def spawn(self, work, name: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_failed", task=task.get_name(), error=repr(task.exception()))
+
+    async def drain(self, *, cancel: bool = False) -> None:
+        tasks = list(self._tasks)
+        for task in tasks if cancel else ():
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 @dataclass
 class Context:
     settings: Settings
@@ -70,6 +95,7 @@ class Context:
     sessions: SessionCache = field(default_factory=SessionCache)
     seat_turns: Turns = field(default_factory=Turns)
     catalogue: Catalogue = field(default_factory=Catalogue)
+    background: Background = field(default_factory=Background)
     _process_pool: ProcessPoolExecutor | None = field(default=None, repr=False)
 
     @property
@@ -139,6 +165,7 @@ class Context:
         return ctx
 
     async def close(self) -> None:
+        await self.background.drain(cancel=True)
         await self.solves.drain(cancel=True)
         self.wechat_executor.shutdown(wait=False, cancel_futures=True)
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -13,7 +13,8 @@ from bson import ObjectId
 from pymongo import monitoring
 
 from server.db import close_client, database, make_client
-from server.domain import access, activities, events, identity, orgs, seats, signups
+from server.domain import access, activities, events, identity, orgs, seats, signup_repair, signups
+from server.domain.wiring import wire
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -279,6 +280,8 @@ async def test_cancelling_the_activity_ends_every_sign_up(ctx, http, make_activi
         f"/api/v1/activities/{activity_id}/cancel", json={"reason": "暴雨"}, headers=staff
     )
     assert cancelled.json() == {"status": "cancelled"}
+    doc = await activities.get_doc(ctx, activity_id)
+    assert (doc["confirmed_count"], doc["waitlist_count"], doc["seats_left"]) == (0, 0, 2)
     assert sorted(told) == sorted(uid for uid, _ in people)
     assert await ctx.db.signups.count_documents({"status": {"$ne": "cancelled"}}) == 0
     again = await _sign_up(http, activity_id, people[0][1])
@@ -345,15 +348,116 @@ async def test_roster_exports_as_a_workbook(ctx, http, make_activity, organiser)
     assert book["候补"]["A2"].value == 1
 
 
-async def test_reconcile_recounts_from_records(ctx, make_activity):
-    activity_id = await make_activity(capacity=3)
-    await ctx.db.activities.update_one(
-        {"_id": ObjectId(activity_id)}, {"$set": {"confirmed_count": 2}}
-    )
-    counts = await signups.reconcile(ctx, ObjectId(activity_id))
-    assert counts == {"confirmed": 0, "waitlist": 0, "pending": 0}
+async def _no_wait() -> None:
+    pass
+
+
+async def _counters(ctx, activity_id) -> tuple[int, int, int]:
     doc = await activities.get_doc(ctx, activity_id)
-    assert (doc["confirmed_count"], doc["seats_left"]) == (0, 3)
+    return doc["confirmed_count"], doc["waitlist_count"], doc["seats_left"]
+
+
+async def _records(ctx, activity_id) -> dict[ObjectId, str]:
+    cursor = ctx.db.signups.find({"activity_id": ObjectId(activity_id)})
+    return {r["user_id"]: r["status"] async for r in cursor}
+
+
+async def test_repair_mends_what_a_crash_between_seat_and_record_leaves(ctx, make_activity):
+    """A seat taken with no record (killed before the insert) strands a waitlisted volunteer;
+    a record with no seat (killed before the counter moved) would let the activity oversell;
+    a cancellation cut short leaves sign-ups open on a cancelled activity."""
+    await ctx.background.drain()  # the repair at start has looked at the empty database
+    stranded, oversold, cut = [ObjectId(await make_activity(capacity=2, starts_in_h=h))
+                               for h in (48, 60, 72)]  # fmt: skip
+    p = [await identity.ensure_user(ctx, f"o_r{i}") for i in range(6)]
+    await signups.sign_up(ctx, p[0], stranded)
+    assert await seats.take_seat(ctx, stranded, by="signup") is not None  # no record follows
+    assert (await signups.sign_up(ctx, p[1], stranded))[0].status == "waitlisted"
+    await signups.sign_up(ctx, p[2], oversold)
+    await signups.sign_up(ctx, p[3], oversold)
+    await seats.adjust_counts(ctx, oversold, confirmed=-1)  # a seat the records say is taken
+    await signups.sign_up(ctx, p[4], cut)
+    await activities.mark_cancelled(ctx, cut, reason="暴雨")  # killed before the records
+    assert await _counters(ctx, stranded) == (2, 1, 0)
+    assert await _counters(ctx, oversold) == (1, 0, 1)
+
+    tally = await signup_repair.repair(ctx, since=None, settle=_no_wait)
+
+    assert tally == {"checked": 3, "repaired": 3, "promoted": 1, "busy": 0}
+    assert await _records(ctx, stranded) == {p[0]: "confirmed", p[1]: "confirmed"}
+    assert await _counters(ctx, stranded) == (2, 0, 0)
+    assert await _counters(ctx, oversold) == (2, 0, 0)
+    assert (await signups.sign_up(ctx, p[5], oversold))[0].status == "waitlisted"
+    assert await _records(ctx, cut) == {p[4]: "cancelled"}
+    assert await _counters(ctx, cut) == (0, 0, 2)
+    again = await signup_repair.repair(ctx, since=None, settle=_no_wait)
+    assert again == {"checked": 3, "repaired": 0, "promoted": 0, "busy": 0}
+
+
+async def test_repair_leaves_an_activity_whose_sign_up_is_in_flight(ctx, make_activity):
+    """Between the two looks the sign-up that had taken the seat writes its record: the counts
+    the first look made are stale, and writing them would free a seat that is taken."""
+    await ctx.background.drain()
+    activity_id = ObjectId(await make_activity(capacity=3))
+    p = [await identity.ensure_user(ctx, f"o_f{i}") for i in range(2)]
+    await signups.sign_up(ctx, p[0], activity_id)
+    window = await seats.take_seat(ctx, activity_id, by="signup")  # p1's seat, record to come
+    looks = []
+
+    async def record_lands() -> None:
+        looks.append(await _counters(ctx, activity_id))
+        if len(looks) == 1:
+            record = signups.new_record(activity_id, p[1], "confirmed", window, None,
+                                        ctx.clock.now())  # fmt: skip
+            await ctx.db.signups.insert_one(record)
+
+    tally = await signup_repair.repair(ctx, since=None, settle=record_lands)
+    assert tally == {"checked": 1, "repaired": 0, "promoted": 0, "busy": 0}
+    assert looks == [(2, 0, 1)]
+    assert await _counters(ctx, activity_id) == (2, 0, 1)
+    assert await _records(ctx, activity_id) == {p[0]: "confirmed", p[1]: "confirmed"}
+
+    # Still moving at every look (a burst that goes on): left alone, for the next repair.
+    await seats.take_seat(ctx, activity_id, by="signup")
+
+    async def another_seat() -> None:
+        ctx.clock.advance(1)
+        await seats.adjust_counts(ctx, activity_id, confirmed=-1)  # one leaves...
+        await seats.take_seat(ctx, activity_id, by="signup")  # ...another is taking the seat
+
+    busy = await signup_repair.repair(ctx, since=None, settle=another_seat)
+    assert busy == {"checked": 1, "repaired": 0, "promoted": 0, "busy": 1}
+    assert await _counters(ctx, activity_id) == (3, 0, 0)
+    settled = await signup_repair.repair(ctx, since=None, settle=_no_wait)
+    assert settled["repaired"] == 1 and await _counters(ctx, activity_id) == (2, 0, 1)
+
+
+async def test_repair_reopens_a_decision_cut_short(ctx, make_activity):
+    await ctx.background.drain()
+    activity_id = ObjectId(await make_activity(capacity=2, approval="manual"))
+    user = await identity.ensure_user(ctx, "o_deciding")
+    await signups.sign_up(ctx, user, activity_id)
+    # The organiser's approval took the seat, and the service died before the record said so.
+    await ctx.db.signups.update_one({"user_id": user}, {"$set": {"status": "deciding"}})
+    await seats.adjust_counts(ctx, activity_id, pending=-1)
+    await seats.take_seat(ctx, activity_id, by="approval")
+    await signup_repair.repair(ctx, since=None, settle=_no_wait)
+    assert await _records(ctx, activity_id) == {user: "pending"}
+    doc = await activities.get_doc(ctx, activity_id)
+    assert (doc["confirmed_count"], doc["pending_count"], doc["seats_left"]) == (0, 1, 2)
+    assert (await signups.decide(ctx, activity_id, user, "approve")).status == "confirmed"
+
+
+async def test_the_repair_at_start_runs_beside_serving(ctx, http, make_activity):
+    """wire() starts it in the background: the service answers at once, and it ends at close."""
+    activity_id = ObjectId(await make_activity(capacity=2))
+    await seats.take_seat(ctx, activity_id, by="signup")
+    started = asyncio.get_running_loop().time()
+    await wire(ctx)
+    assert asyncio.get_running_loop().time() - started < 1
+    assert (await http.get("/healthz")).status_code == 200
+    await ctx.background.drain(cancel=True)  # in its settle: cancelled, as at shutdown
+    assert await _counters(ctx, activity_id) == (1, 0, 1)
 
 
 async def test_activities_from_before_seats_left_are_given_it(ctx, make_activity):
@@ -411,7 +515,8 @@ async def test_sign_up_cancel_and_promotion_send_no_find_and_modify_or_expr(ctx,
             await signups.cancel_signup(ctx, p[1], activity_id)  # p2 moves up again
             await signups.sign_up(ctx, p[4], manual)
             await signups.decide(ctx, manual, p[4], "approve")
-            await signups.reconcile(ctx, activity_id)
+            await seats.take_seat(ctx, activity_id, by="promotion")  # a crash: no record
+            await signup_repair.repair(ctx, since=None, settle=_no_wait)
     finally:
         await close_client(client)
     statuses = {

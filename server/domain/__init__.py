@@ -16,6 +16,7 @@ some fields of it).
 | `discovery` | (reads `activities`) | the mini-program's listing: near me, dates, tags |
 | `catalogue` | `catalogue_version` | discovery's read model: upcoming activities in memory |
 | `signups` | `signups` | sign-up, cancel, waitlist and promotion, approvals, capacity changes |
+| `signup_repair` | (mends `signups`, seats) | counters back in step with records after a crash |
 | `rosters` | (reads `signups`) | rosters and their workbook, a volunteer's own sign-ups |
 | `attendance` | `attendance` | check-in codes, check-in and check-out on site |
 | `hours` | `hours_ledger`, `hours_disputes` | the append-only ledger, confirmation, corrections |

@@ -335,26 +335,33 @@ async def _check_content(ctx, text: str, openid: str) -> None:
 
 
 async def mark_cancelled(ctx, activity_id, *, reason: str | None) -> bool:
-    """True when this call cancelled it; False when it was cancelled already."""
-    doc = await get_doc(ctx, activity_id)
-    if doc["status"] == "cancelled":
-        return False
-    if effective_status(doc, ctx.clock.now()) == "finished":
-        raise Conflict("已结束的活动不能取消", code="invalid_state")
-    result = await ctx.db["activities"].update_one(
-        {"_id": doc["_id"], "status": {"$in": ["draft", "published", "ongoing"]}},
-        {
-            "$set": {
-                "status": "cancelled",
-                "cancelled_at": ctx.clock.now(),
-                "cancel_reason": reason,
-                "confirmed_count": 0,
-                "waitlist_count": 0,
-                "pending_count": 0,
-            }
-        },
-    )
-    return result.modified_count == 1
+    """True when this call cancelled it; False when it was cancelled already. The counts go to
+    zero and every seat is free again (`seats_left` = capacity, the seat counters' rule), so the
+    write is conditional on the status and capacity as read, read again when either moved."""
+    while True:
+        doc = await get_doc(ctx, activity_id)
+        if doc["status"] == "cancelled":
+            return False
+        if effective_status(doc, ctx.clock.now()) == "finished":
+            raise Conflict("已结束的活动不能取消", code="invalid_state")
+        now = ctx.clock.now()
+        result = await ctx.db["activities"].update_one(
+            {"_id": doc["_id"], "status": doc["status"], "capacity": doc["capacity"]},
+            {
+                "$set": {
+                    "status": "cancelled",
+                    "cancelled_at": now,
+                    "cancel_reason": reason,
+                    "confirmed_count": 0,
+                    "waitlist_count": 0,
+                    "pending_count": 0,
+                    "seats_left": doc["capacity"],
+                    "seats_touched_at": now,
+                }
+            },
+        )
+        if result.modified_count == 1:
+            return True
 
 
 async def report_reach(ctx, activity_id, reach: Reach) -> ReachOut:

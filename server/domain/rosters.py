@@ -138,3 +138,13 @@ async def roster_workbook(ctx, activity_id) -> bytes:
         [title, len(current.confirmed), len(current.waitlist), len(current.pending)]
     ])  # fmt: skip
     return await ctx.run_blocking(workbook, [summary, confirmed, waitlist, pending])
+
+
+async def active_records(ctx, activity_id: ObjectId):
+    """The activity's records that hold or wait for a seat, or are held by a decision (what the
+    repair after a crash counts)."""
+    async for record in ctx.db["signups"].find(
+        {"activity_id": activity_id, "status": {"$in": [*ACTIVE, "deciding"]}},
+        {"status": 1, "updated_at": 1},
+    ):
+        yield record

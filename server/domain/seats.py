@@ -8,9 +8,11 @@ rest). They change only through the operations here, every one an `update_one` o
 plain conditions (cancelling an activity zeroes the counts): a seat is
 `update_one({_id, seats_left > 0, ...}, $inc)`; a change that needs a value first (the next
 waitlist number, a new capacity) is a compare-and-set on the values it read, read again and
-retried when another writer got there first. Within a process such changes to one activity take
-turns (`Turns`), so a burst queues in memory instead of colliding in the database. Sign-ups
-(server/domain/signups.py) call them.
+retried when another writer got there first. Every change also stamps `seats_touched_at`, in
+the same update: a crash between a counter and its record can only leave an activity touched
+lately out of step, so the repair (signup_repair.repair) looks only at those. Within a process such
+changes to one activity take turns (`Turns`), so a burst queues in memory instead of colliding
+in the database. Sign-ups (server/domain/signups.py) call them.
 """
 
 from __future__ import annotations
@@ -90,6 +92,17 @@ class Turns:
                 del self._turns[key]
 
 
+def _touched(ctx) -> dict:
+    """The part of a counter update that marks the activity as touched now."""
+    return {"$set": {"seats_touched_at": ctx.clock.now()}}
+
+
+async def touch(ctx, activity_id: ObjectId) -> None:
+    """Mark the activity before a change that writes its record first and its counters after
+    (a cancellation, a decision), so a crash between the two is still looked at."""
+    await ctx.db["activities"].update_one({"_id": activity_id}, _touched(ctx))
+
+
 def _open_for_signup(now: datetime) -> dict:
     return {"status": "published", "signup_deadline": {"$gt": now}, "starts_at": {"$gt": now}}
 
@@ -156,7 +169,7 @@ async def take_seat(ctx, activity_id: ObjectId, *, by: Literal["signup", "approv
         if by == "signup":
             query["approval"] = "auto"
     taken = await ctx.db["activities"].update_one(
-        query, {"$inc": {"confirmed_count": 1, "seats_left": -1}}
+        query, {"$inc": {"confirmed_count": 1, "seats_left": -1}, **_touched(ctx)}
     )
     if not taken.matched_count:
         return None
@@ -183,7 +196,7 @@ async def join_waitlist(ctx, activity_id: ObjectId, *, approval: str | None) -> 
         ctx,
         activity_id,
         ("waitlist_seq", "waitlist_count"),
-        lambda _: {"$inc": {"waitlist_seq": 1, "waitlist_count": 1}},
+        lambda _: {"$inc": {"waitlist_seq": 1, "waitlist_count": 1}, **_touched(ctx)},
         conditions,
     )
     if seen is None:
@@ -195,7 +208,9 @@ async def join_waitlist(ctx, activity_id: ObjectId, *, approval: str | None) -> 
 
 async def join_pending(ctx, activity_id: ObjectId) -> dict | None:
     query = {"_id": activity_id, "approval": "manual", **_open_for_signup(ctx.clock.now())}
-    joined = await ctx.db["activities"].update_one(query, {"$inc": {"pending_count": 1}})
+    joined = await ctx.db["activities"].update_one(
+        query, {"$inc": {"pending_count": 1}, **_touched(ctx)}
+    )
     if not joined.matched_count:
         return None
     return await ctx.db["activities"].find_one({"_id": activity_id}, _WINDOW)
@@ -215,7 +230,9 @@ async def adjust_counts(ctx, activity_id: ObjectId, **deltas: int) -> None:
     if deltas.get("confirmed"):
         changes["seats_left"] = -deltas["confirmed"]
     if changes:
-        await ctx.db["activities"].update_one({"_id": activity_id}, {"$inc": changes})
+        await ctx.db["activities"].update_one(
+            {"_id": activity_id}, {"$inc": changes, **_touched(ctx)}
+        )
 
 
 async def set_capacity(ctx, activity_id: ObjectId, capacity: int, *, min_confirmed: bool) -> dict:
@@ -231,7 +248,10 @@ async def set_capacity(ctx, activity_id: ObjectId, capacity: int, *, min_confirm
             return None
         if min_confirmed and seen["confirmed_count"] > capacity:
             return None
-        return {"$set": {"capacity": capacity, "seats_left": capacity - seen["confirmed_count"]}}
+        left = capacity - seen["confirmed_count"]
+        return {
+            "$set": {"capacity": capacity, "seats_left": left, "seats_touched_at": ctx.clock.now()}
+        }
 
     before = await _change_as_read(
         ctx, activity_id, ("status", "capacity", "confirmed_count"), change
@@ -248,15 +268,32 @@ async def set_capacity(ctx, activity_id: ObjectId, capacity: int, *, min_confirm
     return before
 
 
-async def set_counts(ctx, activity_id: ObjectId, counts: dict[str, int]) -> None:
-    """Overwrite the counters (a recount), with `seats_left` from the capacity as it stands."""
-    counters = {f"{name}_count": n for name, n in counts.items()}
-    await _change_as_read(
-        ctx,
-        activity_id,
-        ("capacity",),
-        lambda seen: {"$set": {**counters, "seats_left": seen["capacity"] - counts["confirmed"]}},
-    )
+COUNTERS = ("confirmed_count", "waitlist_count", "pending_count", "seats_left", "capacity",
+            "seats_touched_at", "status")  # fmt: skip
+"""What an observation of an activity's seats reads (and a recount's compare-and-set checks)."""
+
+
+async def counters(ctx, activity_id: ObjectId) -> dict | None:
+    """The seat counters as they stand (`COUNTERS`), or None when the activity is gone."""
+    doc = await ctx.db["activities"].find_one({"_id": activity_id}, dict.fromkeys(COUNTERS, 1))
+    return None if doc is None else {name: doc.get(name) for name in COUNTERS}
+
+
+async def touched_since(ctx, since: datetime | None) -> list[ObjectId]:
+    """Activities whose counters changed at or after `since` (every one that was ever touched,
+    with None), oldest first. Not a request path: the repair's candidates."""
+    query = {"seats_touched_at": {"$gte": since} if since else {"$exists": True}}
+    return [doc["_id"] async for doc in ctx.db["activities"].find(query, {"_id": 1}).sort("_id")]
+
+
+async def set_counts(ctx, activity_id: ObjectId, seen: dict, counts: dict[str, int]) -> bool:
+    """Overwrite the counters with a recount (`seats_left` from the capacity), only while every
+    one of `COUNTERS` still holds the value in `seen`; False when something moved meanwhile."""
+    changes = {f"{name}_count": n for name, n in counts.items()}
+    changes.update(seats_left=seen["capacity"] - counts["confirmed"],
+                   seats_touched_at=ctx.clock.now())  # fmt: skip
+    written = await ctx.db["activities"].update_one({"_id": activity_id, **seen}, {"$set": changes})
+    return written.matched_count == 1
 
 
 async def backfill(ctx) -> int:

@@ -7,22 +7,28 @@ status by a compare-and-set: `find_one` on an index (the unique (activity_id, us
 (activity_id, status, seq) for the head of the waitlist), then `update_one({_id, status: as
 read})`, read again and retried when another writer changed it first. No findAndModify and no
 `$expr`: the embedded server answers those in time proportional to the collection. Rosters and
-a volunteer's own list read the records in server/domain/rosters.py. The order of writes (seat
-first, then record, then the overlap check) means a crash can leave a counter one off, never an
-oversold activity; `reconcile` recounts from the records.
+a volunteer's own list read the records in server/domain/rosters.py.
+
+The order of writes (seat first, then record, then the overlap check) means a crash can leave a
+counter off by the requests that were in flight, never an oversold activity; the repair in
+server/domain/signup_repair.py, run at start and daily, finds and mends those.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 import msgspec
+import structlog
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
 from server.domain import activities, events, seats
 from server.domain.errors import Conflict, NotFound, Unavailable
 from server.domain.ids import parse_id
+
+log = structlog.get_logger(__name__)
 
 ACTIVE = ("confirmed", "waitlisted", "pending")
 ENDED = ("cancelled", "rejected")  # a new sign-up may reuse the record
@@ -247,6 +253,7 @@ async def cancel_signup(ctx, user_id: ObjectId, activity_id) -> SignupOut:
     doc = await activities.get_doc(ctx, activity_id)
     if ctx.clock.now() >= doc["starts_at"] and doc["status"] != "cancelled":
         raise Conflict("活动已开始，不能取消报名", code="signup_closed")
+    await seats.touch(ctx, activity_id)  # the record changes first, the counters after
     for attempt in range(seats.TRIES):
         before = await _coll(ctx).find_one({"activity_id": activity_id, "user_id": user_id})
         if before is None:
@@ -335,6 +342,7 @@ async def decide(
 ) -> SignupOut:
     """Approve or reject a pending sign-up (manual approval mode)."""
     activity_id = parse_id(activity_id, "activity_id")
+    await seats.touch(ctx, activity_id)  # the record changes first, the counters after
     for attempt in range(seats.TRIES):
         record = await _coll(ctx).find_one({"activity_id": activity_id, "user_id": user_id})
         if record is None or record["status"] != "pending":
@@ -441,13 +449,20 @@ async def cancel_activity(ctx, activity_id, *, reason: str | None) -> str:
     activity_id = parse_id(activity_id, "activity_id")
     if not await activities.mark_cancelled(ctx, activity_id, reason=reason):
         return "cancelled"
+    await end_signups(ctx, activity_id, reason=reason)
+    return "cancelled"
+
+
+async def end_signups(ctx, activity_id: ObjectId, *, reason: str | None) -> None:
+    """The sign-ups of a cancelled activity end, and everyone who had one is told."""
     affected = (
         await _coll(ctx)
-        .find({"activity_id": activity_id, "status": {"$in": list(ACTIVE)}}, {"user_id": 1})
+        .find({"activity_id": activity_id, "status": {"$in": [*ACTIVE, "deciding"]}},
+              {"user_id": 1})
         .to_list(None)
-    )
+    )  # fmt: skip
     await _coll(ctx).update_many(
-        {"activity_id": activity_id, "status": {"$in": list(ACTIVE)}},
+        {"activity_id": activity_id, "status": {"$in": [*ACTIVE, "deciding"]}},
         {
             "$set": {
                 "status": "cancelled",
@@ -461,7 +476,6 @@ async def cancel_activity(ctx, activity_id, *, reason: str | None) -> str:
         ctx, events.ACTIVITY_CANCELLED, activity_id=activity_id, reason=reason,
         user_ids=[r["user_id"] for r in affected],
     )  # fmt: skip
-    return "cancelled"
 
 
 async def is_confirmed(ctx, activity_id: ObjectId, user_id: ObjectId) -> bool:
@@ -471,13 +485,12 @@ async def is_confirmed(ctx, activity_id: ObjectId, user_id: ObjectId) -> bool:
     return found is not None
 
 
-async def reconcile(ctx, activity_id: ObjectId) -> dict[str, int]:
-    """Recount an activity's counters (and so its free seats) from the records (after a crash
-    mid-sign-up), then fill any seat that frees."""
-    counts = {"confirmed": 0, "waitlist": 0, "pending": 0}
-    async for record in _coll(ctx).find({"activity_id": activity_id}, {"status": 1}):
-        if record["status"] in COUNTER_OF:
-            counts[COUNTER_OF[record["status"]]] += 1
-    await seats.set_counts(ctx, activity_id, counts)
-    await promote(ctx, activity_id)
-    return counts
+# -- what the repair after a crash (server/domain/signup_repair.py) reads and mends ----------
+
+
+async def reopen_decision(ctx, record_id: ObjectId, updated_at: datetime) -> None:
+    """A decision cut short by a crash goes back to the organiser, if it still is as read."""
+    await _coll(ctx).update_one(
+        {"_id": record_id, "status": "deciding", "updated_at": updated_at},
+        {"$set": {"status": "pending", "updated_at": ctx.clock.now()}},
+    )
