@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from server.domain import activities, rosters, signups
+from server.domain import activities, projects, rosters, signups
 from server.domain.ids import parse_id
 from server.web import ID, XLSX, BaseHandler, Created, operation
 
@@ -39,7 +39,7 @@ class ActivityStaffHandler(BaseHandler):
 class ProjectsHandler(BaseHandler):
     @operation(
         "Create an i科普 project",
-        body=activities.NewProject,
+        body=projects.NewProject,
         response=Created,
         status=201,
         errors=(403, 404),
@@ -48,7 +48,7 @@ class ProjectsHandler(BaseHandler):
     )
     async def post(self) -> None:
         await self.authorize(self.body.org_id)
-        project_id = await activities.create_project(self.ctx, self.body, created_by=self.user_id)
+        project_id = await projects.create_project(self.ctx, self.body, created_by=self.user_id)
         self.reply(Created(id=str(project_id)))
 
 

@@ -40,7 +40,17 @@ from server import geo
 from server.clock import SHANGHAI
 from server.db.indexes import INDEXES
 from server.demo import PROVINCE, scatter
-from server.domain import activities, caravans, hours, identity, orgs, signups, sites, stats
+from server.domain import (
+    activities,
+    caravans,
+    hours,
+    identity,
+    orgs,
+    projects,
+    signups,
+    sites,
+    stats,
+)
 from server.domain.errors import Conflict
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜"
@@ -200,15 +210,15 @@ async def _organisations(ctx, scale: Scale, rng: random.Random) -> _Tree:
                     "location": new.location.to_geojson(),
                 }
             )
-    projects = [
-        await activities.create_project(
+    project_ids = [
+        await projects.create_project(
             ctx,
-            activities.NewProject(name=f"科普项目{n + 1}", org_id=str(rng.choice(city_ids))),
+            projects.NewProject(name=f"科普项目{n + 1}", org_id=str(rng.choice(city_ids))),
             created_by=None,
         )
         for n in range(scale.projects)
     ]
-    return _Tree(root, counties, teams, site_docs, projects)
+    return _Tree(root, counties, teams, site_docs, project_ids)
 
 
 async def _volunteers(ctx, scale: Scale, rng: random.Random, progress) -> list[ObjectId]:

@@ -24,6 +24,7 @@ from server.domain import (
     identity,
     orgs,
     planning,
+    projects,
     signups,
     sites,
 )
@@ -615,8 +616,8 @@ async def test_references_outside_the_callers_scope_are_refused(ctx, http, login
             location=sites.LocationIn(lng=113.82, lat=36.08),
         ),
     )  # fmt: skip
-    foreign_project = await activities.create_project(
-        ctx, activities.NewProject(name="林州科普", org_id=str(other_county)), created_by=None
+    foreign_project = await projects.create_project(
+        ctx, projects.NewProject(name="林州科普", org_id=str(other_county)), created_by=None
     )
     foreign_depot = await caravans.create_depot(
         ctx,

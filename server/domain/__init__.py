@@ -11,11 +11,13 @@ some fields of it).
 | `identity` | `users`, `sessions`, `refresh_tokens` | WeChat login, sessions, profiles, phones |
 | `ratelimit` | `rate_limits` | fixed-window limits shared by processes |
 | `sites` | `sites` | schools, villages, communities, bases |
-| `activities` | `projects`, `activities` | projects; activities' lifecycle, publishing, reach |
+| `projects` | `projects` | i科普 projects, the programmes activities belong to |
+| `activities` | `activities` | activities' lifecycle, publishing, reach |
 | `seats` | (seat fields of `activities`) | the seat counters and capacity of an activity |
 | `discovery` | (reads `activities`) | the mini-program's listing: near me, dates, tags |
 | `catalogue` | `catalogue_version` | discovery's read model: upcoming activities in memory |
 | `signups` | `signups` | sign-up, cancel, waitlist and promotion, approvals, capacity changes |
+| `signup_repair` | (mends `signups`, seats) | counters back in step with records after a crash |
 | `signup_repair` | (mends `signups`, seats) | counters back in step with records after a crash |
 | `rosters` | (reads `signups`) | rosters and their workbook, a volunteer's own sign-ups |
 | `attendance` | `attendance` | check-in codes, check-in and check-out on site |

@@ -1,10 +1,9 @@
-"""i科普 projects and activities: creation, publication, lifecycle, reach, and what
-statistics read of them.
+"""i科普 activities: creation, publication, lifecycle, reach, and what statistics read of them.
 
-Owns the `projects` and `activities` collections. The seat counters on an activity (confirmed,
-waitlisted, pending) and its capacity change through server/domain/seats.py, each change one
-conditional update (cancelling, here, zeroes them); the mini-program's listing is
-server/domain/discovery.py.
+Owns the `activities` collection; an activity may belong to a project (server/domain/projects.py).
+The seat counters on an activity (confirmed, waitlisted, pending) and its capacity change through
+server/domain/seats.py, each change one conditional update (cancelling, here, zeroes them); the
+mini-program's listing is server/domain/discovery.py.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 from bson import ObjectId
 
-from server.domain import access, events, geocoding, orgs, sites
+from server.domain import access, events, geocoding, orgs, projects, sites
 from server.domain.errors import Conflict, InvalidRequest, NotFound, UpstreamError
 from server.domain.ids import fetch, parse_id
 from server.wechat.client import WeChatError
@@ -28,12 +27,6 @@ DEFAULT_CHECKIN_RADIUS_M = 500
 CARAVAN_TAG = "科普大篷车"
 """The tag of activities that are caravan visits: statistics count them as caravan work."""
 ORGANISE = "activity.organise"  # the permission in `access` that references are checked for
-
-
-class NewProject(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-    org_id: str
-    description: Annotated[str, msgspec.Meta(max_length=2000)] = ""
 
 
 class NewActivity(msgspec.Struct, forbid_unknown_fields=True):
@@ -104,24 +97,6 @@ class HeldActivity(msgspec.Struct, frozen=True):
     caravan_visit: bool
 
 
-# -- projects ---------------------------------------------------------------------------------
-
-
-async def create_project(ctx, new: NewProject, *, created_by: ObjectId) -> ObjectId:
-    org_id = parse_id(new.org_id, "org_id")
-    await orgs.get_org(ctx, org_id)
-    doc = {
-        "_id": ObjectId(),
-        "name": new.name.strip(),
-        "org_id": org_id,
-        "description": new.description,
-        "created_by": created_by,
-        "created_at": ctx.clock.now(),
-    }
-    await ctx.db["projects"].insert_one(doc)
-    return doc["_id"]
-
-
 # -- activities -------------------------------------------------------------------------------
 
 
@@ -182,9 +157,7 @@ async def create_activity(ctx, new: NewActivity, *, created_by: ObjectId | None)
         raise InvalidRequest("报名截止时间不能晚于开始时间", field="signup_deadline")
     project_id = parse_id(new.project_id, "project_id") if new.project_id else None
     if project_id:
-        project = await ctx.db["projects"].find_one({"_id": project_id}, {"org_id": 1})
-        if project is None:
-            raise NotFound("项目不存在", field="project_id")
+        project = await projects.get_doc(ctx, project_id)
         await access.require(
             ctx, created_by, ORGANISE, org_id=project["org_id"], field="project_id"
         )
@@ -421,18 +394,6 @@ async def held_activities(ctx, start: datetime, end: datetime) -> list[HeldActiv
     }
     cursor = ctx.db["activities"].find(query, _HELD_FIELDS, batch_size=10_000)
     return [_held(doc) async for doc in cursor]
-
-
-async def count_projects(ctx, org_ids: set[ObjectId], created_before: datetime) -> int:
-    # A province has some hundred projects: reading them beats a long $in.
-    cursor = ctx.db["projects"].find({"created_at": {"$lt": created_before}}, {"org_id": 1})
-    return sum([1 async for doc in cursor if doc["org_id"] in org_ids])
-
-
-async def project_briefs(ctx, project_ids: list[ObjectId]) -> dict[ObjectId, dict]:
-    """Name and organisation of each project, for reports."""
-    cursor = ctx.db["projects"].find({"_id": {"$in": project_ids}}, {"name": 1, "org_id": 1})
-    return {doc.pop("_id"): doc async for doc in cursor}
 
 
 async def staff_org(ctx, activity_id) -> ObjectId:

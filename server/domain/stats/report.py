@@ -8,7 +8,7 @@ from datetime import date
 import msgspec
 from bson import ObjectId
 
-from server.domain import activities, identity, orgs, sites
+from server.domain import identity, orgs, projects, sites
 from server.domain.errors import NotFound
 from server.domain.ids import parse_id
 from server.domain.stats.periods import Period
@@ -216,7 +216,7 @@ async def report(ctx, org_id, period: Period) -> Report:
         (d for d in await source.within(PROJECTS, org_id) if d["activities"] > 0),
         key=lambda d: (-d["activities"], -d["beneficiaries"], str(d["project_id"])),
     )[:TOP]
-    project_names = await activities.project_briefs(ctx, [d["project_id"] for d in project_docs])
+    project_names = await projects.project_briefs(ctx, [d["project_id"] for d in project_docs])
     top = await _top_volunteers(ctx, source, org_id, totals)
     return Report(
         org_id=str(org_id),
@@ -228,7 +228,7 @@ async def report(ctx, org_id, period: Period) -> Report:
         volunteer=VolunteerFigures(
             teams=existing("team"),
             bases=existing("base"),
-            projects=await activities.count_projects(ctx, {n.id for n in subtree}, period.end),
+            projects=await projects.count_projects(ctx, {n.id for n in subtree}, period.end),
             activities=_figure(totals, "activities"),
             volunteers=_figure(totals, "volunteers"),
             hours=_figure(totals, "hours"),

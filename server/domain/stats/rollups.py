@@ -12,7 +12,7 @@ from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from server.domain import activities, caravans, hours, orgs, sites
+from server.domain import activities, caravans, hours, orgs, projects, sites
 from server.domain.stats.periods import Period, month_of
 
 FIGURES = (
@@ -256,7 +256,7 @@ async def _owned_docs(ctx, tally: Tally, year: int | None) -> tuple[dict, dict]:
     above the one that owns it."""
     site_briefs = await sites.briefs(ctx, list(tally.sites)) if tally.sites else {}
     project_briefs = (
-        await activities.project_briefs(ctx, list(tally.projects)) if tally.projects else {}
+        await projects.project_briefs(ctx, list(tally.projects)) if tally.projects else {}
     )
     tally.nodes |= await nodes_for(
         ctx, {b["org_id"] for b in [*site_briefs.values(), *project_briefs.values()]}
