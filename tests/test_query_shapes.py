@@ -17,8 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymongo import monitoring
 
+from server.clock import SHANGHAI
 from server.db import Lease, close_client, database, make_client
 from server.domain import (
+    access,
     activities,
     attendance,
     caravans,
@@ -177,11 +179,16 @@ async def test_request_paths_send_no_find_and_modify_expr_or_or(ctx, http, login
     record = out.json()["record_id"]
     assert out.json()["status"] == "pending" and record
 
-    with commands.watching("lists"):
+    with commands.watching("my hours"):
         mine = await http.get("/mp/v1/me/hours", headers=volunteer.headers)
         assert mine.json()["pending_hours"] == out.json()["hours"]
+    with commands.watching("site pending"):
         pending = await http.get(f"/api/v1/sites/{site}/hours", headers=admin.headers)
         assert [i["record_id"] for i in pending.json()["items"]] == [record]
+        first = await http.get(
+            f"/api/v1/sites/{site}/hours?status=pending&limit=1", headers=admin.headers
+        )
+        assert [i["record_id"] for i in first.json()["items"]] == [record]
 
     with commands.watching("confirm"):
         answers = await asyncio.gather(
@@ -209,6 +216,17 @@ async def test_request_paths_send_no_find_and_modify_expr_or_or(ctx, http, login
         )
     assert disputed.status_code == 201, disputed.text
 
+    organiser = await login("o_shape_organiser")
+    root = await orgs.root_org(ctx)
+    await access.grant_role(ctx, ObjectId(organiser.user_id), "org_admin", root["_id"])
+    with commands.watching("annual report"):
+        report = await http.get(
+            f"/api/v1/stats/annual?year={starts_at.astimezone(SHANGHAI).year}",
+            headers=organiser.headers,
+        )
+    assert report.status_code == 200, report.text
+    assert report.json()["volunteer"]["hours"] == 1.5
+
     with commands.watching("logout"):
         logged_out = await http.post(
             "/mp/v1/auth/logout",
@@ -228,7 +246,9 @@ async def test_request_paths_send_no_find_and_modify_expr_or_or(ctx, http, login
             ("insert", "hours_ledger"),
             ("find", "idempotency"),
         },
-        "lists": {("aggregate", "hours_ledger"), ("find", "hours_ledger")},
+        "my hours": {("aggregate", "hours_ledger"), ("find", "hours_ledger")},
+        "site pending": {("find", "hours_ledger")},
+        "annual report": {("find", "stats_orgs"), ("find", "stats_volunteers")},
         "confirm": {("update", "hours_ledger"), ("insert", "stats_volunteers")},
         "adjust": {("insert", "hours_ledger"), ("update", "idempotency")},
         "dispute": {("insert", "hours_disputes")},

@@ -185,6 +185,41 @@ async def test_figures_equal_a_plain_recount_for_subtrees_and_periods(ctx, http,
     assert all(t["name"] and "*" in t["name"] for t in provincial["top_volunteers"])
 
 
+async def test_top_tens_are_the_largest_of_the_subtree(ctx, http, admin, year):
+    """The report reads its top tens in bands of each figure; they are the ten largest of all
+    the subtree's roll-ups, ties by id, whatever the subtree's size."""
+    city = await ctx.db["orgs"].find_one({"kind": "city"}, sort=[("_id", -1)])
+    county = await ctx.db["orgs"].find_one({"kind": "county", "parent_id": city["_id"]})
+    for org in [await orgs.root_org(ctx), city, county]:
+        report = await _report(http, admin, org_id=str(org["_id"]), year=YEAR)
+        inside = {"orgs": org["_id"], "year": YEAR}
+        teams = await ctx.db[stats.ORGS].find({**inside, "kind": "team"}).to_list(None)
+        for figure, table in (
+            ("hours", "top_teams_by_hours"),
+            ("activities", "top_teams_by_activities"),
+        ):
+            ranked = sorted(
+                (d for d in teams if d["totals"].get(figure, 0) > 0),
+                key=lambda d, f=figure: (-d["totals"][f], str(d["org_id"])),
+            )[:10]
+            assert [t["org_id"] for t in report[table]] == [str(d["org_id"]) for d in ranked]
+        site_docs = await ctx.db[stats.SITES].find(inside).to_list(None)
+        ranked = sorted(
+            (d for d in site_docs if d["beneficiaries"] > 0),
+            key=lambda d: (-d["beneficiaries"], str(d["site_id"])),
+        )[:10]
+        assert [t["site_id"] for t in report["top_sites"]] == [str(d["site_id"]) for d in ranked]
+        project_docs = await ctx.db[stats.PROJECTS].find(inside).to_list(None)
+        ranked = sorted(
+            (d for d in project_docs if d["activities"] > 0),
+            key=lambda d: (-d["activities"], -d["beneficiaries"], str(d["project_id"])),
+        )[:10]
+        assert [p["project_id"] for p in report["top_projects"]] == [
+            str(d["project_id"]) for d in ranked
+        ]
+    assert len(report["top_sites"]) > 0
+
+
 async def test_an_adjusted_record_changes_the_totals(ctx, http, login, admin, year):
     before = await _report(http, admin, year=YEAR)
     credit = await ctx.db["hours_ledger"].find_one({"status": "confirmed", "hours": 3.0})

@@ -59,7 +59,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         ),
         IndexModel([("user_id", ASCENDING), ("status", ASCENDING)]),
         IndexModel([("ref", ASCENDING)], sparse=True),
-        IndexModel([("site_id", ASCENDING), ("kind", ASCENDING), ("status", ASCENDING)]),
+        # A site's records page by _id under the equality prefix (site_records).
+        IndexModel(
+            [("site_id", ASCENDING), ("kind", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]
+        ),
     ],
     "hours_disputes": [IndexModel([("record_id", ASCENDING), ("status", ASCENDING)])],
     "attendance": [
@@ -100,12 +103,35 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("visits.site_id", ASCENDING)]),
         IndexModel([("date", ASCENDING)]),
     ],
-    "stats_orgs": [IndexModel([("orgs", ASCENDING), ("year", ASCENDING), ("kind", ASCENDING)])],
+    # The report's top tens read bands of a figure under (subtree, year): report._Stored.leaders.
+    "stats_orgs": [
+        IndexModel([("orgs", ASCENDING), ("year", ASCENDING), ("kind", ASCENDING)]),
+        IndexModel(
+            [
+                ("orgs", ASCENDING),
+                ("year", ASCENDING),
+                ("kind", ASCENDING),
+                ("totals.hours", ASCENDING),
+            ]
+        ),
+        IndexModel(
+            [
+                ("orgs", ASCENDING),
+                ("year", ASCENDING),
+                ("kind", ASCENDING),
+                ("totals.activities", ASCENDING),
+            ]
+        ),
+    ],
     "stats_volunteers": [
         IndexModel([("org_id", ASCENDING), ("year", ASCENDING), ("hours", DESCENDING)])
     ],
-    "stats_sites": [IndexModel([("orgs", ASCENDING), ("year", ASCENDING)])],
-    "stats_projects": [IndexModel([("orgs", ASCENDING), ("year", ASCENDING)])],
+    "stats_sites": [
+        IndexModel([("orgs", ASCENDING), ("year", ASCENDING), ("beneficiaries", ASCENDING)])
+    ],
+    "stats_projects": [
+        IndexModel([("orgs", ASCENDING), ("year", ASCENDING), ("activities", ASCENDING)])
+    ],
     "plans": [
         IndexModel([("org_id", ASCENDING), ("created_at", ASCENDING)]),
         IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)]),

@@ -143,20 +143,26 @@ async def import_credits(ctx, docs: list[dict]) -> int:
     return len(result.inserted_ids)
 
 
-async def _values(ctx, credit_ids: list[ObjectId]) -> dict[ObjectId, float]:
-    """Each credit's current value: its hours plus every correction pointing at it."""
-    rows = await aggregate(
-        _ledger(ctx),
-        [
-            {"$match": {"$or": [{"_id": {"$in": credit_ids}}, {"ref": {"$in": credit_ids}}]}},
-            {"$group": {"_id": {"$ifNull": ["$ref", "$_id"]}, "hours": {"$sum": "$hours"}}},
-        ],
-    )
-    return {row["_id"]: round(row["hours"], 2) for row in rows}
+async def _values(ctx, credits: list[dict]) -> dict[ObjectId, float]:
+    """Each credit's current value: its hours plus every correction pointing at it. The
+    corrections are one read on the `ref` index; an aggregate matching credits and corrections
+    together needs an $or, which the embedded server answers by scanning the ledger."""
+    values = {c["_id"]: c["hours"] for c in credits}
+    if values:
+        corrections = _ledger(ctx).find({"ref": {"$in": list(values)}}, {"ref": 1, "hours": 1})
+        async for entry in corrections:
+            values[entry["ref"]] += entry["hours"]
+    return {credit_id: round(value, 2) for credit_id, value in values.items()}
+
+
+# What a listed record shows: listing pages read no more of each credit (basis, who decided).
+_RECORD_FIELDS = {
+    f: 1 for f in ("user_id", "activity_id", "site_id", "hours", "status", "source", "at")
+}
 
 
 async def _records(ctx, credits: list[dict]) -> list[HoursRecord]:
-    values = await _values(ctx, [c["_id"] for c in credits])
+    values = await _values(ctx, credits)
     return [
         HoursRecord(
             record_id=str(c["_id"]),
@@ -189,7 +195,7 @@ async def my_hours(ctx, user_id: ObjectId) -> MyHours:
     confirmed, pending = await totals(ctx, user_id)
     credits = (
         await _ledger(ctx)
-        .find({"user_id": user_id, "kind": "credit"})
+        .find({"user_id": user_id, "kind": "credit"}, _RECORD_FIELDS)
         .sort([("at", -1)])
         .to_list(200)
     )
@@ -265,7 +271,7 @@ async def adjust(ctx, by: ObjectId, record_id, change: Adjustment) -> HoursRecor
         raise NotFound("时长记录不存在", field="record_id")
     if not await _may_confirm(ctx, by, credit):
         raise Forbidden("只有站点管理员或活动组织方可以更正时长")
-    current = (await _values(ctx, [record_id]))[record_id]
+    current = (await _values(ctx, [credit]))[record_id]
     delta = round(change.hours - current, 2)
     if delta:
         await _ledger(ctx).insert_one(
@@ -297,7 +303,9 @@ async def site_records(
     query: dict = {"site_id": parse_id(site_id, "site_id"), "kind": "credit"}
     if status:
         query["status"] = status
-    credits, following = await page_by_id(_ledger(ctx), query, cursor, limit)
+    credits, following = await page_by_id(
+        _ledger(ctx), query, cursor, limit, projection=_RECORD_FIELDS
+    )
     return HoursPage(items=await _records(ctx, credits), next_cursor=following)
 
 
@@ -349,11 +357,11 @@ async def credit_values(ctx, record_ids: list[ObjectId]) -> list[CreditValue]:
         await _ledger(ctx)
         .find(
             {"_id": {"$in": record_ids}, "kind": "credit"},
-            {"user_id": 1, "org_id": 1, "served_at": 1, "at": 1},
+            {"user_id": 1, "org_id": 1, "served_at": 1, "at": 1, "hours": 1},
         )
         .to_list(None)
     )
-    values = await _values(ctx, [c["_id"] for c in credits])
+    values = await _values(ctx, credits)
     return [
         CreditValue(
             user_id=c["user_id"],

@@ -114,16 +114,34 @@ class _Stored:
         query = {"orgs": org_id, "year": self.year, **match}
         return await self.ctx.db[name].find(query, {"months": 0, "caravans": 0}).to_list(None)
 
-    async def volunteers(self, org_id: ObjectId, typical: float) -> list[dict]:
-        """At least the top ten's documents: those above a floor, lowered until ten are found.
-        Each try is one short index range, where a sort would read every volunteer."""
-        floor = typical * 8
+    async def leaders(
+        self, name: str, org_id: ObjectId, field: str, start: float, least: float, **match
+    ) -> list[dict]:
+        """At least the TOP documents of the subtree with the largest `field` above `least`
+        (all of them when fewer): bands of `field` from `start` down, each one short range of
+        an index ending in `field`, read until TOP are found. A sort, or one range down to
+        `least`, would read every document of the subtree, which grows with the year."""
+        key = "org_id" if name == VOLUNTEERS else "orgs"
+        query = {key: org_id, "year": self.year, **match}
+        collection = self.ctx.db[name]
+        docs: list[dict] = []
+        upper, floor = None, start
         while True:
-            query = {"org_id": org_id, "year": self.year, "hours": {"$gte": floor}}
-            docs = await self.ctx.db[VOLUNTEERS].find(query).to_list(None)
-            if len(docs) >= TOP or floor <= EPSILON:
+            last = floor <= least or floor < start * _LOWEST
+            band = {"$gt": least} if last else {"$gte": floor}
+            if upper is not None:
+                band["$lt"] = upper
+            docs += await collection.find(
+                {**query, field: band}, {"months": 0, "caravans": 0}
+            ).to_list(None)
+            if len(docs) >= TOP or last:
                 return docs
-            floor = floor / 4 if floor > 0.01 else EPSILON
+            upper, floor = floor, floor * (_STEP_FOUND if docs else _STEP_EMPTY)
+
+
+# How a floor comes down: in long steps while no band held anything, then in short ones, which
+# read few documents past the tenth; below start / 1024 the last band takes the rest.
+_STEP_EMPTY, _STEP_FOUND, _LOWEST = 0.6, 0.8, 1 / 1024
 
 
 class _Recounted:
@@ -142,8 +160,22 @@ class _Recounted:
             if org_id in d["orgs"] and all(d.get(k) == v for k, v in match.items())
         ]
 
-    async def volunteers(self, org_id: ObjectId, typical: float) -> list[dict]:
-        return [d for d in self.docs[VOLUNTEERS].values() if d["org_id"] == org_id]
+    async def leaders(
+        self, name: str, org_id: ObjectId, field: str, start: float, least: float, **match
+    ) -> list[dict]:
+        if name == VOLUNTEERS:
+            return [d for d in self.docs[name].values() if d["org_id"] == org_id]
+        return await self.within(name, org_id, **match)
+
+
+def _start(total: float, population: int | None) -> float:
+    """Where the bands of a top ten start: three times the mean when the population is known
+    and large, else the most the tenth can hold (a tenth of the total)."""
+    if population is not None and population <= 2 * TOP:
+        return 0.0  # few enough to read at once
+    if population:
+        return 3 * total / population
+    return total / TOP
 
 
 def _mask(name: str | None) -> str | None:
@@ -184,9 +216,29 @@ async def report(ctx, org_id, period: Period) -> Report:
             1 for n in subtree if n.kind == kind and (n.created_at or period.start) < period.end
         )
 
-    teams = await source.within(ORGS, org_id, kind="team")
-    by_hours = sorted(teams, key=lambda d: (-d["totals"].get("hours", 0), str(d["org_id"])))
-    by_count = sorted(teams, key=lambda d: (-d["totals"].get("activities", 0), str(d["org_id"])))
+    team_count = existing("team")
+    by_hours = sorted(
+        await source.leaders(
+            ORGS,
+            org_id,
+            "totals.hours",
+            _start(totals.get("hours", 0), team_count),
+            0,
+            kind="team",
+        ),
+        key=lambda d: (-d["totals"].get("hours", 0), str(d["org_id"])),
+    )
+    by_count = sorted(
+        await source.leaders(
+            ORGS,
+            org_id,
+            "totals.activities",
+            _start(totals.get("activities", 0), team_count),
+            0,
+            kind="team",
+        ),
+        key=lambda d: (-d["totals"].get("activities", 0), str(d["org_id"])),
+    )
 
     def team_row(doc: dict) -> TopTeam:
         return TopTeam(
@@ -207,13 +259,29 @@ async def report(ctx, org_id, period: Period) -> Report:
         for n in sorted(subtree, key=lambda n: str(n.id))
         if n.kind == "county"
     ]
+    reached = totals.get("beneficiaries", 0) + totals.get("caravan_beneficiaries", 0)
     site_docs = sorted(
-        (d for d in await source.within(SITES, org_id) if d["beneficiaries"] > 0),
+        (
+            d
+            for d in await source.leaders(SITES, org_id, "beneficiaries", _start(reached, None), 0)
+            if d["beneficiaries"] > 0
+        ),
         key=lambda d: (-d["beneficiaries"], str(d["site_id"])),
     )[:TOP]
     site_names = await sites.briefs(ctx, [d["site_id"] for d in site_docs])
+    project_count = await projects.count_projects(ctx, {n.id for n in subtree}, period.end)
     project_docs = sorted(
-        (d for d in await source.within(PROJECTS, org_id) if d["activities"] > 0),
+        (
+            d
+            for d in await source.leaders(
+                PROJECTS,
+                org_id,
+                "activities",
+                _start(totals.get("activities", 0), project_count),
+                0,
+            )
+            if d["activities"] > 0
+        ),
         key=lambda d: (-d["activities"], -d["beneficiaries"], str(d["project_id"])),
     )[:TOP]
     project_names = await projects.project_briefs(ctx, [d["project_id"] for d in project_docs])
@@ -226,9 +294,9 @@ async def report(ctx, org_id, period: Period) -> Report:
         year=period.year,
         source="rollup" if period.year is not None else "recount",
         volunteer=VolunteerFigures(
-            teams=existing("team"),
+            teams=team_count,
             bases=existing("base"),
-            projects=await projects.count_projects(ctx, {n.id for n in subtree}, period.end),
+            projects=project_count,
             activities=_figure(totals, "activities"),
             volunteers=_figure(totals, "volunteers"),
             hours=_figure(totals, "hours"),
@@ -268,7 +336,7 @@ async def report(ctx, org_id, period: Period) -> Report:
 
 async def _top_volunteers(ctx, source, org_id: ObjectId, totals: dict) -> list[TopVolunteer]:
     typical = totals.get("hours", 0) / max(1, totals.get("volunteers", 0))
-    docs = await source.volunteers(org_id, typical)
+    docs = await source.leaders(VOLUNTEERS, org_id, "hours", typical * 8, EPSILON)
     ranked = sorted(
         ((round(d["hours"], 2), d["user_id"]) for d in docs if d["hours"] > EPSILON),
         key=lambda pair: (-pair[0], str(pair[1])),
