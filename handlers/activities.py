@@ -114,6 +114,7 @@ class RosterHandler(ActivityStaffHandler):
         "Who is confirmed, waiting and pending (format=xlsx for a workbook)",
         query=RosterQuery,
         response=rosters.Roster,
+        content_types=(XLSX,),
         errors=(403, 404),
         permission="activity.organise",
     )

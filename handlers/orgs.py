@@ -68,6 +68,8 @@ class OrgRolesHandler(BaseHandler):
         "Grant a role in this organisation",
         body=NewGrant,
         response=GrantResult,
+        status=200,
+        statuses=(201,),
         errors=(403, 404),
         permission="role.grant",
     )

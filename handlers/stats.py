@@ -26,6 +26,7 @@ class AnnualReportHandler(BaseHandler):
         "totals, per month, per county and the top tens; format=xlsx or csv for files",
         query=AnnualQuery,
         response=stats.Report,
+        content_types=(XLSX, "text/csv"),
         errors=(400, 403, 404),
         permission="stats.read",
     )

@@ -21,7 +21,7 @@ class Health(msgspec.Struct):
 
 
 class HealthHandler(BaseHandler):
-    @operation("Liveness and database reachability", response=Health, auth=False, errors=(503,))
+    @operation("Liveness and database reachability", response=Health, auth=False, statuses=(503,))
     async def get(self) -> None:
         embedded = self.ctx.embedded
         if embedded is not None and embedded.restarting:

@@ -66,6 +66,7 @@ class SignupHandler(BaseHandler):
         "Sign up: confirmed, waitlisted or pending; the same again returns the same record",
         response=signups.SignupOut,
         status=201,
+        statuses=(200,),
         errors=(404, 409),
         idempotent=True,
     )

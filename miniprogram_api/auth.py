@@ -9,8 +9,9 @@ import msgspec
 from server.domain import identity
 from server.web import BaseHandler, operation
 
-# What wx.login gives: letters and digits, never blank (WeChat would answer 41008).
-Code = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^\S+$")]
+# What wx.login gives: printable ASCII, never blank nor a control character (both reach WeChat
+# as a missing code, 41008).
+Code = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[!-~]+$")]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
 
@@ -44,7 +45,7 @@ class LoginHandler(BaseHandler):
         body=LoginRequest,
         response=identity.Session,
         auth=False,
-        errors=(429, 502),
+        errors=(403, 429, 502),
     )
     async def post(self) -> None:
         self.reply(await identity.login(self.ctx, self.body.code, self.client_ip))
@@ -56,6 +57,7 @@ class RefreshHandler(BaseHandler):
         body=RefreshRequest,
         response=identity.Session,
         auth=False,
+        errors=(403,),
     )
     async def post(self) -> None:
         self.reply(await identity.refresh(self.ctx, self.body.refresh_token))

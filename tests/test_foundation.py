@@ -11,6 +11,7 @@ from openapi_spec_validator import validate
 from config import SettingsError, load_settings
 from server.clock import Clock
 from server.logs import configure_logging
+from server.web import XLSX
 
 
 @pytest.mark.parametrize(
@@ -84,6 +85,28 @@ async def test_openapi_document_is_valid_openapi_3_1(http):
     assert document["openapi"] == "3.1.0"
     validate(document)
     assert "/healthz" in document["paths"]
+
+
+async def test_openapi_documents_every_answer_an_operation_can_give(http):
+    paths = (await http.get("/openapi.json")).json()["paths"]
+
+    def responses(path, method):
+        return paths[path][method]["responses"]
+
+    assert "404" in responses("/api/v1/depots", "get")  # an org_id that names nothing
+    assert "409" in responses("/api/v1/sites", "post")  # an Idempotency-Key reused
+    assert {"200", "201"} <= set(responses("/api/v1/orgs/{org_id}/roles", "post"))
+    assert {"200", "201"} <= set(responses("/mp/v1/activities/{activity_id}/signup", "post"))
+    stats = responses("/api/v1/stats/annual", "get")["200"]["content"]
+    assert {"application/json", "text/csv", XLSX} <= set(stats)
+    assert XLSX in responses("/api/v1/activities/{activity_id}/roster", "get")["200"]["content"]
+    image = paths["/checkin-codes/{scene}.png"]["get"]
+    assert image["parameters"][0]["schema"]["pattern"] == "^(?:[A-Za-z0-9_=-]{32})$"
+    for path, methods in paths.items():
+        for method, op in methods.items():
+            assert {"401", "503"} <= set(op["responses"]), (method, path)
+            if "{" in path:
+                assert "404" in op["responses"], (method, path)
 
 
 async def test_metrics_count_requests_by_route_and_status(http):

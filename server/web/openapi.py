@@ -11,23 +11,59 @@ from server.domain import access
 from server.web.base import BaseHandler
 from server.web.operation import Operation
 
-_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+_GROUP = re.compile(r"\(\?P<(\w+)>([^)]*)\)")
+_ESCAPED = re.compile(r"\\(.)")
+_BINARY = {"type": "string", "format": "binary"}
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
+_ERROR_DESCRIPTION = {
+    400: "Invalid request (`invalid_request`)",
+    401: "Not signed in, or the session ended (`unauthenticated`)",
+    403: "Not allowed (`forbidden`)",
+    404: "No such resource (`not_found`)",
+    409: "Refused by the current state; on a retry, `idempotency_key_reused` (the key came with "
+    "another body) or `request_in_progress`",
+    422: "Out of range (`out_of_range`)",
+    429: "Too many requests (`rate_limited`)",
+    502: "WeChat refused or failed (`wechat_error`)",
+    503: "The database is unavailable; retry later (`unavailable`)",
+}
 
 
 def _path(pattern: str) -> str:
-    return _GROUP.sub(r"{\1}", pattern).rstrip("$")
+    return _ESCAPED.sub(r"\1", _GROUP.sub(r"{\1}", pattern).rstrip("$"))
+
+
+def generic_errors(op: Operation, path_params: list[str]) -> set[int]:
+    """The error statuses every operation of this kind may answer, whatever it does."""
+    statuses = {503}  # the database may be unreachable on any call
+    if op.body is not None or op.query is not None or op.idempotent:
+        statuses.add(400)
+    # A token that is sent is checked even where none is needed: it may have expired.
+    statuses.add(401)
+    if op.auth:
+        statuses.add(403)  # a user may be disabled, a role revoked
+    if path_params or _names_an_id(op.query):
+        statuses.add(404)  # an id that names nothing
+    if op.idempotent:
+        statuses.add(409)  # idempotency_key_reused, request_in_progress
+    return statuses
+
+
+def _names_an_id(model: type | None) -> bool:
+    return model is not None and any(
+        f.encode_name.endswith("_id") for f in msgspec.structs.fields(model)
+    )
 
 
 def build_document(routes: list[tuple], *, title: str, version: str, error_model: type) -> dict:
-    operations: list[tuple[str, str, Operation, list[str]]] = []
+    operations: list[tuple[str, str, Operation, dict[str, str]]] = []
     models: set[type] = {error_model}
     for pattern, handler, *_ in routes:
         for method in ("get", "post", "put", "patch", "delete"):
             op = getattr(getattr(handler, method, None), "operation", None)
             if op is None:
                 continue
-            operations.append((_path(pattern), method, op, _GROUP.findall(pattern)))
+            operations.append((_path(pattern), method, op, dict(_GROUP.findall(pattern))))
             models.update(m for m in (op.body, op.response, op.query) if m is not None)
 
     ordered = sorted(models, key=lambda m: m.__name__)
@@ -48,15 +84,20 @@ def build_document(routes: list[tuple], *, title: str, version: str, error_model
     }
 
 
-def _operation(op: Operation, params: list[str], components: dict) -> dict:
+def _operation(op: Operation, params: dict[str, str], components: dict) -> dict:
     doc: dict[str, Any] = {"summary": op.summary}
     if op.permission is not None:
         roles = sorted(access.roles_holding(op.permission))
         doc["description"] = f"Permission `{op.permission}`: {', '.join(roles)}."
         doc["x-permission"] = op.permission
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in params
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": f"^(?:{regex})$"},
+        }
+        for name, regex in params.items()
     ]
     if op.query is not None:
         schema = components[op.query.__name__]
@@ -83,20 +124,28 @@ def _operation(op: Operation, params: list[str], components: dict) -> dict:
             "content": {"application/json": {"schema": _ref(op.body)}},
         }
     ok: dict[str, Any] = {"description": "OK"}
+    content: dict[str, Any] = {}
     if op.response is not None:
-        ok["content"] = {op.content_type: {"schema": _ref(op.response)}}
+        content[op.content_type] = {"schema": _ref(op.response)}
     elif op.content_type != "application/json":
-        ok["content"] = {op.content_type: {"schema": {"type": "string", "format": "binary"}}}
-    responses: dict[str, Any] = {str(op.status): ok}
-    error = {"description": "Error", "content": {"application/json": {"schema": _ERROR_REF}}}
-    if op.body is not None or op.query is not None:
-        responses["400"] = error
-    if op.auth:
-        responses["401"] = error
-        doc["security"] = [{"bearer": []}]
-    for status in op.errors:
+        content[op.content_type] = {"schema": _BINARY}
+    for content_type in op.content_types:
+        content[content_type] = {"schema": _BINARY}
+    if content:
+        ok["content"] = content
+    responses: dict[str, Any] = {str(s): ok for s in sorted({op.status, *op.statuses})}
+    for status in sorted(generic_errors(op, list(params)) | set(op.errors)):
+        error = {
+            "description": _ERROR_DESCRIPTION.get(status, "Error"),
+            "content": {"application/json": {"schema": _ERROR_REF}},
+        }
+        if str(status) in responses:  # a status that is both an answer and an error
+            answer = responses[str(status)]["content"]["application/json"]["schema"]
+            error["content"]["application/json"]["schema"] = {"anyOf": [answer, _ERROR_REF]}
         responses[str(status)] = error
     doc["responses"] = responses
+    if op.auth:
+        doc["security"] = [{"bearer": []}]
     if op.tags:
         doc["tags"] = list(op.tags)
     return doc

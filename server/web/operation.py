@@ -15,9 +15,15 @@ class Operation:
     query: type | None = None
     response: type | None = None
     status: int = 200
+    # Other success statuses answered with the same model (a grant that is new answers 201).
+    statuses: tuple[int, ...] = ()
     auth: bool = True
-    errors: tuple[int, ...] = ()  # status codes beyond 400/401 this endpoint may answer
+    # Error statuses specific to this endpoint (a rate-limited one names its 429 here);
+    # openapi.py adds those every endpoint of its kind may answer (see `generic_errors`).
+    errors: tuple[int, ...] = ()
     content_type: str = "application/json"
+    # Other content types of the success response (a list also offered as a workbook).
+    content_types: tuple[str, ...] = ()
     idempotent: bool = False
     tags: tuple[str, ...] = ()
     # A staff operation's permission in server/domain/access.py; the base handler refuses a
