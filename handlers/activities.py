@@ -8,7 +8,7 @@ import msgspec
 
 from server.domain import activities, projects, rosters, signups
 from server.domain.ids import parse_id
-from server.web import ID, XLSX, BaseHandler, Created, operation
+from server.web import ID, XLSX, BaseHandler, Created, ListQuery, operation
 
 
 class CreatedActivity(msgspec.Struct):
@@ -52,6 +52,16 @@ class ProjectsHandler(BaseHandler):
         self.reply(Created(id=str(project_id)))
 
 
+class ActivityQuery(ListQuery, forbid_unknown_fields=True):
+    """`from`/`to`: activities starting within these times."""
+
+    status: activities.Status | None = None
+    tag: activities.Tag | None = None
+    site_id: str | None = None
+    from_: activities.AwareDatetime | None = msgspec.field(default=None, name="from")
+    to: activities.AwareDatetime | None = None
+
+
 class ActivitiesHandler(BaseHandler):
     @operation(
         "Create an activity (a draft until published)",
@@ -66,6 +76,29 @@ class ActivitiesHandler(BaseHandler):
         await self.authorize(self.body.org_id)
         activity_id = await activities.create_activity(self.ctx, self.body, created_by=self.user_id)
         self.reply(CreatedActivity(id=str(activity_id), status="draft"))
+
+    @operation(
+        "Activities of the organisations the caller organises, the latest created first",
+        query=ActivityQuery,
+        response=activities.ActivityList,
+        errors=(403, 404),
+        permission="activity.organise",
+    )
+    async def get(self) -> None:
+        q = self.query
+        self.reply(
+            await activities.list_activities(
+                self.ctx,
+                await self.scope(q.org_id),
+                status=q.status,
+                tag=q.tag,
+                site_id=q.site_id,
+                start=q.from_,
+                end=q.to,
+                cursor=q.cursor,
+                limit=q.limit,
+            )
+        )
 
 
 class ActivityHandler(ActivityStaffHandler):

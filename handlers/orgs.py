@@ -1,4 +1,4 @@
-"""Organisations and the roles held in them."""
+"""Organisations, the roles held in them, and disabling a user."""
 
 from __future__ import annotations
 
@@ -110,6 +110,20 @@ class OrgRoleHandler(BaseHandler):
         self.reply(Revoked(user_id=user_id, role=role, org_id=org_id, revoked=True))
 
 
+class UserAccessHandler(BaseHandler):
+    @operation(
+        "Disable a user (they cannot sign in, and every session of theirs ends at once), or "
+        "enable them again",
+        response=identity.UserAccess,
+        errors=(403, 404),
+        permission="user.disable",
+    )
+    async def post(self, user_id: str, action: str) -> None:
+        await access.require_root(self.ctx, self.user_id, self.operation.permission)
+        change = identity.disable_user if action == "disable" else identity.enable_user
+        self.reply(await change(self.ctx, parse_id(user_id, "user_id"), by=self.user_id))
+
+
 ROUTES = [
     (r"/api/v1/orgs", OrgsHandler),
     (rf"/api/v1/orgs/(?P<org_id>{ID})/roles", OrgRolesHandler),
@@ -117,4 +131,5 @@ ROUTES = [
         rf"/api/v1/orgs/(?P<org_id>{ID})/roles/(?P<user_id>{ID})/(?P<role>[a-z_]{{1,32}})",
         OrgRoleHandler,
     ),
+    (rf"/api/v1/users/(?P<user_id>{ID})/(?P<action>disable|enable)", UserAccessHandler),
 ]

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from server.domain import identity, sites
 from server.domain.ids import parse_id
-from server.web import ID, BaseHandler, Created, operation
+from server.web import ID, BaseHandler, Created, ListQuery, operation
 
 
 class NewSiteAdmin(msgspec.Struct, forbid_unknown_fields=True):
     user_id: str
+
+
+class SiteQuery(ListQuery, forbid_unknown_fields=True):
+    """`name`: sites whose name contains it; `kind`: school, village, community or base."""
+
+    kind: sites.SiteKind | None = None
+    name: Annotated[str, msgspec.Meta(max_length=50)] | None = None
 
 
 class SitesHandler(BaseHandler):
@@ -28,12 +37,44 @@ class SitesHandler(BaseHandler):
         site_id = await sites.create_site(self.ctx, self.body, created_by=self.user_id)
         self.reply(Created(id=str(site_id)))
 
+    @operation(
+        "Sites the caller may see, by kind and name",
+        query=SiteQuery,
+        response=sites.SitePage,
+        errors=(403, 404),
+        permission="site.read",
+    )
+    async def get(self) -> None:
+        q = self.query
+        self.reply(
+            await sites.list_sites(
+                self.ctx,
+                await self.scope(q.org_id),
+                site_ids=await self.site_scope() if q.org_id is None else [],
+                kind=q.kind,
+                name=q.name,
+                cursor=q.cursor,
+                limit=q.limit,
+            )
+        )
+
 
 class SiteHandler(BaseHandler):
     @operation("A site", response=sites.Site, errors=(403, 404), permission="site.read")
     async def get(self, site_id: str) -> None:
         await self.authorize(site=await sites.get_site_doc(self.ctx, site_id))
         self.reply(await sites.get_site(self.ctx, site_id))
+
+    @operation(
+        "Change a site's name, kind, place, address, audience or opening hours",
+        body=sites.SiteChange,
+        response=sites.Site,
+        errors=(403, 404),
+        permission="site.register",
+    )
+    async def patch(self, site_id: str) -> None:
+        await self.authorize((await sites.get_site_doc(self.ctx, site_id))["org_id"])
+        self.reply(await sites.update_site(self.ctx, site_id, self.body))
 
 
 class SiteAdminsHandler(BaseHandler):

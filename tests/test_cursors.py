@@ -78,10 +78,12 @@ async def world(ctx, login):
     volunteer = await login("o_cursor_volunteer")
     volunteer_id = ObjectId(volunteer.user_id)
     place = sites_.LocationIn(**NEAR)
-    site = await sites_.create_site(
-        ctx,
-        sites_.NewSite(name="辉县市第一小学", kind="school", org_id=str(county), location=place),
-    )
+    site, _ = [
+        await sites_.create_site(
+            ctx, sites_.NewSite(name=name, kind="school", org_id=str(county), location=place)
+        )
+        for name in ("辉县市第一小学", "辉县市第二小学")
+    ]
     start = ctx.clock.now() + timedelta(days=3)
     for n in range(2):
         activity = await activities.create_activity(

@@ -98,6 +98,15 @@ TABLE = [
         lambda w, n: None,
     ),
     Row(
+        "PATCH",
+        r"/api/v1/sites/(?P<site_id>[0-9a-f]{24})",
+        lambda w: f"/api/v1/sites/{w.site}",
+        lambda w, n: {
+            "name": f"改名站点{n}",
+            "open_hours": [{"weekday": 1, "start": "08:00", "end": "17:00"}],
+        },
+    ),
+    Row(
         "POST",
         r"/api/v1/sites/(?P<site_id>[0-9a-f]{24})/admins",
         lambda w: f"/api/v1/sites/{w.site}/admins",
@@ -304,6 +313,8 @@ def _listing(path: str) -> Row:
 
 
 TABLE += [
+    _listing(r"/api/v1/sites"),
+    _listing(r"/api/v1/activities"),
     _listing(r"/api/v1/depots"),
     _listing(r"/api/v1/caravans"),
     _listing(r"/api/v1/visit-requests"),
@@ -348,6 +359,14 @@ TABLE += [
         lambda w, n: None,
     ),
     Row("GET", r"/api/v1/orgs", lambda w: "/api/v1/orgs", lambda w, n: None),
+    # A user belongs to no one organisation: disabling them is the province's.
+    Row(
+        "POST",
+        r"/api/v1/users/(?P<user_id>[0-9a-f]{24})/(?P<action>disable|enable)",
+        lambda w: f"/api/v1/users/{w.someone}/disable",
+        lambda w, n: None,
+        at="root",
+    ),
     # The outbox belongs to the whole province: held at the root organisation.
     Row("GET", r"/api/v1/reminders", lambda w: "/api/v1/reminders", lambda w, n: None, at="root"),
     Row(

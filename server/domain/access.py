@@ -41,6 +41,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "org.read": frozenset(ROLES),  # what each sees is their subtrees (nothing for a volunteer)
     "org.create": frozenset({"org_admin"}),
     "role.grant": frozenset({"org_admin"}),
+    # A user belongs to no one organisation: disabling them ends their access everywhere, so it
+    # is the province's (checked at the root organisation).
+    "user.disable": frozenset({"org_admin"}),
     "site.register": _DISPATCH,
     "site.read": _SITE_STAFF,
     "site.appoint": frozenset({"org_admin"}),
@@ -119,6 +122,11 @@ async def grants_of(ctx, user_id: ObjectId) -> list[dict]:
     return await ctx.db["role_grants"].find({"user_id": user_id}).to_list(None)
 
 
+async def grants_in(ctx, org_id: ObjectId) -> list[dict]:
+    """The roles held in this one organisation (not its subtree), site-narrowed ones included."""
+    return await ctx.db["role_grants"].find({"org_id": org_id}).to_list(None)
+
+
 async def roles_of(ctx, user_id: ObjectId) -> list[RoleGrant]:
     """Every user is a volunteer; staff roles hold within an organisation (or one site)."""
     grants = await grants_of(ctx, user_id)
@@ -149,6 +157,17 @@ async def site_admins(ctx, site_id: ObjectId) -> list[ObjectId]:
     """The people named admin of this one site (those told of its visits and hours)."""
     cursor = ctx.db["role_grants"].find({"site_id": site_id, "role": "site_admin"}, {"user_id": 1})
     return sorted({doc["user_id"] async for doc in cursor})
+
+
+async def site_admins_of(ctx, site_ids: list[ObjectId]) -> dict[ObjectId, list[ObjectId]]:
+    """`site_admins` of many sites in one query (a page of a list)."""
+    found: dict[ObjectId, set[ObjectId]] = {}
+    cursor = ctx.db["role_grants"].find(
+        {"site_id": {"$in": site_ids}, "role": "site_admin"}, {"user_id": 1, "site_id": 1}
+    )
+    async for doc in cursor:
+        found.setdefault(doc["site_id"], set()).add(doc["user_id"])
+    return {site: sorted(users) for site, users in found.items()}
 
 
 async def sites_administered(ctx, user_id: ObjectId) -> list[ObjectId]:

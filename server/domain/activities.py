@@ -3,7 +3,7 @@
 Owns the `activities` collection; an activity may belong to a project (server/domain/projects.py).
 The seat counters on an activity (confirmed, waitlisted, pending) and its capacity change through
 server/domain/seats.py, each change one conditional update (cancelling, here, zeroes them); the
-mini-program's listing is server/domain/discovery.py.
+mini-program's listing is server/domain/discovery.py, the staff's is `list_activities`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from bson import ObjectId
 from server.domain import access, events, geocoding, orgs, projects, sites
 from server.domain.errors import Conflict, InvalidRequest, NotFound, UpstreamError
 from server.domain.ids import fetch, parse_id
+from server.domain.paging import page_by_id
 from server.wechat.client import WeChatError
 
 Status = Literal["draft", "published", "ongoing", "finished", "cancelled"]
@@ -273,6 +274,47 @@ async def get_activity(ctx, activity_id, *, public: bool = False) -> Activity:
     if public and doc["status"] == "draft":
         raise NotFound("活动不存在", field="activity_id")
     return _activity_out(doc, ctx.clock.now())
+
+
+class ActivityList(msgspec.Struct):
+    items: list[Activity]
+    next_cursor: str | None
+
+
+async def list_activities(
+    ctx,
+    org_ids: list[ObjectId],
+    *,
+    status: Status | None = None,
+    tag: str | None = None,
+    site_id: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    cursor: str | None = None,
+    limit: int,
+) -> ActivityList:
+    """Activities of these organisations, the latest created first; `start`/`end` bound their
+    start time. The stored status is filtered on (the daily job moves it on with the clock)."""
+    root = await orgs.root_org(ctx)
+    # The province's whole tree needs no organisation filter, and the _id index alone serves it.
+    query: dict = {} if root and root["_id"] in org_ids else {"org_id": {"$in": org_ids}}
+    if status is not None:
+        query["status"] = status
+    if tag is not None:
+        query["tags"] = tag
+    if site_id is not None:
+        query["site_id"] = parse_id(site_id, "site_id")
+    if start is not None:
+        query["starts_at"] = {"$gte": start}
+    if end is not None:
+        if start is not None and end < start:
+            raise InvalidRequest("结束日期不能早于开始日期", field="to")
+        query.setdefault("starts_at", {})["$lt"] = end
+    docs, following = await page_by_id(
+        ctx.db["activities"], query, cursor, limit, newest_first=True
+    )
+    now = ctx.clock.now()
+    return ActivityList(items=[_activity_out(d, now) for d in docs], next_cursor=following)
 
 
 async def publish(ctx, activity_id, *, publisher_openid: str) -> str:

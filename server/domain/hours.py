@@ -13,9 +13,9 @@ from typing import Annotated, Literal
 
 import msgspec
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from server.db import aggregate
+from server.db import aggregate, transaction
 from server.domain import access, events, sites
 from server.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from server.domain.ids import parse_id
@@ -50,6 +50,10 @@ class MyHours(msgspec.Struct):
 class Adjustment(msgspec.Struct, forbid_unknown_fields=True):
     hours: Annotated[float, msgspec.Meta(ge=0, le=24 * 31)]
     reason: Annotated[str, msgspec.Meta(min_length=2, max_length=500)]
+
+
+CONFIRM_ATTEMPTS = 3
+"""Rounds of a bulk confirmation's transaction before a transient failure is the answer."""
 
 
 def _ledger(ctx):
@@ -231,25 +235,34 @@ async def confirm(ctx, by: ObjectId, record_ids: list[str]) -> int:
         if not checked[scope]:
             raise Forbidden("只有站点管理员或活动组织方可以确认时长")
     now = ctx.clock.now()
-    # Corrections made while pending follow their credit into the confirmed total.
-    await _ledger(ctx).update_many(
-        {"ref": {"$in": ids}, "status": "pending"},
-        {"$set": {"status": "confirmed"}},
-    )
     # The token tells which credits this call confirmed when others confirm the same ones at
     # once: each credit is announced exactly once, so the statistics count it once.
     token = ObjectId()
-    result = await _ledger(ctx).update_many(
-        {"_id": {"$in": ids}, "status": "pending"},
-        {
-            "$set": {
-                "status": "confirmed",
-                "confirmed_by": by,
-                "confirmed_at": now,
-                "confirmation": token,
-            }
-        },
-    )
+    confirming = {"status": "confirmed", "confirmed_by": by, "confirmed_at": now}
+    for attempt in range(CONFIRM_ATTEMPTS):
+        try:
+            # One transaction: a credit and the corrections made while it was pending (which
+            # follow it into the confirmed total) are confirmed together or not at all.
+            async with transaction(ctx.client) as session:
+                await _ledger(ctx).update_many(
+                    {"ref": {"$in": ids}, "status": "pending"},
+                    {"$set": {"status": "confirmed"}},
+                    session=session,
+                )
+                result = await _ledger(ctx).update_many(
+                    {"_id": {"$in": ids}, "status": "pending"},
+                    {"$set": {**confirming, "confirmation": token}},
+                    session=session,
+                )
+            break
+        except PyMongoError as exc:
+            # A write conflict (another confirmation of the same records got there first) or a
+            # dropped connection: the next round confirms what is left. Anything else, or the
+            # same again and again, is the database failing.
+            if not exc.has_error_label("TransientTransactionError"):
+                raise
+            if attempt + 1 == CONFIRM_ATTEMPTS:
+                raise
     if result.modified_count:
         mine = (
             await _ledger(ctx)

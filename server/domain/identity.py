@@ -22,7 +22,13 @@ from pymongo.errors import DuplicateKeyError
 from server import geo
 from server.crypto import mask_phone
 from server.domain import access, orgs, ratelimit
-from server.domain.errors import InvalidRequest, NotFound, Unauthenticated, UpstreamError
+from server.domain.errors import (
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    Unauthenticated,
+    UpstreamError,
+)
 from server.wechat.client import WeChatError
 
 log = structlog.get_logger(__name__)
@@ -253,10 +259,23 @@ async def login(ctx, js_code: str, client_ip: str) -> Session:
     if not created:
         await ctx.db["users"].update_one({"_id": user["_id"]}, {"$set": changes})
         user |= changes
+    _refuse_disabled(user)
     if openid == ctx.settings.bootstrap_admin_openid:
         await _bootstrap_admin(ctx, user["_id"])
     log.info("login", user_id=str(user["_id"]), new=created)
-    return await _new_session(ctx, user)
+    session = await _new_session(ctx, user)
+    # Disabled while this login ran: `disable_user` ended the sessions it found, so this one is
+    # ended here (whichever of the two wrote second sees the other's write).
+    current = await ctx.db["users"].find_one({"_id": user["_id"]}, {"disabled_at": 1})
+    if current.get("disabled_at"):
+        await _end_sessions(ctx, {"user_id": user["_id"]})
+        _refuse_disabled(current)
+    return session
+
+
+def _refuse_disabled(user: dict) -> None:
+    if user.get("disabled_at"):
+        raise Forbidden("该账号已被管理员停用，如有疑问请联系管理员")
 
 
 def _new_user_fields(now) -> dict:
@@ -323,6 +342,7 @@ async def refresh(ctx, refresh_token: str) -> Session:
     user = await ctx.db["users"].find_one({"_id": record["user_id"]})
     if user is None:
         raise Unauthenticated("用户不存在")
+    _refuse_disabled(user)
     session_id = record["session_id"]
     if record["replaced_at"] is None:
         successor = await _new_refresh_token(ctx, user["_id"], session_id)
@@ -358,6 +378,35 @@ async def logout(ctx, principal: Principal, refresh_token: str | None) -> int:
     if record is None:
         return 0
     return await _end_sessions(ctx, {"_id": record["session_id"]})
+
+
+class UserAccess(msgspec.Struct):
+    user_id: str
+    disabled: bool
+    sessions_ended: int = 0
+
+
+async def disable_user(ctx, user_id: ObjectId, *, by: ObjectId | None) -> UserAccess:
+    """The user can no longer sign in, and every session of theirs ends at once (in another
+    process within the session cache's few seconds). Disabling twice changes nothing more."""
+    await get_user(ctx, user_id)
+    await ctx.db["users"].update_one(
+        {"_id": user_id, "disabled_at": None},
+        {"$set": {"disabled_at": ctx.clock.now(), "disabled_by": by}},
+    )
+    ended = await _end_sessions(ctx, {"user_id": user_id})
+    log.info("user_disabled", user_id=str(user_id), by=str(by), sessions_ended=ended)
+    return UserAccess(user_id=str(user_id), disabled=True, sessions_ended=ended)
+
+
+async def enable_user(ctx, user_id: ObjectId, *, by: ObjectId | None) -> UserAccess:
+    """Signing in works again (the sessions that ended stay ended)."""
+    await get_user(ctx, user_id)
+    await ctx.db["users"].update_one(
+        {"_id": user_id}, {"$unset": {"disabled_at": "", "disabled_by": ""}}
+    )
+    log.info("user_enabled", user_id=str(user_id), by=str(by))
+    return UserAccess(user_id=str(user_id), disabled=False)
 
 
 # -- phone ------------------------------------------------------------------------------------
@@ -440,3 +489,12 @@ async def update_profile(ctx, user_id: ObjectId, change: ProfileChange) -> Profi
     if fields:
         await ctx.db["users"].update_one({"_id": user_id}, {"$set": fields})
     return await profile(ctx, user_id)
+
+
+async def open_session(ctx, user_id: ObjectId, expires_at) -> ObjectId:
+    """A session no token names (the console's cookie does); signing out ends it like any."""
+    doc = {"user_id": user_id, "created_at": ctx.clock.now(), "revoked_at": None}
+    return (await ctx.db["sessions"].insert_one(doc | {"expires_at": expires_at})).inserted_id
+
+
+session_live, end_sessions = _session_live, _end_sessions  # for the console's cookie sessions

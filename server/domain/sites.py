@@ -6,6 +6,7 @@ served there.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
@@ -15,6 +16,7 @@ from server import geo
 from server.domain import access, orgs
 from server.domain.errors import InvalidRequest
 from server.domain.ids import fetch, parse_id
+from server.domain.paging import page_by_id_any
 
 SiteKind = Literal["school", "village", "community", "base", "other"]
 CoordType = Literal["wgs84", "gcj02", "bd09"]
@@ -77,15 +79,36 @@ def _site_out(doc: dict, admins: list[ObjectId]) -> Site:
     )
 
 
+class SiteChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The fields of a site to change, each as `NewSite` constrains it; the organisation stays."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    kind: SiteKind | None = None
+    location: LocationIn | None = None
+    address: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    audience: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    open_hours: Annotated[list[OpenHours], msgspec.Meta(max_length=21)] | None = None
+
+
+def _check_open_hours(open_hours: list[OpenHours] | None) -> None:
+    for i, hours in enumerate(open_hours or []):
+        if minutes(hours.start) >= minutes(hours.end):
+            raise InvalidRequest("开放时间的开始须早于结束", field=f"open_hours[{i}]")
+
+
+def _check_name(name: str) -> str:
+    if not name.strip():
+        raise InvalidRequest("站点名称不能为空", field="name")
+    return name.strip()
+
+
 async def create_site(ctx, new: NewSite, *, created_by: ObjectId | None = None) -> ObjectId:
     org_id = parse_id(new.org_id, "org_id")
     await orgs.get_org(ctx, org_id)
-    for i, hours in enumerate(new.open_hours or []):
-        if minutes(hours.start) >= minutes(hours.end):
-            raise InvalidRequest("开放时间的开始须早于结束", field=f"open_hours[{i}]")
+    _check_open_hours(new.open_hours)
     doc = {
         "_id": ObjectId(),
-        "name": new.name.strip(),
+        "name": _check_name(new.name),
         "kind": new.kind,
         "org_id": org_id,
         "location": new.location.to_geojson(),
@@ -97,6 +120,27 @@ async def create_site(ctx, new: NewSite, *, created_by: ObjectId | None = None) 
     }
     await ctx.db["sites"].insert_one(doc)
     return doc["_id"]
+
+
+async def update_site(ctx, site_id, change: SiteChange) -> Site:
+    """Change a site's description; validated as `create_site` validates a new one."""
+    doc = await get_site_doc(ctx, site_id)
+    fields: dict = {}
+    if change.name is not None:
+        fields["name"] = _check_name(change.name)
+    if change.kind is not None:
+        fields["kind"] = change.kind
+    if change.location is not None:
+        fields["location"] = change.location.to_geojson()
+    if change.open_hours is not None:
+        _check_open_hours(change.open_hours)
+        fields["open_hours"] = [msgspec.structs.asdict(h) for h in change.open_hours]
+    for optional in ("address", "audience"):
+        if (value := getattr(change, optional)) is not None:
+            fields[optional] = value.strip() or None  # an empty field clears it
+    if fields:
+        await ctx.db["sites"].update_one({"_id": doc["_id"]}, {"$set": fields})
+    return await get_site(ctx, doc["_id"])
 
 
 async def get_site_doc(ctx, site_id) -> dict:
@@ -125,6 +169,39 @@ async def administered_by(ctx, user_id: ObjectId) -> list[SiteBrief]:
          for d in docs),
         key=lambda s: s.name,
     )  # fmt: skip
+
+
+class SitePage(msgspec.Struct):
+    items: list[Site]
+    next_cursor: str | None
+
+
+async def list_sites(
+    ctx,
+    org_ids: list[ObjectId],
+    *,
+    site_ids: list[ObjectId] = (),
+    kind: str | None = None,
+    name: str | None = None,
+    cursor: str | None = None,
+    limit: int,
+) -> SitePage:
+    """Sites of these organisations and these sites themselves, in the order registered;
+    `name` finds those whose name contains it."""
+    query: dict = {}
+    if kind is not None:
+        query["kind"] = kind
+    if name:
+        query["name"] = {"$regex": re.escape(name.strip())}
+    scopes = [{"org_id": {"$in": org_ids}}] if org_ids else []
+    if site_ids:
+        scopes.append({"_id": {"$in": list(site_ids)}})
+    docs, following = await page_by_id_any(
+        ctx.db["sites"], [{**query, **scope} for scope in scopes], cursor, limit
+    )
+    admins = await access.site_admins_of(ctx, [d["_id"] for d in docs])
+    items = [_site_out(d, admins.get(d["_id"], [])) for d in docs]
+    return SitePage(items=items, next_cursor=following)
 
 
 async def get_site(ctx, site_id) -> Site:

@@ -41,11 +41,11 @@ async def fail(mongo_uri):
     """Fail the next matching command (after `skip` matches), from a client of the test's own."""
     client = AsyncMongoClient(mongo_uri)
 
-    async def configure(command: str, fault: str, *, skip: int = 0) -> None:
+    async def configure(command: str, fault: str, *, skip: int = 0, times: int = 1) -> None:
         await client.admin.command(
             {
                 "configureFailPoint": "failCommand",
-                "mode": {"skip": skip, "times": 1},
+                "mode": {"skip": skip, "times": times},
                 "data": {"failCommands": [command], **FAULTS[fault]},
             }
         )
@@ -154,18 +154,8 @@ async def _pending_credits(ctx, user_id: ObjectId, n: int) -> tuple[ObjectId, li
     return root, credits
 
 
-# hours.confirm marks the corrections confirmed, then the credits, in two writes: the second
-# failing leaves a correction counted in the confirmed total without its credit (-0.5 h here)
-# until a retry. The fix (both in one transaction) is for server/domain/hours.py.
-HALF_WRITTEN = pytest.mark.xfail(
-    strict=True, reason="hours.confirm: corrections confirmed without their credits"
-)
-
-
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-@pytest.mark.parametrize(
-    "update", [0, pytest.param(1, marks=HALF_WRITTEN)], ids=["corrections", "credits"]
-)
+@pytest.mark.parametrize("update", [0, 1], ids=["corrections", "credits"])
 async def test_a_failed_write_in_an_hours_confirmation_answers_503_and_a_retry_completes_it(
     ctx, http, login, fail, update, fault
 ):
@@ -184,8 +174,9 @@ async def test_a_failed_write_in_an_hours_confirmation_answers_503_and_a_retry_c
     user = ObjectId(volunteer.user_id)
     assert await hours.totals(ctx, user) == (0.0, 5.5)
 
-    # Skip the claim's own write: updates after it are the confirmation's.
-    await fail("update", fault, skip=update)
+    # Skip the claim's own write: updates after it are the confirmation's, in a transaction that
+    # is tried again on a transient failure, so the failure lasts for every round.
+    await fail("update", fault, skip=update, times=hours.CONFIRM_ATTEMPTS)
     _assert_unavailable(await http.post("/api/v1/hours/confirm", json=body, headers=headers))
     assert await ctx.db.hours_ledger.count_documents({}) == ledger_before
     # Unchanged or whole: never a correction confirmed without its credit.
