@@ -131,7 +131,7 @@ async def test_cancelling_the_sign_up_cancels_its_reminders(ctx, emulator, activ
 async def test_no_quota_is_skipped_and_not_retried(ctx, emulator, activity, volunteer):
     user = await volunteer("o_r3", accepts=0)
     await signups.sign_up(ctx, user, activity)
-    ctx.clock.advance(3 * 86400)
+    ctx.clock.advance(3 * 86400 - 600)  # both reminders due, the activity not yet begun
     await notifications.dispatch_due(ctx)
     states = await ctx.db.reminders.distinct("state", {"user_id": user})
     assert states == ["skipped"]
@@ -408,7 +408,7 @@ async def test_the_scheduler_dispatches_only_while_it_holds_the_lease(
 
     user = await volunteer("o_sched")
     await signups.sign_up(ctx, user, activity)
-    ctx.clock.advance(3 * 86400)
+    ctx.clock.advance(3 * 86400 - 600)  # both reminders due, the activity not yet begun
     scheduler = Scheduler(ctx)
     other = Lease(60, holder_field="holder", until_field="until")
     named = {"_id": LEASE_ID}
@@ -418,3 +418,60 @@ async def test_the_scheduler_dispatches_only_while_it_holds_the_lease(
     ctx.clock.advance(61)
     await scheduler.tick()
     assert len(emulator.messages("o_sched")) == 2
+
+
+def _stale_count(metrics: str) -> float:
+    line = 'ikepu_reminders_stale_total{template="activity_reminder"}'
+    return sum(float(row.split()[-1]) for row in metrics.splitlines() if row.startswith(line))
+
+
+async def test_a_reminder_whose_activity_has_started_is_not_sent(
+    ctx, http, login, emulator, activity, volunteer
+):
+    """The dispatcher was away past the start (a 2-hour reminder for 09:00 is no use at 10:00):
+    dropped as stale, counted, and the user keeps the message for another time."""
+    counted = _stale_count((await http.get("/metrics")).text)
+    user = await volunteer("o_late")
+    await signups.sign_up(ctx, user, activity)
+    first, second = await ctx.db.reminders.find({"user_id": user}).sort("due_at", 1).to_list(None)
+    starts_at = (await activities.get_doc(ctx, activity))["starts_at"]
+    assert first["stale_after"] == second["stale_after"] == starts_at
+
+    moved = (first["due_at"] - ctx.clock.now()).total_seconds() + 1
+    await http.post("/__dev__/clock", json={"advance_s": moved})
+    await notifications.dispatch_due(ctx)
+    moved = (starts_at - ctx.clock.now()).total_seconds() + 3600
+    await http.post("/__dev__/clock", json={"advance_s": moved})
+    assert await notifications.dispatch_due(ctx) == 1
+
+    assert len(emulator.messages("o_late")) == 1  # the 24-hour one, in time
+    assert (await ctx.db.reminders.find_one({"_id": second["_id"]}))["state"] == "stale"
+    mine = await notifications.quotas(ctx, user)
+    assert mine.items[0].remaining == 1
+    admin = await login()  # signed in now: the clock moved past yesterday's sessions
+    root = (await activities.get_doc(ctx, activity))["org_id"]
+    await access.grant_role(ctx, ObjectId(admin.user_id), "org_admin", root)
+    outbox = (await http.get("/api/v1/reminders", headers=admin.headers)).json()
+    assert outbox["counts"] == {"sent": 1, "stale": 1}
+    assert _stale_count((await http.get("/metrics")).text) == counted + 1
+
+
+async def test_a_send_that_timed_out_is_settled_even_past_the_start(
+    ctx, http, emulator, activity, volunteer
+):
+    """It may have gone out: sent again, and WeChat's count tells (as before its moment)."""
+    user = await volunteer("o_unsure", accepts=1)
+    starts_at = (await activities.get_doc(ctx, activity))["starts_at"]
+    await notifications.schedule(
+        ctx, user_id=user, key="activity_reminder", data={"thing1": {"value": "x"}},
+        due_at=ctx.clock.now(), dedupe="tunsure", activity_id=activity, stale_after=starts_at,
+    )  # fmt: skip
+    await emulator.fault("subscribe_send", delay_ms=int(ctx.settings.wechat_timeout_s * 1000) + 500)
+    await notifications.dispatch_due(ctx)
+    await asyncio.sleep(1)  # WeChat delivers after the caller gave up
+    assert (await ctx.db.reminders.find_one({"dedupe": "tunsure"}))["uncertain"]
+    moved = (starts_at - ctx.clock.now()).total_seconds() + 60
+    await http.post("/__dev__/clock", json={"advance_s": moved})
+    await notifications.dispatch_due(ctx)
+    assert (await ctx.db.reminders.find_one({"dedupe": "tunsure"}))["state"] == "sent"
+    assert len(emulator.messages("o_unsure")) == 1

@@ -2,8 +2,9 @@
 
 Owns `subscriptions` (how many messages each user accepted per template: one accept, one
 message) and `reminders` (the outbox). Domain events write reminders; the dispatcher claims
-due ones a batch at a time, each with one atomic update, takes their quotas in one transaction,
-sends them through the WeChat adapter and records the outcomes. A claim carries a lease: if its
+due ones a batch at a time, each with one atomic update, drops those past the moment they made
+sense (`stale`, the quota kept), takes the others' quotas in one transaction, sends them through
+the WeChat adapter and records the outcomes. A claim carries a lease: if its
 process dies mid-send, the reminder is claimed again once the lease runs out, so none is lost.
 The database is what limits dispatch, so its reads and writes go a batch at a time.
 

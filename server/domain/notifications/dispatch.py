@@ -5,6 +5,10 @@ whose dispatcher died mid-send is claimed again once the lease runs out.
 Exactly once at WeChat: a send whose outcome is unknown (it timed out, or its dispatcher died
 before recording it) is sent again, and since WeChat counts the user's one-time subscriptions
 itself, a 43101 on that retry means the first one went through: it counts as sent, once.
+
+A reminder claimed past its `stale_after` (the activity it announces has started) is dropped as
+`stale`, counted, and its user keeps the quota: unless an earlier send of it timed out, for that
+one may have gone through, and it is settled as above.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from datetime import timedelta
 
 import structlog
 from bson import ObjectId
+from prometheus_client import Counter
 from pymongo import UpdateOne
 
 from server.db import Lease
@@ -25,6 +30,9 @@ from server.wechat.client import WeChatError
 log = structlog.get_logger(__name__)
 
 REFUSED = 43101  # the user refused, or has no quota left at WeChat: never retried
+STALE = Counter(
+    "ikepu_reminders_stale_total", "Reminders dropped at dispatch past their moment", ["template"]
+)
 
 
 async def _claim(ctx, limit: int, claimer: str) -> list[dict]:
@@ -107,6 +115,22 @@ async def _deliver(ctx, reminder: dict, has_quota: bool) -> UpdateOne | None:
     return None
 
 
+def _is_stale(reminder: dict, now) -> bool:
+    """Past its moment, and no earlier send of it may have gone through. (Only such an uncertain
+    one holds a quota when claimed: a stale one is dropped before quotas are taken.)"""
+    stale_after = reminder.get("stale_after")
+    return stale_after is not None and stale_after < now and not reminder["uncertain"]
+
+
+def _drop_stale(ctx, reminder: dict) -> UpdateOne:
+    STALE.labels(template=reminder["template_key"]).inc()
+    log.info("reminder_stale", reminder_id=str(reminder["_id"]), template=reminder["template_key"])
+    return UpdateOne(
+        {"_id": reminder["_id"], "claim": reminder["claim"]},
+        {"$set": {"state": "stale", "finished_at": ctx.clock.now(), "quota_taken": False}},
+    )
+
+
 async def _record(ctx, claim: str, unsent: list[UpdateOne]) -> None:
     """Write a batch's outcomes: the unsent ones one by one, then in one update all that is
     left of the claim, which was sent."""
@@ -128,11 +152,14 @@ async def dispatch_due(ctx, claimer: str = "dispatcher") -> int:
             return await _deliver(ctx, reminder, has_quota)
 
     while batch := await _claim(ctx, ctx.settings.dispatch_batch, claimer):
+        now = ctx.clock.now()
+        dropped = [_drop_stale(ctx, r) for r in batch if _is_stale(r, now)]
+        live = [r for r in batch if not _is_stale(r, now)]
         # A reminder claimed again after its dispatcher died has its quota taken already.
-        given = await take_quotas(ctx, [r for r in batch if not r["quota_taken"]])
+        given = await take_quotas(ctx, [r for r in live if not r["quota_taken"]])
         outcomes = await asyncio.gather(
-            *[deliver(r, r["quota_taken"] or r["_id"] in given) for r in batch]
+            *[deliver(r, r["quota_taken"] or r["_id"] in given) for r in live]
         )
-        await _record(ctx, batch[0]["claim"], [o for o in outcomes if o is not None])
+        await _record(ctx, batch[0]["claim"], dropped + [o for o in outcomes if o is not None])
         handled += len(batch)
     return handled

@@ -1,5 +1,6 @@
-"""The outbox: reminders queued for a time, each once (its dedupe key), and the outbox as staff
-see it. Owns `reminders`."""
+"""The outbox: reminders queued for a time, each once (its dedupe key), each with the latest
+moment it still makes sense (`stale_after`; none: always), and the outbox as staff see it.
+Owns `reminders`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Due(msgspec.Struct, frozen=True):
     data: dict
     due_at: datetime
     dedupe: str
+    stale_after: datetime | None = None  # past it, dispatch drops it as `stale`
 
 
 class DeadReminder(msgspec.Struct):
@@ -62,6 +64,7 @@ async def schedule_many(
             "data": due.data,
             "activity_id": activity_id,
             "due_at": max(due.due_at, now),
+            "stale_after": due.stale_after,
             "state": "pending",
             "attempts": 0,
             "last_error": None,

@@ -1,5 +1,6 @@
-"""The reactions to domain events: each writes the reminders its event calls for, and the message
-data they carry."""
+"""The reactions to domain events: each writes the reminders its event calls for, the message
+data they carry, and the latest moment each still makes sense (`stale_after`): a reminder of an
+activity, its start; news of a change, the activity's end."""
 
 from __future__ import annotations
 
@@ -21,14 +22,14 @@ def _time(when: datetime) -> dict:
     return {"value": when.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")}
 
 
-async def _activity_data(ctx, activity_id: ObjectId, note: str) -> tuple[dict, datetime, list]:
+async def _activity_data(ctx, activity_id: ObjectId, note: str) -> tuple[dict, dict]:
     doc = await activities.get_doc(ctx, activity_id)
     data = {
         "thing1": _thing(doc["title"]),
         "time2": _time(doc["starts_at"]),
         "thing3": _thing(doc.get("address") or note),
     }
-    return data, doc["starts_at"], doc.get("tags", [])
+    return data, doc
 
 
 async def on_confirmed(ctx, kind: str, *, activity_id, user_id, **known) -> None:
@@ -40,11 +41,13 @@ async def on_confirmed(ctx, kind: str, *, activity_id, user_id, **known) -> None
             "thing3": _thing(known.get("address") or "请准时到达"),
         }
     else:
-        data, starts_at, tags = await _activity_data(ctx, activity_id, "请准时到达")
+        data, doc = await _activity_data(ctx, activity_id, "请准时到达")
+        starts_at, tags = doc["starts_at"], doc.get("tags", [])
     if kind == events.WAITLIST_PROMOTED:
         await schedule(
             ctx, user_id=user_id, key="waitlist_promoted", data=data, due_at=ctx.clock.now(),
             dedupe=f"promoted:{activity_id}:{user_id}:{uuid.uuid4().hex}", activity_id=activity_id,
+            stale_after=starts_at,
         )  # fmt: skip
     dues = [(lead, starts_at - timedelta(hours=lead)) for lead in ctx.settings.reminder_leads_h]
     if activities.CARAVAN_TAG in tags:
@@ -53,7 +56,7 @@ async def on_confirmed(ctx, kind: str, *, activity_id, user_id, **known) -> None
         evening = (local - timedelta(days=1)).replace(hour=18, minute=0, second=0, microsecond=0)
         dues.append(("eve", evening))
     reminders = [
-        Due("activity_reminder", data, due, f"reminder:{activity_id}:{user_id}:{lead}")
+        Due("activity_reminder", data, due, f"reminder:{activity_id}:{user_id}:{lead}", starts_at)
         for lead, due in dues
         if due > ctx.clock.now()
     ]
@@ -70,19 +73,20 @@ async def on_left(ctx, kind: str, *, activity_id, user_id, **_) -> None:
 
 async def on_activity_cancelled(ctx, kind: str, *, activity_id, user_ids, **_) -> None:
     await cancel_pending(ctx, activity_id=activity_id)
-    data, _, _ = await _activity_data(ctx, activity_id, "活动已取消")
+    data, doc = await _activity_data(ctx, activity_id, "活动已取消")
     data["thing3"] = _thing("活动已取消")
     for user_id in user_ids:
         await schedule(
             ctx, user_id=user_id, key="activity_changed", data=data, due_at=ctx.clock.now(),
             dedupe=f"cancelled:{activity_id}:{user_id}", activity_id=activity_id,
+            stale_after=doc["ends_at"],
         )  # fmt: skip
 
 
 async def on_activity_changed(ctx, kind: str, *, activity_id, changed, user_ids, **_) -> None:
     """A published activity's time, place or capacity changed: tell those signed up, once
     per change."""
-    data, _, _ = await _activity_data(ctx, activity_id, "活动信息有变更")
+    data, doc = await _activity_data(ctx, activity_id, "活动信息有变更")
     if "capacity" in changed:
         data["thing3"] = _thing(f"名额调整为{changed['capacity']}人")
     change = uuid.uuid4().hex
@@ -90,11 +94,13 @@ async def on_activity_changed(ctx, kind: str, *, activity_id, changed, user_ids,
         await schedule(
             ctx, user_id=user_id, key="activity_changed", data=data, due_at=ctx.clock.now(),
             dedupe=f"changed:{activity_id}:{user_id}:{change}", activity_id=activity_id,
+            stale_after=doc["ends_at"],
         )  # fmt: skip
 
 
 async def remind_pending_hours(ctx) -> int:
-    """Site admins whose site has hours waiting longer than allowed: one reminder a day."""
+    """Site admins whose site has hours waiting longer than allowed: one reminder a day, which
+    the next day's replaces."""
     now = ctx.clock.now()
     cutoff = now - timedelta(hours=ctx.settings.hours_pending_after_h)
     day = now.astimezone(SHANGHAI).strftime("%Y-%m-%d")
@@ -107,6 +113,7 @@ async def remind_pending_hours(ctx) -> int:
             written += await schedule(
                 ctx, user_id=admin, key="hours_pending", data=data, due_at=now,
                 dedupe=f"hours_pending:{site_id}:{admin}:{day}",
+                stale_after=now + timedelta(days=1),
             )  # fmt: skip
     return written
 
@@ -114,12 +121,13 @@ async def remind_pending_hours(ctx) -> int:
 async def on_visit_scheduled(ctx, kind: str, *, site_id, activity_id, **_) -> None:
     """A caravan is coming: tell the site's admins at once."""
     site = await sites.get_site_doc(ctx, site_id)
-    data, _, _ = await _activity_data(ctx, activity_id, "科普大篷车到访")
+    data, doc = await _activity_data(ctx, activity_id, "科普大篷车到访")
     data["thing3"] = _thing(site["name"])
     for admin in await access.site_admins(ctx, site_id):
         await schedule(
             ctx, user_id=admin, key="visit_scheduled", data=data, due_at=ctx.clock.now(),
             dedupe=f"visit:{activity_id}:{admin}", activity_id=activity_id,
+            stale_after=doc["starts_at"],
         )  # fmt: skip
 
 
