@@ -18,7 +18,15 @@ $(STAMP): pyproject.toml
 run: install
 	IKEPU_DEMO=$${IKEPU_DEMO:-1} $(PY) -m server
 
+# The console's browser tests need Debian's chromium and a CJK font: installed here when they are
+# missing and we are root; otherwise those tests skip, saying so.
 test: install
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	    && { [ ! -x /usr/bin/chromium ] || [ -z "$$(fc-list :lang=zh 2>/dev/null)" ]; }; then \
+	  echo "installing chromium and fonts-noto-cjk for the console's browser tests"; \
+	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk >/dev/null; \
+	fi
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install
@@ -29,4 +37,4 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache test-artifacts

@@ -1,6 +1,6 @@
 """The mini-program's HTTP API under /mp/v1."""
 
-from miniprogram_api import activities, auth, hours, me, sites, subscriptions
+from miniprogram_api import activities, auth, console_login, hours, me, sites, subscriptions
 
 ROUTES = [
     *auth.ROUTES,
@@ -9,4 +9,5 @@ ROUTES = [
     *hours.ROUTES,
     *sites.ROUTES,
     *subscriptions.ROUTES,
+    *console_login.ROUTES,
 ]

@@ -123,6 +123,17 @@ def _start_emulator(settings: Settings, port: int):
     return emulator, msgspec.structs.replace(settings, wechat_api_base=base)
 
 
+def _print_console(settings: Settings) -> None:
+    """Where the staff console is, and (demo with the emulator) whom to sign in as."""
+    lines = [f"ikepu console: http://{settings.host}:{settings.port}/console/"]
+    if settings.demo and settings.uses_wechat_emulator:
+        from server.demo import staff_logins
+
+        lines.append("  demo staff (type the openid into the login page's development form):")
+        lines += [f"    {openid:<20} {who}" for openid, who in staff_logins(settings)]
+    print("\n".join(lines), flush=True)
+
+
 async def serve(settings: Settings, *, http: bool = True) -> int:
     from jobs.scheduler import Scheduler
     from server.app import make_app
@@ -147,6 +158,7 @@ async def serve(settings: Settings, *, http: bool = True) -> int:
             await ctx.close()
             return 1
         log.info("listening", url=f"http://{settings.host}:{settings.port}/")
+        _print_console(settings)
     scheduler = None
     if settings.scheduler or not http:
         scheduler = Scheduler(ctx)

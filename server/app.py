@@ -1,9 +1,13 @@
-"""The tornado Application, built from the route lists of handlers/ and miniprogram_api/."""
+"""The tornado Application, built from the route lists of handlers/, miniprogram_api/ and the
+console."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import tornado.web
 
+import console
 import handlers
 import miniprogram_api
 from server.context import Context
@@ -11,6 +15,7 @@ from server.web import ErrorEnvelope, NotFoundHandler, encode_json
 from server.web.openapi import OpenApiHandler, build_document
 
 VERSION = "0.1.0"
+CONSOLE_DIR = Path(console.__file__).parent
 
 
 def all_routes() -> list[tuple]:
@@ -20,7 +25,10 @@ def all_routes() -> list[tuple]:
 def make_app(ctx: Context) -> tornado.web.Application:
     routes = all_routes()
     document = build_document(routes, title="ikepu API", version=VERSION, error_model=ErrorEnvelope)
-    rules = [(pattern, handler, {"ctx": ctx, "route": pattern}) for pattern, handler in routes]
+    rules = [
+        (pattern, handler, {"ctx": ctx, "route": pattern})
+        for pattern, handler in [*routes, *console.ROUTES]
+    ]
     rules.append(
         (
             r"/openapi.json",
@@ -34,6 +42,14 @@ def make_app(ctx: Context) -> tornado.web.Application:
         default_handler_args={"ctx": ctx},
         # server/web/base.py logs every request with its route and request id.
         log_function=lambda handler: None,
+        # The JSON API is bearer-token: no XSRF there. Console handlers check it themselves.
         xsrf_cookies=False,
+        xsrf_cookie_kwargs={"httponly": True, "samesite": "Lax", "path": "/console/"},
+        # Signs the console's session cookie; derived from the service's signing key, so every
+        # process of a deployment agrees on it.
+        cookie_secret=ctx.crypto.sign(b"console-cookies", "cookie_secret").hex(),
+        template_path=str(CONSOLE_DIR / "templates"),
+        static_path=str(CONSOLE_DIR / "static"),
+        static_url_prefix="/console/static/",
         serve_traceback=False,
     )

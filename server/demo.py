@@ -23,7 +23,19 @@ CITIES = [("郑州市", "4101"), ("新乡市", "4107"), ("安阳市", "4105")]
 DEMO_ADMIN_OPENID = "demo_admin"
 DEMO_DISPATCHER_OPENID = "demo_dispatcher"
 DEMO_SITE_ADMIN_OPENID = "demo_site_admin"
+DEMO_COUNTY_ADMIN_OPENID = "demo_county_admin"
 SCHOOL_HOURS = [{"weekday": d, "start": "08:00", "end": "17:00"} for d in range(1, 6)]
+
+
+def staff_logins(settings) -> list[tuple[str, str]]:
+    """The demo's staff openids and what each may see, as `make run` prints them for the
+    console's development sign-in."""
+    return [
+        (settings.bootstrap_admin_openid or DEMO_ADMIN_OPENID, "省科协管理员（全省）"),
+        (DEMO_DISPATCHER_OPENID, "调度员（三个市）"),
+        (DEMO_COUNTY_ADMIN_OPENID, "县科协管理员（第一个县）"),
+        (DEMO_SITE_ADMIN_OPENID, "站点管理员（该县的一所学校）"),
+    ]
 
 
 def scatter(rng: random.Random, lng: float, lat: float, max_km: float) -> sites.LocationIn:
@@ -46,6 +58,7 @@ async def seed_demo(ctx, *, seed: int = 2026) -> bool:
     await access.grant_role(ctx, admin, "org_admin", root)
     dispatcher = await identity.ensure_user(ctx, DEMO_DISPATCHER_OPENID)
     site_admin = await identity.ensure_user(ctx, DEMO_SITE_ADMIN_OPENID)
+    county_admin = await identity.ensure_user(ctx, DEMO_COUNTY_ADMIN_OPENID)
     await orgs.create_org(ctx, "河南省科普志愿服务总队", "team", root)
 
     counts = {"cities": 0, "counties": 0, "teams": 1, "bases": 0, "sites": 0}
@@ -61,6 +74,8 @@ async def seed_demo(ctx, *, seed: int = 2026) -> bool:
                 ctx, f"{county_row['name']}科协", "county", city, adcode=adcode
             )
             counts["counties"] += 1
+            if counts["counties"] == 1:
+                await access.grant_role(ctx, county_admin, "org_admin", county)
             await orgs.create_org(ctx, f"{county_row['name']}科普志愿服务队", "team", county)
             counts["teams"] += 1
             for kind, label, max_km in (

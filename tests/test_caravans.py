@@ -486,8 +486,10 @@ async def test_a_big_plan_finishes_in_time_without_blocking_the_event_loop(ctx, 
     solve_s = (
         datetime.fromisoformat(plan["finished_at"]) - datetime.fromisoformat(plan["started_at"])
     ).total_seconds()
-    assert solve_s <= 10 + 2, solve_s
-    assert elapsed <= 10 + 5, elapsed
+    # The limit bounds the search; building the problem, spawning the worker and assembling the
+    # plan come on top, and take longer when the other test worker loads the second core.
+    assert solve_s <= 10 + 5, solve_s
+    assert elapsed <= 10 + 8, elapsed
     assert any(0 < p < 1 for p in progress_seen), progress_seen
     placed = world.check(plan)
     assert len(placed) >= 290, plan["unassigned"]

@@ -12,6 +12,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("openid", ASCENDING)], unique=True),
         IndexModel([("unionid", ASCENDING)], sparse=True),
         IndexModel([("phone_hash", ASCENDING)], sparse=True),
+        # The console's user search: by masked phone, by the start of a name (people.search).
+        IndexModel([("phone_masked", ASCENDING)], sparse=True),
+        IndexModel([("real_name", ASCENDING)], sparse=True),
     ],
     "sessions": [
         IndexModel([("user_id", ASCENDING)]),
@@ -23,6 +26,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
     ],
     "rate_limits": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
+    "console_logins": [
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
+        IndexModel([("session_id", ASCENDING)], sparse=True),
+    ],
     "orgs": [IndexModel([("parent_id", ASCENDING)]), IndexModel([("ancestors", ASCENDING)])],
     "role_grants": [
         IndexModel(
@@ -63,6 +70,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel(
             [("site_id", ASCENDING), ("kind", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]
         ),
+        IndexModel([("org_id", ASCENDING), ("status", ASCENDING), ("kind", ASCENDING)]),
     ],
     "hours_disputes": [IndexModel([("record_id", ASCENDING), ("status", ASCENDING)])],
     "attendance": [

@@ -7,17 +7,17 @@ some fields of it).
 | module | owns | what |
 |---|---|---|
 | `access` | `role_grants` | the permission table, roles (in a subtree, or one site), checks |
-| `orgs` | `orgs` | the organisation tree: province → city → county, teams and bases |
+| `orgs` | `orgs`, `orgs_version` | the organisation tree: province → county, teams, bases |
 | `identity` | `users`, `sessions`, `refresh_tokens` | WeChat login, sessions, profiles, phones |
+| `console_sessions` | `console_logins` | console sign-in by scanning (sessions: identity's) |
 | `ratelimit` | `rate_limits` | fixed-window limits shared by processes |
 | `sites` | `sites` | schools, villages, communities, bases |
 | `projects` | `projects` | i科普 projects, the programmes activities belong to |
-| `activities` | `activities` | activities' lifecycle, publishing, reach |
+| `activities` | `activities` | activities' lifecycle, publishing, reach, the staff's listing |
 | `seats` | (seat fields of `activities`) | the seat counters and capacity of an activity |
 | `discovery` | (reads `activities`) | the mini-program's listing: near me, dates, tags |
 | `catalogue` | `catalogue_version` | discovery's read model: upcoming activities in memory |
 | `signups` | `signups` | sign-up, cancel, waitlist and promotion, approvals, capacity changes |
-| `signup_repair` | (mends `signups`, seats) | counters back in step with records after a crash |
 | `signup_repair` | (mends `signups`, seats) | counters back in step with records after a crash |
 | `rosters` | (reads `signups`) | rosters and their workbook, a volunteer's own sign-ups |
 | `attendance` | `attendance` | check-in codes, check-in and check-out on site |
@@ -28,11 +28,14 @@ some fields of it).
 | `campaigns` | `campaigns` | caravans of several counties pooled for a period |
 | `planning` | `plans` | plans solved in the process pool, pins, publishing |
 | `stats` | `stats_orgs`, `_volunteers`, `_sites`, `_projects` | roll-ups, the report |
+| `people` | (reads `users`) | the console's user search, who holds roles in an organisation |
+| `dashboard` | (reads `activities`, `hours_ledger`, `visit_requests`) | the console's 首页 |
 | `geocoding` | `geocode_cache` | addresses to coordinates, cached |
 | `idempotency` | `idempotency` | stored answers for retried writes |
 
 Shared pieces own nothing: `events` (every kind of domain event, and the bus on the context),
 `errors` (domain errors, mapped to HTTP in one place: server/web/base.py), `ids`, `paging`
 (cursors), and `wiring` (what a process does once its context is built). The scheduler's lease
-document in `leases` belongs to jobs/scheduler.py; `wechat_tokens` to server/wechat.
+document in `leases` and the daily jobs' last runs in `job_runs` belong to jobs/scheduler.py;
+`wechat_tokens` to server/wechat.
 """

@@ -1,0 +1,26 @@
+"""The console's navigation: every built page, in the order the sidebar shows them.
+
+A new page adds one `Page` here (its absolute path, and the permission whose holders see the
+link; None: every staff member) and its routes to `console.ROUTES`; its handler sets `nav` to
+the page's key so the sidebar marks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Page:
+    key: str
+    title: str
+    path: str
+    permission: str | None = None
+
+
+NAV: list[Page] = [
+    Page("home", "首页", "/console/"),
+    Page("orgs", "组织与人员", "/console/orgs", "org.read"),
+    Page("sites", "站点", "/console/sites", "site.read"),
+    Page("activities", "活动", "/console/activities", "activity.organise"),
+]
