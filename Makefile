@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 run: install
 	IKEPU_DEMO=$${IKEPU_DEMO:-1} $(PY) -m server
 
-# The console's browser tests need Debian's chromium and a CJK font: installed here when they are
+# Two pytest-xdist workers, one per core: each starts its own database and emulator. The
+# console's browser tests need Debian's chromium and a CJK font: installed here when they are
 # missing and we are root; otherwise those tests skip, saying so.
 test: install
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
@@ -27,7 +28,7 @@ test: install
 	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk >/dev/null; \
 	fi
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
 
 bench: install
 	@for b in bench/[!_]*.py; do $(PY) $$b || exit 1; done
