@@ -9,7 +9,18 @@ routes), `templates/` (`base.html` is the frame every page extends), `static/` (
 `base.html`, its entry in `nav.NAV`, and its routes below (before the catch-all 404).
 """
 
-from console.handlers import activities, home, login, orgs, site_map, sites
+from console.handlers import (
+    activities,
+    fleet,
+    home,
+    login,
+    orgs,
+    plans,
+    site_map,
+    sites,
+    trips,
+    visit_requests,
+)
 from console.handlers.base import ConsoleNotFoundHandler
 
 ROUTES = [
@@ -19,5 +30,9 @@ ROUTES = [
     *site_map.ROUTES,
     *sites.ROUTES,
     *activities.ROUTES,
+    *plans.ROUTES,
+    *visit_requests.ROUTES,
+    *fleet.ROUTES,
+    *trips.ROUTES,
     (r"/console/.*", ConsoleNotFoundHandler),
 ]

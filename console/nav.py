@@ -23,4 +23,8 @@ NAV: list[Page] = [
     Page("orgs", "组织与人员", "/console/orgs", "org.read"),
     Page("sites", "站点", "/console/sites", "site.read"),
     Page("activities", "活动", "/console/activities", "activity.organise"),
+    Page("plans", "排程", "/console/plans", "plan.dispatch"),
+    Page("visit_requests", "走访申请", "/console/visit-requests", "visit.read"),
+    Page("fleet", "车队", "/console/fleet", "fleet.manage"),
+    Page("trips", "出车记录", "/console/trips", "trip.log"),
 ]
