@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from server.domain import activities, projects, rosters, signups
+from server.domain import activities, activity_lists, projects, rosters, signups
 from server.domain.ids import parse_id
 from server.web import ID, XLSX, BaseHandler, Created, ListQuery, operation
 
@@ -80,14 +80,14 @@ class ActivitiesHandler(BaseHandler):
     @operation(
         "Activities of the organisations the caller organises, the latest created first",
         query=ActivityQuery,
-        response=activities.ActivityList,
+        response=activity_lists.ActivityList,
         errors=(403, 404),
         permission="activity.organise",
     )
     async def get(self) -> None:
         q = self.query
         self.reply(
-            await activities.list_activities(
+            await activity_lists.list_activities(
                 self.ctx,
                 await self.scope(q.org_id),
                 status=q.status,
@@ -111,6 +111,22 @@ class ActivityHandler(ActivityStaffHandler):
     async def get(self, activity_id: str) -> None:
         await self.authorize_activity(activity_id)
         self.reply(await activities.get_activity(self.ctx, activity_id))
+
+    @operation(
+        "Change an activity: its text, tags, deadline and check-in; its times while a draft",
+        body=activities.ActivityChange,
+        response=activities.Activity,
+        errors=(403, 404, 409, 502),
+        idempotent=True,
+        permission="activity.organise",
+    )
+    async def patch(self, activity_id: str) -> None:
+        await self.authorize_activity(activity_id)
+        self.reply(
+            await activities.update_activity(
+                self.ctx, activity_id, self.body, editor_openid=self.principal.openid
+            )
+        )
 
 
 class PublishHandler(ActivityStaffHandler):

@@ -60,10 +60,16 @@ class SitesHandler(BaseHandler):
 
 
 class SiteHandler(BaseHandler):
-    @operation("A site", response=sites.Site, errors=(403, 404), permission="site.read")
+    @operation(
+        "A site, its location in the coord_type asked for",
+        query=sites.CoordQuery,
+        response=sites.Site,
+        errors=(403, 404),
+        permission="site.read",
+    )
     async def get(self, site_id: str) -> None:
         await self.authorize(site=await sites.get_site_doc(self.ctx, site_id))
-        self.reply(await sites.get_site(self.ctx, site_id))
+        self.reply(await sites.get_site(self.ctx, site_id, self.query.coord_type))
 
     @operation(
         "Change a site's name, kind, place, address, audience or opening hours",

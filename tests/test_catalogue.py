@@ -78,8 +78,9 @@ async def reference(ctx, *, start, end, near, coord_type="wgs84", radius_km, tag
         last = docs[limit - 1] if len(docs) > limit else None
         following = discovery.StartCursor(s=last["starts_at"], i=last["_id"]) if last else None
     return discovery.ActivityPage(
-        items=[discovery._item_out(d, now) for d in docs[:limit]],
+        items=[discovery._item_out(d, now, coord_type) for d in docs[:limit]],
         next_cursor=encode_cursor(following) if following else None,
+        coord_type=coord_type,
     )
 
 

@@ -138,6 +138,12 @@ TABLE += [
     Row("POST", r"/api/v1/activities", lambda w: "/api/v1/activities", _activity_body),
     Row("GET", _A, lambda w: f"/api/v1/activities/{w.activity}", lambda w, n: None),
     Row(
+        "PATCH",
+        _A,
+        lambda w: f"/api/v1/activities/{w.activity}",
+        lambda w, n: {"description": f"科普讲座（第{n}次修改）"},
+    ),
+    Row(
         "POST",
         _A + "/publish",
         lambda w: f"/api/v1/activities/{w.activity}/publish",

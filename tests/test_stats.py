@@ -22,6 +22,7 @@ from server.domain.stats import caravan_kpis
 from server.seed import Scale, seed_year
 
 YEAR = 2026
+KPI_FIELDS = ("activities", "km", "beneficiaries", "pending")
 SMALL = Scale(volunteers=400, activities=160, teams=24, bases=4, projects=6, trips=40, cities=2)
 
 
@@ -319,7 +320,7 @@ async def plain_kpis(ctx, org_id: ObjectId, year: int) -> dict:
     county (a caravan's nearest county in the subtree) and in total."""
     org_docs = {d["_id"]: d for d in await ctx.db["orgs"].find().to_list(None)}
     inside = {o for o, d in org_docs.items() if o == org_id or org_id in d["ancestors"]}
-    per_caravan: dict[str, list] = defaultdict(lambda: [0, 0.0, 0])
+    per_caravan: dict[str, list] = defaultdict(lambda: [0, 0.0, 0, 0, 0])
     for trip in await ctx.db["trips"].find().to_list(None):
         if trip["org_id"] in inside and trip["date"].startswith(f"{year}-"):
             row = per_caravan[str(trip["caravan_id"])]
@@ -328,7 +329,10 @@ async def plain_kpis(ctx, org_id: ObjectId, year: int) -> dict:
                 if visit.get("confirmed"):
                     row[0] += 1
                     row[2] += visit["beneficiaries"]
-    per_county: dict[str, list] = defaultdict(lambda: [0, 0.0, 0])
+                else:  # awaiting the site, logged today
+                    row[3] += 1
+                    row[4] += visit["beneficiaries"]
+    per_county: dict[str, list] = defaultdict(lambda: [0, 0.0, 0, 0, 0])
     for caravan_id, row in per_caravan.items():
         org = (await ctx.db["caravans"].find_one({"_id": ObjectId(caravan_id)}))["org_id"]
         above = [org, *reversed(org_docs[org]["ancestors"])]
@@ -340,10 +344,15 @@ async def plain_kpis(ctx, org_id: ObjectId, year: int) -> dict:
             "activities": row[0],
             "km": pytest.approx(row[1], abs=0.05),
             "beneficiaries": row[2],
+            "pending": {
+                "visits": row[3],
+                "beneficiaries": row[4],
+                "oldest_days": 0 if row[3] else None,
+            },
         }
 
     return {
-        "total": figures([sum(r[i] for r in per_caravan.values()) for i in range(3)]),
+        "total": figures([sum(r[i] for r in per_caravan.values()) for i in range(5)]),
         "caravans": {c: figures(r) for c, r in per_caravan.items()},
         "counties": {c: figures(r) for c, r in per_county.items()},
     }
@@ -400,12 +409,10 @@ async def test_caravan_kpis_equal_a_recount_of_the_trips(ctx, year):
             assert kpis["total"] == expected["total"]
             assert [c["caravan_id"] for c in kpis["caravans"]] == sorted(expected["caravans"])
             assert {
-                c.pop("caravan_id"): {k: c[k] for k in ("activities", "km", "beneficiaries")}
-                for c in kpis["caravans"]
+                c.pop("caravan_id"): {k: c[k] for k in KPI_FIELDS} for c in kpis["caravans"]
             } == expected["caravans"]
             assert {
-                c.pop("org_id"): {k: c[k] for k in ("activities", "km", "beneficiaries")}
-                for c in kpis["counties"]
+                c.pop("org_id"): {k: c[k] for k in KPI_FIELDS} for c in kpis["counties"]
             } == expected["counties"]
         return await caravan_kpis.kpis(ctx, today.year, str(county))
 
@@ -422,6 +429,8 @@ async def test_caravan_kpis_equal_a_recount_of_the_trips(ctx, year):
     assert after.total.activities == before.total.activities + 1
     assert after.total.beneficiaries == before.total.beneficiaries + 150
     assert after.total.km == before.total.km
+    # The county's unconfirmed visit still waits beside the confirmed one.
+    assert after.total.pending.visits == before.total.pending.visits - 1 == 1
     assert await stats.reconcile(ctx, today.year, repair=False) == dict.fromkeys(
         (stats.ORGS, stats.VOLUNTEERS, stats.SITES, stats.PROJECTS), 0
     )
@@ -519,3 +528,123 @@ async def test_reach_needs_a_started_activity(ctx, year):
     upcoming = await _published(ctx, team, "明日活动", start)
     with pytest.raises(Conflict, match="受益人次"):
         await activities.report_reach(ctx, upcoming, activities.Reach(beneficiaries=10))
+
+
+async def _book_above_the_counties(ctx, city: dict, root: ObjectId, staff: ObjectId) -> None:
+    """Hours credited to the city's and the province's own work, an activity of the city and
+    a trip of a caravan the city keeps."""
+    site_admin = await ctx.db["users"].find_one({"openid": "seed_2026_1"})
+    past = await ctx.db["activities"].find_one({"status": "finished"})
+    people = [u["_id"] for u in await ctx.db["users"].find().limit(6).to_list(None)]
+    credits = [
+        await hours.credit(
+            ctx,
+            user_id=p,
+            hours=1.25 + n / 3,
+            org_id=city["_id"] if n % 2 else root,
+            source="activity",
+            activity_id=ObjectId(),
+            site_id=None,
+            served_at=past["starts_at"],
+        )
+        for n, p in enumerate(people)
+    ]
+    await hours.confirm(ctx, staff, [str(c) for c in credits])
+    await _published(ctx, city, "市科协活动", ctx.clock.now() + timedelta(days=1))
+    site = await ctx.db["sites"].find_one({})
+    lng, lat = site["location"]["coordinates"]
+    depot = await caravans.create_depot(
+        ctx,
+        caravans.NewDepot(
+            name="市车场", org_id=str(city["_id"]), location=sites.LocationIn(lng=lng, lat=lat)
+        ),
+    )
+    caravan = await caravans.create_caravan(
+        ctx,
+        caravans.NewCaravan(
+            name="市科普大篷车",
+            plate="豫A9C001",
+            vehicle_type="II",
+            depot_id=str(depot),
+            org_id=str(city["_id"]),
+        ),
+    )
+    await caravans.log_trip(
+        ctx,
+        caravans.NewTrip(
+            caravan_id=str(caravan),
+            date=ctx.clock.local_now().date(),
+            odometer_start_km=100,
+            odometer_end_km=233.3,
+            visits=[],
+        ),
+        logged_by=site_admin["_id"],
+    )
+
+
+def _sheet_rows(book, name: str) -> tuple[list[tuple], tuple]:
+    rows = list(book[name].iter_rows(min_row=2, values_only=True))
+    assert rows[-1][0] == "合计"
+    return rows[:-1], rows[-1]
+
+
+async def test_every_table_adds_up_to_the_overview(ctx, http, admin, year):
+    """Facts booked at the province's and cities' own level as well as in the counties: the
+    months and the counties (with the row above them) add up to the overview, in the JSON, the
+    workbook and the CSV, for the province and for a city."""
+    root = (await orgs.root_org(ctx))["_id"]
+    city = await ctx.db["orgs"].find_one({"kind": "city"})
+    await _book_above_the_counties(ctx, city, root, ObjectId(admin.user_id))
+    for org_id, above_name in ((root, "市直/省直"), (city["_id"], "市直")):
+        report = await _report(http, admin, year=YEAR, org_id=str(org_id))
+        overview = {
+            "activities": report["volunteer"]["activities"],
+            "beneficiaries": report["volunteer"]["beneficiaries"],
+            "hours": report["volunteer"]["hours"],
+            "caravan_activities": report["caravan"]["activities"],
+            "km": report["caravan"]["km"],
+            "caravan_beneficiaries": report["caravan"]["beneficiaries"],
+        }
+        above = report["above_counties"]
+        assert above["name"] == above_name
+        assert above["hours"] > 0 and above["km"] == pytest.approx(133.3)
+        assert above["activities"] == 1
+        assert all(c["hours"] > 0 for c in report["counties"])
+        for rows in (report["months"], [*report["counties"], above]):
+            for figure, total in overview.items():
+                assert sum(r[figure] for r in rows) == pytest.approx(total, abs=1e-6), figure
+
+        answer = await http.get(
+            "/api/v1/stats/annual",
+            params={"year": YEAR, "org_id": str(org_id), "format": "xlsx"},
+            headers=admin.headers,
+        )
+        book = openpyxl.load_workbook(io.BytesIO(answer.content))
+        summary = {row[0]: row[1] for row in book["总览"].iter_rows(min_row=2, values_only=True)}
+        wanted = [
+            summary["科普活动"],
+            summary["受益人次"],
+            summary["志愿服务时长"],
+            summary["大篷车活动次数"],
+            summary["大篷车行驶里程(km)"],
+            summary["大篷车受益人次"],
+        ]
+        assert wanted == pytest.approx(list(overview.values()))
+        months, months_total = _sheet_rows(book, "按月")
+        counties, counties_total = _sheet_rows(book, "按县")
+        assert counties[-1][0] == above_name
+        assert counties_total[1] == summary["参与志愿者"]
+        for rows, total, first in ((months, months_total, 1), (counties, counties_total, 2)):
+            for i, want in enumerate(wanted):
+                column = [row[first + i] for row in rows]
+                assert sum(column) == pytest.approx(want, abs=1e-6), (rows[0][0], i)
+                assert total[first + i] == pytest.approx(want, abs=1e-6)
+
+        answer = await http.get(
+            "/api/v1/stats/annual",
+            params={"year": YEAR, "org_id": str(org_id), "format": "csv", "table": "counties"},
+            headers=admin.headers,
+        )
+        rows = list(csv.reader(io.StringIO(answer.content.decode("utf-8-sig"))))[1:]
+        assert rows[-2][0] == above_name and rows[-1][0] == "合计"
+        assert sum(float(r[4]) for r in rows[:-1]) == pytest.approx(overview["hours"], abs=1e-6)

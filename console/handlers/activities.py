@@ -1,9 +1,7 @@
 """活动: the activities the caller organises (filters by date, status, organisation and tag;
-cursor paging through htmx), creating one, publishing and cancelling, the roster with its
-waitlist and workbook, and the full-screen check-in code for a projector.
-
-Editing an activity after it is created has no domain function yet (only its capacity changes,
-through signups.change_capacity), so there is no edit form.
+cursor paging through htmx), creating one, editing it (`activities.update_activity`: the times
+only while a draft), publishing and cancelling, the roster with its waitlist and workbook, and
+the full-screen check-in code for a projector.
 """
 
 from __future__ import annotations
@@ -12,7 +10,17 @@ import re
 from datetime import timedelta
 
 from console.handlers.staff import StaffPage, parse_form, shanghai_time
-from server.domain import activities, attendance, identity, orgs, rosters, signups, sites
+from server.clock import SHANGHAI
+from server.domain import (
+    activities,
+    activity_lists,
+    attendance,
+    identity,
+    orgs,
+    rosters,
+    signups,
+    sites,
+)
 from server.domain.errors import DomainError, Forbidden, InvalidRequest
 from server.domain.ids import parse_id
 from server.web import ID, XLSX
@@ -60,7 +68,7 @@ class ActivitiesPage(StaffPage):
         start = shanghai_time(self.arg("from"), "from")
         end = shanghai_time(self.arg("to"), "to")
         scope = await self.scope(ORGANISE, org_id)
-        result = await activities.list_activities(
+        result = await activity_lists.list_activities(
             self.ctx,
             scope,
             status=status,
@@ -151,6 +159,45 @@ class ActivityPage(ActivityBase):
         await self.show(activity_id)
 
 
+EDITABLE = ("title", "description", "address", "starts_at", "ends_at", "signup_deadline", "tags")
+
+
+class EditPage(ActivityBase):
+    async def get(self, activity_id: str) -> None:
+        await self.authorize(activity_id)
+        a = await activities.get_activity(self.ctx, activity_id)
+        values = {
+            "title": a.title,
+            "description": a.description,
+            "address": a.address or "",
+            "tags": "，".join(a.tags),
+            **{
+                name: getattr(a, name).astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M")
+                for name in ("starts_at", "ends_at", "signup_deadline")
+            },
+        }
+        self.render("activities_edit.html", a=a, values=values, error=None)
+
+    async def post(self, activity_id: str) -> None:
+        await self.authorize(activity_id)
+        a = await activities.get_activity(self.ctx, activity_id)
+        sent = {k: v for k, v in _activity_values(self).items() if k in EDITABLE}
+        if a.status != "draft":  # the form shows them read-only; a stale form must not move them
+            sent = {k: v for k, v in sent.items() if k not in ("starts_at", "ends_at")}
+        try:
+            change = parse_form(activities.ActivityChange, sent)
+            openid = await identity.openid_of(self.ctx, self.staff_id)
+            await activities.update_activity(self.ctx, activity_id, change, editor_openid=openid)
+        except Forbidden:
+            raise
+        except DomainError as exc:
+            self.set_status(400)
+            values = {k: self.get_body_argument(k, "") for k in self.request.body_arguments}
+            self.render("activities_edit.html", a=a, values=values, error=exc)
+            return
+        self.redirect(f"/console/activities/{activity_id}?done=edited")
+
+
 class PublishPage(ActivityBase):
     async def post(self, activity_id: str) -> None:
         await self.authorize(activity_id)
@@ -211,6 +258,7 @@ ROUTES = [
     (r"/console/activities", ActivitiesPage),
     (r"/console/activities/new", NewActivityPage),
     (rf"/console/activities/(?P<activity_id>{ID})", ActivityPage),
+    (rf"/console/activities/(?P<activity_id>{ID})/edit", EditPage),
     (rf"/console/activities/(?P<activity_id>{ID})/publish", PublishPage),
     (rf"/console/activities/(?P<activity_id>{ID})/cancel", CancelPage),
     (rf"/console/activities/(?P<activity_id>{ID})/roster\.xlsx", RosterWorkbookPage),

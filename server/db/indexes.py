@@ -109,6 +109,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("org_id", ASCENDING), ("year", ASCENDING)]),
         IndexModel([("visits.request_id", ASCENDING)]),
         IndexModel([("visits.site_id", ASCENDING)]),
+        IndexModel([("visits.confirmed", ASCENDING), ("year", ASCENDING)]),  # the KPIs' pending
         IndexModel([("date", ASCENDING)]),
     ],
     # The report's top tens read bands of a figure under (subtree, year): report._Stored.leaders.

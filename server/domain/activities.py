@@ -3,7 +3,7 @@
 Owns the `activities` collection; an activity may belong to a project (server/domain/projects.py).
 The seat counters on an activity (confirmed, waitlisted, pending) and its capacity change through
 server/domain/seats.py, each change one conditional update (cancelling, here, zeroes them); the
-mini-program's listing is server/domain/discovery.py, the staff's is `list_activities`.
+mini-program's listing is server/domain/discovery.py, the staff's server/domain/activity_lists.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from bson import ObjectId
 from server.domain import access, events, geocoding, orgs, projects, sites
 from server.domain.errors import Conflict, InvalidRequest, NotFound, UpstreamError
 from server.domain.ids import fetch, parse_id
-from server.domain.paging import page_by_id
 from server.wechat.client import WeChatError
 
 Status = Literal["draft", "published", "ongoing", "finished", "cancelled"]
@@ -71,6 +70,7 @@ class Activity(msgspec.Struct):
     tags: list[str]
     checkin_radius_m: int
     checkin: str
+    coord_type: str = "wgs84"  # the system `location` is in
 
 
 class StatusOut(msgspec.Struct):
@@ -113,7 +113,7 @@ def effective_status(doc: dict, now: datetime) -> str:
     return status
 
 
-def _activity_out(doc: dict, now: datetime) -> Activity:
+def activity_out(doc: dict, now: datetime, coord_type: str = "wgs84") -> Activity:
     return Activity(
         id=str(doc["_id"]),
         title=doc["title"],
@@ -122,7 +122,7 @@ def _activity_out(doc: dict, now: datetime) -> Activity:
         org_id=str(doc["org_id"]),
         project_id=str(doc["project_id"]) if doc.get("project_id") else None,
         site_id=str(doc["site_id"]) if doc.get("site_id") else None,
-        location=doc.get("location"),
+        location=sites.location_out(doc.get("location"), coord_type),
         address=doc.get("address"),
         starts_at=doc["starts_at"],
         ends_at=doc["ends_at"],
@@ -136,6 +136,7 @@ def _activity_out(doc: dict, now: datetime) -> Activity:
         tags=doc.get("tags", []),
         checkin_radius_m=doc.get("checkin_radius_m", DEFAULT_CHECKIN_RADIUS_M),
         checkin=checkin_policy(doc),
+        coord_type=coord_type,
     )
 
 
@@ -269,52 +270,64 @@ async def get_doc(ctx, activity_id) -> dict:
     return await fetch(ctx.db["activities"], activity_id, "activity_id", "活动不存在")
 
 
-async def get_activity(ctx, activity_id, *, public: bool = False) -> Activity:
+async def get_activity(
+    ctx, activity_id, *, public: bool = False, coord_type: str = "wgs84"
+) -> Activity:
     doc = await get_doc(ctx, activity_id)
     if public and doc["status"] == "draft":
         raise NotFound("活动不存在", field="activity_id")
-    return _activity_out(doc, ctx.clock.now())
+    return activity_out(doc, ctx.clock.now(), coord_type)
 
 
-class ActivityList(msgspec.Struct):
-    items: list[Activity]
-    next_cursor: str | None
+class ActivityChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """What an organiser may change. Times only on a draft: once published, volunteers have
+    planned around them (a changed capacity has its own route, which tells them)."""
+
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=60)] | None = None
+    description: Annotated[str, msgspec.Meta(max_length=5000)] | None = None
+    address: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    tags: Annotated[list[Tag], msgspec.Meta(max_length=10)] | None = None
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    signup_deadline: AwareDatetime | None = None
+    checkin_radius_m: Annotated[int, msgspec.Meta(ge=50, le=5000)] | None = None
+    checkin: CheckinPolicy | None = None
 
 
-async def list_activities(
-    ctx,
-    org_ids: list[ObjectId],
-    *,
-    status: Status | None = None,
-    tag: str | None = None,
-    site_id: str | None = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    cursor: str | None = None,
-    limit: int,
-) -> ActivityList:
-    """Activities of these organisations, the latest created first; `start`/`end` bound their
-    start time. The stored status is filtered on (the daily job moves it on with the clock)."""
-    root = await orgs.root_org(ctx)
-    # The province's whole tree needs no organisation filter, and the _id index alone serves it.
-    query: dict = {} if root and root["_id"] in org_ids else {"org_id": {"$in": org_ids}}
-    if status is not None:
-        query["status"] = status
-    if tag is not None:
-        query["tags"] = tag
-    if site_id is not None:
-        query["site_id"] = parse_id(site_id, "site_id")
-    if start is not None:
-        query["starts_at"] = {"$gte": start}
-    if end is not None:
-        if start is not None and end < start:
-            raise InvalidRequest("结束日期不能早于开始日期", field="to")
-        query.setdefault("starts_at", {})["$lt"] = end
-    docs, following = await page_by_id(
-        ctx.db["activities"], query, cursor, limit, newest_first=True
-    )
-    now = ctx.clock.now()
-    return ActivityList(items=[_activity_out(d, now) for d in docs], next_cursor=following)
+async def update_activity(ctx, activity_id, change: ActivityChange, *, editor_openid: str):
+    """Apply an organiser's change; the new title and description pass WeChat's content check
+    when the activity is public. Returns the activity as it now is."""
+    doc = await get_doc(ctx, activity_id)
+    fields = {k: v for k, v in msgspec.structs.asdict(change).items() if v is not None}
+    if doc["status"] in ("cancelled", "finished"):
+        raise Conflict(f"{doc['status']} 状态的活动不能修改", code="invalid_state")
+    timing = {"starts_at", "ends_at"} & fields.keys()
+    if timing and doc["status"] != "draft":
+        raise Conflict("已发布的活动不能修改时间，请取消后重新发布", code="invalid_state",
+                       field=min(timing))  # fmt: skip
+    new = {**doc, **fields}
+    if new["ends_at"] <= new["starts_at"]:
+        raise InvalidRequest("结束时间须晚于开始时间", field="ends_at")
+    if "starts_at" in fields and "signup_deadline" not in fields:
+        fields["signup_deadline"] = new["signup_deadline"] = min(doc["signup_deadline"],
+                                                                 new["starts_at"])  # fmt: skip
+    if new["signup_deadline"] > new["starts_at"]:
+        raise InvalidRequest("报名截止时间不能晚于开始时间", field="signup_deadline")
+    if fields.get("checkin") in ("location", "code+location") and not doc.get("location"):
+        raise InvalidRequest("按位置签到需要活动地点：请选择站点或填写地点", field="checkin")
+    if "title" in fields:
+        fields["title"] = fields["title"].strip()
+    if "tags" in fields:
+        fields["tags"] = list(dict.fromkeys(fields["tags"]))
+    if doc["status"] != "draft" and {"title", "description"} & fields.keys():
+        await _check_content(ctx, f"{new['title']}\n{new['description']}", editor_openid)
+    if fields:
+        await ctx.db["activities"].update_one({"_id": doc["_id"]}, {"$set": fields})
+        if doc["status"] != "draft":
+            # Discovery's catalogue follows; nobody signed up needs telling of a text change.
+            await events.emit(ctx, events.ACTIVITY_CHANGED, activity_id=doc["_id"],
+                              changed=sorted(fields), user_ids=[])  # fmt: skip
+    return await get_activity(ctx, doc["_id"])
 
 
 async def publish(ctx, activity_id, *, publisher_openid: str) -> str:

@@ -18,6 +18,7 @@ import msgspec
 from bson import ObjectId
 
 from server import geo
+from server.domain import sites
 from server.domain.activities import AwareDatetime, effective_status
 from server.domain.errors import InvalidRequest
 from server.domain.ids import parse_id
@@ -39,12 +40,14 @@ class ActivityItem(msgspec.Struct, omit_defaults=True):
     waitlist_count: int
     tags: list[str] = []
     address: str | None = None
+    location: dict | None = None  # GeoJSON point, in the page's coord_type
     distance_km: float | None = None
 
 
 class ActivityPage(msgspec.Struct):
     items: list[ActivityItem]
     next_cursor: str | None
+    coord_type: str = "wgs84"  # the system the items' locations are in
 
 
 class NearCursor(msgspec.Struct, forbid_unknown_fields=True):
@@ -60,7 +63,7 @@ class StartCursor(msgspec.Struct, forbid_unknown_fields=True):
     i: ObjectId
 
 
-def _item_out(doc: dict, now: datetime) -> ActivityItem:
+def _item_out(doc: dict, now: datetime, coord_type: str) -> ActivityItem:
     distance = doc.get("distance_m")
     return ActivityItem(
         id=str(doc["_id"]),
@@ -73,6 +76,7 @@ def _item_out(doc: dict, now: datetime) -> ActivityItem:
         waitlist_count=doc["waitlist_count"],
         tags=doc.get("tags", []),
         address=doc.get("address"),
+        location=sites.location_out(doc.get("location"), coord_type),
         distance_km=round(distance / 1000, 3) if distance is not None else None,
     )
 
@@ -90,7 +94,8 @@ async def discover(
     cursor: str | None,
     limit: int = DEFAULT_LIMIT,
 ) -> ActivityPage:
-    """Published activities for the mini-program: by time, tag, organisation, or nearest first."""
+    """Published activities for the mini-program: by time, tag, organisation, or nearest first.
+    `coord_type` is the system of `near` and of the locations shown."""
     now = ctx.clock.now()
     org = parse_id(org_id, "org_id") if org_id else None
     offset, after = 0, None
@@ -123,6 +128,7 @@ async def discover(
         last = page[limit - 1] if len(page) > limit else None
         following = StartCursor(s=last["starts_at"], i=last["_id"]) if last else None
     return ActivityPage(
-        items=[_item_out(d, now) for d in page[:limit]],
+        items=[_item_out(d, now, coord_type) for d in page[:limit]],
         next_cursor=encode_cursor(following) if following else None,
+        coord_type=coord_type,
     )

@@ -32,6 +32,20 @@ class LocationIn(msgspec.Struct, forbid_unknown_fields=True):
         return geo.geojson_point(*geo.to_wgs84(self.lng, self.lat, self.coord_type))
 
 
+class CoordQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """The coordinate system a caller wants locations in (WeChat maps speak gcj02)."""
+
+    coord_type: CoordType = "wgs84"
+
+
+def location_out(location: dict | None, coord_type: str) -> dict | None:
+    """A stored (WGS-84) GeoJSON point in the caller's coordinate system."""
+    if location is None:
+        return None
+    lng, lat = geo.from_wgs84(*location["coordinates"], coord_type)
+    return {"type": "Point", "coordinates": [lng, lat]}
+
+
 class OpenHours(msgspec.Struct, forbid_unknown_fields=True):
     weekday: Annotated[int, msgspec.Meta(ge=1, le=7)]
     start: HHMM
@@ -58,6 +72,7 @@ class Site(msgspec.Struct):
     audience: str | None
     open_hours: list[OpenHours]
     admin_ids: list[str]
+    coord_type: str = "wgs84"  # the system `location` is in
 
 
 def minutes(hhmm: str) -> int:
@@ -65,17 +80,18 @@ def minutes(hhmm: str) -> int:
     return int(hours) * 60 + int(mins)
 
 
-def _site_out(doc: dict, admins: list[ObjectId]) -> Site:
+def _site_out(doc: dict, admins: list[ObjectId], coord_type: str = "wgs84") -> Site:
     return Site(
         id=str(doc["_id"]),
         name=doc["name"],
         kind=doc["kind"],
         org_id=str(doc["org_id"]),
-        location=doc["location"],
+        location=location_out(doc["location"], coord_type),
         address=doc.get("address"),
         audience=doc.get("audience"),
         open_hours=[OpenHours(**h) for h in doc.get("open_hours", [])],
         admin_ids=[str(u) for u in admins],
+        coord_type=coord_type,
     )
 
 
@@ -204,9 +220,9 @@ async def list_sites(
     return SitePage(items=items, next_cursor=following)
 
 
-async def get_site(ctx, site_id) -> Site:
+async def get_site(ctx, site_id, coord_type: str = "wgs84") -> Site:
     doc = await get_site_doc(ctx, site_id)
-    return _site_out(doc, await access.site_admins(ctx, doc["_id"]))
+    return _site_out(doc, await access.site_admins(ctx, doc["_id"]), coord_type)
 
 
 async def add_admin(ctx, site_id, user_id: ObjectId, *, by: ObjectId | None = None) -> None:

@@ -51,6 +51,7 @@ from server.domain.caravans.trips import (
     list_trips,
     log_trip,
     parse_day,
+    pending_visits,
     site_visits,
     trip_facts,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "mark_scheduled",
     "open_requests",
     "parse_day",
+    "pending_visits",
     "record_activity",
     "requests_by_id",
     "site_visits",

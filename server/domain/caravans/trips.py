@@ -382,3 +382,31 @@ async def trip_facts(ctx, start: date, end: date) -> list[TripFacts]:
         )
         async for doc in ctx.db["trips"].find(query, fields)
     ]
+
+
+class PendingVisit(msgspec.Struct, frozen=True):
+    """A logged visit its site has not confirmed yet."""
+
+    org_id: ObjectId
+    caravan_id: ObjectId
+    beneficiaries: int
+    logged_at: datetime
+
+
+async def pending_visits(ctx, year: int) -> list[PendingVisit]:
+    """The visits of a year's trips still awaiting the site's confirmation: few, as sites
+    confirm them, and read by an index on the unconfirmed ones."""
+    query = {"visits.confirmed": False, "year": year}
+    fields = {"org_id": 1, "caravan_id": 1, "logged_at": 1, "visits.beneficiaries": 1,
+              "visits.confirmed": 1}  # fmt: skip
+    return [
+        PendingVisit(
+            org_id=doc["org_id"],
+            caravan_id=doc["caravan_id"],
+            beneficiaries=v["beneficiaries"],
+            logged_at=doc["logged_at"],
+        )
+        async for doc in ctx.db["trips"].find(query, fields)
+        for v in doc["visits"]
+        if not v.get("confirmed")
+    ]

@@ -52,6 +52,7 @@ class StopOut(msgspec.Struct):
     arrive_at: datetime
     start_at: datetime
     depart_at: datetime
+    site_name: str = ""  # the site as the dispatcher knows it, beside its id
 
 
 class RouteOut(msgspec.Struct):

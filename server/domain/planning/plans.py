@@ -161,7 +161,9 @@ async def plan_org(ctx, plan_id) -> ObjectId:
     return doc["org_id"]
 
 
-def _plan_out(doc: dict) -> PlanOut:
+async def _plan_out(ctx, doc: dict) -> PlanOut:
+    stop_sites = {s["site_id"] for r in doc["routes"] for s in r["stops"]}
+    names = await sites.briefs(ctx, list(stop_sites)) if stop_sites else {}
     return PlanOut(
         id=str(doc["_id"]),
         org_id=str(doc["org_id"]),
@@ -189,6 +191,7 @@ def _plan_out(doc: dict) -> PlanOut:
                         arrive_at=s["arrive_at"],
                         start_at=s["start_at"],
                         depart_at=s["depart_at"],
+                        site_name=names.get(s["site_id"], {}).get("name", ""),
                     )
                     for s in r["stops"]
                 ],
@@ -225,7 +228,7 @@ async def get_plan(ctx, plan_id) -> PlanOut:
     if is_stale(ctx, doc) and doc["_id"] not in ctx.solves:
         # Its solver's process died: the reader's process takes it over (if it wins the claim).
         start_solving(ctx, doc["_id"])
-    return _plan_out(doc)
+    return await _plan_out(ctx, doc)
 
 
 async def list_plans(ctx, org_ids: list[ObjectId], cursor: str | None, limit: int) -> PlanPage:
@@ -314,7 +317,7 @@ async def _set_edits(ctx, plan: dict, pins: list[dict], excluded: list[ObjectId]
     )
     if not edited.matched_count:
         raise Conflict("计划已发布，不能再修改", code="plan_published")
-    return _plan_out(await ctx.db["plans"].find_one({"_id": plan["_id"]}))
+    return await _plan_out(ctx, await ctx.db["plans"].find_one({"_id": plan["_id"]}))
 
 
 async def replan(ctx, plan_id) -> Queued:

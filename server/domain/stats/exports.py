@@ -36,7 +36,7 @@ def _tables(r: Report) -> dict[str, Sheet]:
         return [getattr(b, f) for f in FIGURES]
 
     def sums(rows: list[Breakdown]) -> list:
-        return [round(sum(getattr(b, f) for b in rows), 2) for f in FIGURES]
+        return [round(sum(getattr(b, f) for b in rows), 2 if f == "hours" else 1) for f in FIGURES]
 
     v, c = r.volunteer, r.caravan
     summary = [
@@ -59,11 +59,16 @@ def _tables(r: Report) -> dict[str, Sheet]:
             [[b.key, *figures(b)] for b in r.months],
             totals=["合计", *sums(r.months)],
         ),
+        # The row above the counties makes the figures add up; 合计's volunteers are the
+        # overview's, each counted once (the column does not add up: see Breakdown).
         "counties": Sheet(
             "按县",
             ("县(区)", "参与志愿者", *_FIGURE_HEADERS),
-            [[b.name, b.volunteers, *figures(b)] for b in r.counties],
-            totals=["合计", sum(b.volunteers or 0 for b in r.counties), *sums(r.counties)],
+            [
+                *([b.name, b.volunteers, *figures(b)] for b in r.counties),
+                [r.above_counties.name, None, *figures(r.above_counties)],
+            ],
+            totals=["合计", v.volunteers, *sums([*r.counties, r.above_counties])],
         ),
         "top_volunteers": Sheet(
             "十佳志愿者",

