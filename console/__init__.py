@@ -13,11 +13,13 @@ from console.handlers import (
     activities,
     fleet,
     home,
+    hours,
     login,
     orgs,
     plans,
     site_map,
     sites,
+    stats,
     trips,
     visit_requests,
 )
@@ -34,5 +36,7 @@ ROUTES = [
     *visit_requests.ROUTES,
     *fleet.ROUTES,
     *trips.ROUTES,
+    *hours.ROUTES,
+    *stats.ROUTES,
     (r"/console/.*", ConsoleNotFoundHandler),
 ]

@@ -1,5 +1,6 @@
 """Staff side of attendance and hours: check-in codes, the site's pending hours, confirmation
-in bulk, adjustments; and the public pages: check-in code images and certificate verification."""
+in bulk, adjustments and their second approval, disputes, a record's history; and the public
+pages: check-in code images and certificate verification."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from server.domain import attendance, certificates, hours, sites
+from server.domain import adjustments, attendance, certificates, disputes, hours, sites
+from server.domain.errors import Conflict
 from server.web import ID, BaseHandler, operation
 
 
@@ -23,6 +25,20 @@ class ConfirmRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class Confirmed(msgspec.Struct):
     confirmed: int
+
+
+class AdjustmentsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    status: Literal["pending", "approved", "rejected"] = "pending"
+    org_id: str | None = None
+    cursor: str | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
+
+
+class DisputesQuery(msgspec.Struct, forbid_unknown_fields=True):
+    status: Literal["open", "resolved"] = "open"
+    org_id: str | None = None
+    cursor: str | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
 
 
 class CheckinCodeHandler(BaseHandler):
@@ -66,15 +82,112 @@ class ConfirmHandler(BaseHandler):
 
 class AdjustHandler(BaseHandler):
     @operation(
-        "Correct a record: a new ledger entry with a reason; the record itself stays",
+        "Correct a record: a new ledger entry with a reason; the record itself stays. Up to the "
+        "activity's length it is made at once; above it, 409 `needs_approval` with the record "
+        "unchanged: the request waits in GET /api/v1/hours/adjustments for another staff member",
         body=hours.Adjustment,
         response=hours.HoursRecord,
-        errors=(403, 404),
+        errors=(403, 404, 409),
         idempotent=True,
         permission="hours.confirm",
     )
     async def post(self, record_id: str) -> None:
-        self.reply(await hours.adjust(self.ctx, self.user_id, record_id, self.body))
+        record = await adjustments.adjust(self.ctx, self.user_id, record_id, self.body)
+        if record.pending_adjustment_id:
+            raise Conflict(
+                "超出活动时长，更正已提交，须由另一名工作人员批准后生效",
+                code="needs_approval",
+                field="hours",
+            )
+        self.reply(record)
+
+
+class AdjustmentsHandler(BaseHandler):
+    @operation(
+        "Adjustment requests above the bound (the second approver's queue), in the caller's scope",
+        query=AdjustmentsQuery,
+        response=adjustments.AdjustmentPage,
+        errors=(403,),
+        permission="hours.confirm",
+    )
+    async def get(self) -> None:
+        q = self.query
+        page = await adjustments.list_requests(
+            self.ctx,
+            org_ids=await self.scope(q.org_id),
+            site_ids=await self.site_scope() if q.org_id is None else [],
+            status=q.status, cursor=q.cursor, limit=q.limit,
+        )  # fmt: skip
+        self.reply(page)
+
+
+class ApproveAdjustmentHandler(BaseHandler):
+    @operation(
+        "Approve an adjustment request: the correction is made (not by the one who asked)",
+        response=hours.HoursRecord,
+        errors=(403, 404, 409),
+        idempotent=True,
+        permission="hours.confirm",
+    )
+    async def post(self, adjustment_id: str) -> None:
+        self.reply(await adjustments.approve(self.ctx, self.user_id, adjustment_id))
+
+
+class RejectAdjustmentHandler(BaseHandler):
+    @operation(
+        "Reject an adjustment request, with a reason; the record stays as it is",
+        body=adjustments.Rejection,
+        response=adjustments.AdjustmentOut,
+        errors=(403, 404, 409),
+        idempotent=True,
+        permission="hours.confirm",
+    )
+    async def post(self, adjustment_id: str) -> None:
+        self.reply(await adjustments.reject(self.ctx, self.user_id, adjustment_id, self.body))
+
+
+class DisputesHandler(BaseHandler):
+    @operation(
+        "Volunteers' disputes of records in the caller's scope, oldest first",
+        query=DisputesQuery,
+        response=disputes.DisputePage,
+        errors=(403,),
+        permission="hours.read",
+    )
+    async def get(self) -> None:
+        q = self.query
+        page = await disputes.list_disputes(
+            self.ctx,
+            org_ids=await self.scope(q.org_id),
+            site_ids=await self.site_scope() if q.org_id is None else [],
+            status=q.status, cursor=q.cursor, limit=q.limit,
+        )  # fmt: skip
+        self.reply(page)
+
+
+class ResolveDisputeHandler(BaseHandler):
+    @operation(
+        "Resolve a dispute: upheld with the corrected hours (a bounded adjustment), or rejected "
+        "with a reason; the volunteer is told",
+        body=disputes.Resolution,
+        response=disputes.DisputeOut,
+        errors=(403, 404, 409),
+        idempotent=True,
+        permission="hours.confirm",
+    )
+    async def post(self, dispute_id: str) -> None:
+        self.reply(await disputes.resolve(self.ctx, self.user_id, dispute_id, self.body))
+
+
+class HistoryHandler(BaseHandler):
+    @operation(
+        "A record's changes, oldest first: who, when, what and why",
+        response=disputes.History,
+        errors=(403, 404),
+        permission="hours.read",
+    )
+    async def get(self, record_id: str) -> None:
+        self.reply(await disputes.staff_history(self.ctx, self.user_id, record_id))
 
 
 class CheckinCodeImageHandler(BaseHandler):
@@ -106,6 +219,12 @@ ROUTES = [
     (rf"/api/v1/sites/(?P<site_id>{ID})/hours", SiteHoursHandler),
     (r"/api/v1/hours/confirm", ConfirmHandler),
     (rf"/api/v1/hours/(?P<record_id>{ID})/adjust", AdjustHandler),
+    (rf"/api/v1/hours/(?P<record_id>{ID})/history", HistoryHandler),
+    (r"/api/v1/hours/adjustments", AdjustmentsHandler),
+    (rf"/api/v1/hours/adjustments/(?P<adjustment_id>{ID})/approve", ApproveAdjustmentHandler),
+    (rf"/api/v1/hours/adjustments/(?P<adjustment_id>{ID})/reject", RejectAdjustmentHandler),
+    (r"/api/v1/hours/disputes", DisputesHandler),
+    (rf"/api/v1/hours/disputes/(?P<dispute_id>{ID})/resolve", ResolveDisputeHandler),
     (r"/checkin-codes/(?P<scene>[A-Za-z0-9_=-]{32})\.png", CheckinCodeImageHandler),
     (r"/verify/(?P<code>[A-Za-z2-7]{1,64})", VerifyHandler),
 ]

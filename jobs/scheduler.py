@@ -27,7 +27,7 @@ from pymongo.errors import DuplicateKeyError
 
 from server.clock import SHANGHAI
 from server.db import Lease
-from server.domain import activities, attendance, notifications, signup_repair, stats
+from server.domain import activities, attendance, disputes, notifications, signup_repair, stats
 
 log = structlog.get_logger(__name__)
 
@@ -122,19 +122,22 @@ class Scheduler:
 
     async def daily(self) -> None:
         """Lifecycle, forgotten check-outs, seat counters a crash left out of step with the
-        sign-ups, and the statistics roll-ups checked against a recount of this year and the
-        last (corrections to last year's records arrive late) (Asia/Shanghai, 02:00)."""
+        sign-ups, disputes left unanswered, and the statistics roll-ups checked against a
+        recount of this year and the last (corrections to last year's records arrive late)
+        (Asia/Shanghai, 02:00)."""
         moved = await activities.advance_lifecycle(self.ctx)
         closed = await attendance.close_forgotten(self.ctx)
         seats = await signup_repair.repair(
             self.ctx, since=self.ctx.clock.now() - SEAT_REPAIR_LOOKBACK
         )
+        overdue = await disputes.remind_overdue(self.ctx)
         this_year = self.ctx.clock.local_now().year
         repaired = 0
         for year in (this_year - 1, this_year):
             repaired += sum((await stats.reconcile(self.ctx, year)).values())
         log.info(
             "daily_jobs_done", closed_checkins=closed, rollups_repaired=repaired,
+            disputes_reminded=overdue,
             seat_counters_repaired=seats["repaired"], **moved,
         )  # fmt: skip
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from server.domain import attendance, certificates, hours
+from server.domain import attendance, certificates, disputes, hours
 from server.web import ID, BaseHandler, operation
 
 
@@ -43,9 +43,23 @@ class CheckoutHandler(BaseHandler):
 
 
 class MyHoursHandler(BaseHandler):
-    @operation("My confirmed and pending hours, star level and records", response=hours.MyHours)
+    @operation(
+        "My confirmed and pending hours, star level and records (each with its activity's title "
+        "and its latest dispute: status, outcome, the answer)",
+        response=hours.MyHours,
+    )
     async def get(self) -> None:
-        self.reply(await hours.my_hours(self.ctx, self.user_id))
+        self.reply(await disputes.my_hours(self.ctx, self.user_id))
+
+
+class MyRecordHistoryHandler(BaseHandler):
+    @operation(
+        "One of my records' changes, oldest first: who, when, what and why",
+        response=disputes.History,
+        errors=(404,),
+    )
+    async def get(self, record_id: str) -> None:
+        self.reply(await disputes.my_history(self.ctx, self.user_id, record_id))
 
 
 class DisputeHandler(BaseHandler):
@@ -57,7 +71,7 @@ class DisputeHandler(BaseHandler):
         errors=(404, 409),
     )
     async def post(self, record_id: str) -> None:
-        await hours.dispute(self.ctx, self.user_id, record_id, self.body.reason)
+        await disputes.raise_dispute(self.ctx, self.user_id, record_id, self.body.reason)
         self.reply(Disputed(status="open"))
 
 
@@ -72,6 +86,7 @@ ROUTES = [
     (rf"/mp/v1/activities/(?P<activity_id>{ID})/checkin", CheckinHandler),
     (rf"/mp/v1/activities/(?P<activity_id>{ID})/checkout", CheckoutHandler),
     (r"/mp/v1/me/hours", MyHoursHandler),
+    (rf"/mp/v1/me/hours/(?P<record_id>{ID})/history", MyRecordHistoryHandler),
     (rf"/mp/v1/hours/(?P<record_id>{ID})/dispute", DisputeHandler),
     (r"/mp/v1/me/certificate", CertificateHandler),
 ]

@@ -14,7 +14,18 @@ from datetime import timedelta
 import pytest
 from bson import ObjectId
 
-from server.domain import access, activities, campaigns, caravans, hours, orgs, planning, signups
+from server.domain import (
+    access,
+    activities,
+    adjustments,
+    campaigns,
+    caravans,
+    disputes,
+    hours,
+    orgs,
+    planning,
+    signups,
+)
 from server.domain import sites as sites_
 from server.domain.paging import page_by_id_any
 
@@ -101,10 +112,14 @@ async def world(ctx, login):
         )
         await activities.publish(ctx, activity, publisher_openid="o_cursor_staff")
         await signups.sign_up(ctx, volunteer_id, activity)
-        await hours.credit(
+        record = await hours.credit(
             ctx, user_id=volunteer_id, hours=2, org_id=county, site_id=site,
             activity_id=activity, source="activity",
         )  # fmt: skip
+        # An open dispute, and a request above the activity's 2 hours waiting for approval.
+        await disputes.raise_dispute(ctx, volunteer_id, record, "时长有误")
+        raising = hours.Adjustment(hours=3, reason="含布展时间")
+        await adjustments.adjust(ctx, ObjectId(staff.user_id), record, raising)
     today = ctx.clock.local_now().date()
     fleet = []
     for n in range(2):

@@ -13,7 +13,17 @@ from hypothesis import strategies as st
 from pypdf import PdfReader
 
 from server import geo
-from server.domain import access, activities, attendance, hours, identity, orgs, signups, sites
+from server.domain import (
+    access,
+    activities,
+    adjustments,
+    attendance,
+    hours,
+    identity,
+    orgs,
+    signups,
+    sites,
+)
 from server.domain.errors import InvalidRequest
 
 SITE = (113.806, 35.462)  # 辉县市城关, WGS-84
@@ -389,7 +399,7 @@ async def test_ledger_totals_are_the_ledger_sum_and_never_negative(ctx, steps):
             await hours.confirm(ctx, staff, [str(target)])
         else:
             amount = 0.0 if kind == "reverse" else value
-            await hours.adjust(
+            await adjustments.adjust(
                 ctx, staff, target, hours.Adjustment(hours=amount, reason="核对更正")
             )
         confirmed, pending = await hours.totals(ctx, user)

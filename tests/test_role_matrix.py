@@ -18,8 +18,10 @@ from server.app import all_routes
 from server.domain import (
     access,
     activities,
+    adjustments,
     campaigns,
     caravans,
+    disputes,
     hours,
     identity,
     orgs,
@@ -50,6 +52,8 @@ class World:
     campaign: str = ""  # the caravan, in the county, over the plan's period
     held: str = ""  # a published activity of the county that took place yesterday
     dead_reminder: str = ""  # a reminder that gave up
+    adjustment: str = ""  # a pending request to raise `record` above its bound
+    dispute: str = ""  # `someone`'s open dispute of `record`
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,42 @@ TABLE += [
         r"/api/v1/hours/(?P<record_id>[0-9a-f]{24})/adjust",
         lambda w: f"/api/v1/hours/{w.record}/adjust",
         lambda w, n: {"hours": 1.5, "reason": "更正"},
+    ),
+    Row(
+        "GET",
+        r"/api/v1/hours/(?P<record_id>[0-9a-f]{24})/history",
+        lambda w: f"/api/v1/hours/{w.record}/history",
+        lambda w, n: None,
+    ),
+    Row(
+        "GET",
+        r"/api/v1/hours/adjustments",
+        lambda w: f"/api/v1/hours/adjustments?org_id={w.county}",
+        lambda w, n: None,
+    ),
+    Row(
+        "POST",
+        r"/api/v1/hours/adjustments/(?P<adjustment_id>[0-9a-f]{24})/approve",
+        lambda w: f"/api/v1/hours/adjustments/{w.adjustment}/approve",
+        lambda w, n: None,
+    ),
+    Row(
+        "POST",
+        r"/api/v1/hours/adjustments/(?P<adjustment_id>[0-9a-f]{24})/reject",
+        lambda w: f"/api/v1/hours/adjustments/{w.adjustment}/reject",
+        lambda w, n: {"reason": "超出活动时长"},
+    ),
+    Row(
+        "GET",
+        r"/api/v1/hours/disputes",
+        lambda w: f"/api/v1/hours/disputes?org_id={w.county}",
+        lambda w, n: None,
+    ),
+    Row(
+        "POST",
+        r"/api/v1/hours/disputes/(?P<dispute_id>[0-9a-f]{24})/resolve",
+        lambda w: f"/api/v1/hours/disputes/{w.dispute}/resolve",
+        lambda w, n: {"outcome": "rejected", "reason": "核对无误"},
     ),
 ]
 
@@ -452,6 +492,12 @@ async def world(ctx):
     record = await hours.credit(
         ctx, user_id=someone, hours=2, org_id=county, site_id=site, source="activity"
     )
+    raising = hours.Adjustment(hours=5, reason="加班三小时")
+    adjustment = (await adjustments.adjust(ctx, None, record, raising)).pending_adjustment_id
+    await disputes.raise_dispute(ctx, someone, record, "时长有误")
+    [dispute] = (await disputes.list_disputes(
+        ctx, org_ids=[county], site_ids=[], status="open", cursor=None
+    )).items  # fmt: skip
     today = ctx.clock.local_now().date()
     depot = await caravans.create_depot(
         ctx,
@@ -540,6 +586,8 @@ async def world(ctx):
         campaign=str(campaign),
         held=str(held["_id"]),
         dead_reminder=str(dead.inserted_id),
+        adjustment=adjustment,
+        dispute=dispute.dispute_id,
     )
     await ctx.solves.drain()
 

@@ -72,7 +72,25 @@ INDEXES: dict[str, list[IndexModel]] = {
         ),
         IndexModel([("org_id", ASCENDING), ("status", ASCENDING), ("kind", ASCENDING)]),
     ],
-    "hours_disputes": [IndexModel([("record_id", ASCENDING), ("status", ASCENDING)])],
+    "hours_disputes": [
+        IndexModel([("record_id", ASCENDING), ("status", ASCENDING)]),
+        # At most one open dispute per record, even for two raised at once.
+        IndexModel(
+            [("record_id", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"status": "open"},
+            name="one_open_dispute_per_record",
+        ),
+        # Staff lists page by _id under the scope's equality prefix; the daily reminder.
+        IndexModel([("org_id", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("site_id", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("status", ASCENDING), ("at", ASCENDING)]),
+    ],
+    "hours_adjustments": [
+        IndexModel([("record_id", ASCENDING)]),
+        IndexModel([("org_id", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("site_id", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]),
+    ],
     "attendance": [
         IndexModel([("activity_id", ASCENDING), ("user_id", ASCENDING)], unique=True),
         IndexModel([("status", ASCENDING), ("ends_at", ASCENDING)]),
@@ -109,8 +127,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("org_id", ASCENDING), ("year", ASCENDING)]),
         IndexModel([("visits.request_id", ASCENDING)]),
         IndexModel([("visits.site_id", ASCENDING)]),
-        IndexModel([("visits.confirmed", ASCENDING), ("year", ASCENDING)]),  # the KPIs' pending
         IndexModel([("date", ASCENDING)]),
+        IndexModel([("visits.confirmed", ASCENDING), ("year", ASCENDING)]),  # the KPIs' pending
     ],
     # The report's top tens read bands of a figure under (subtree, year): report._Stored.leaders.
     "stats_orgs": [

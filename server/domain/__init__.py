@@ -21,7 +21,9 @@ some fields of it).
 | `signup_repair` | (mends `signups`, seats) | counters back in step with records after a crash |
 | `rosters` | (reads `signups`) | rosters and their workbook, a volunteer's own sign-ups |
 | `attendance` | `attendance` | check-in codes, check-in and check-out on site |
-| `hours` | `hours_ledger`, `hours_disputes` | the append-only ledger, confirmation, corrections |
+| `hours` | `hours_ledger` | the append-only ledger, confirmation, corrections |
+| `adjustments` | `hours_adjustments` | corrections' bound, requests beyond it, second approval |
+| `disputes` | `hours_disputes` | volunteers' disputes, their resolution, each record's history |
 | `certificates` | `certificates` | the 志愿服务记录证明 PDF and its public check |
 | `notifications` | `subscriptions`, `reminders` | subscribe-message quotas, the outbox, dispatch |
 | `caravans` | `depots`, `caravans`, `visit_requests`, `trips` | 科普大篷车 fleet, requests, trips |

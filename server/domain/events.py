@@ -47,6 +47,12 @@ HOURS_ADJUSTED = "hours_adjusted"
 """A confirmed credit's value changed: record_id, delta (the statistics follow it)."""
 HOURS_DISPUTED = "hours_disputed"
 """A volunteer disputed a record: record_id, org_id."""
+HOURS_DISPUTE_RESOLVED = "hours_dispute_resolved"
+"""Staff decided a dispute: dispute_id, record_id, user_id (the volunteer), activity_id,
+outcome (upheld, rejected), reason."""
+HOURS_DISPUTE_OVERDUE = "hours_dispute_overdue"
+"""A dispute has waited too long for an answer: dispute_id, org_id, activity_id, raised_at.
+Emitted once per dispute."""
 
 
 class EventBus:

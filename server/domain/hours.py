@@ -1,9 +1,10 @@
 """The hours ledger: service hours as append-only entries, totals always derived from it.
 
-Owns `hours_ledger` and `hours_disputes`. A credit enters as pending; the site (or the
-organiser) confirms it, the only change a credit itself ever sees. Every later correction is a
-new entry pointing at the credit: an adjustment (with a reason) or a reversal. A credit's value
-is its hours plus its corrections; a volunteer's total is the sum of those values.
+Owns `hours_ledger`. A credit enters as pending; the site (or the organiser) confirms it, the
+only change a credit itself ever sees. Every later correction is a new entry pointing at the
+credit: an adjustment (with a reason) or a reversal. A credit's value is its hours plus its
+corrections; a volunteer's total is the sum of those values. Whether a correction may be made
+(its bound, a second approver) is `adjustments`'; disputes are `disputes`'.
 """
 
 from __future__ import annotations
@@ -16,12 +17,21 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from server.db import aggregate, transaction
-from server.domain import access, events, sites
-from server.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from server.domain import access, activities, events, identity, sites
+from server.domain.errors import Forbidden, InvalidRequest, NotFound
 from server.domain.ids import parse_id
 from server.domain.paging import DEFAULT_LIMIT, page_by_id
 
 Source = Literal["activity", "caravan"]
+
+
+class DisputeState(msgspec.Struct):
+    """A record's latest dispute as its volunteer sees it."""
+
+    dispute_id: str
+    status: Literal["open", "resolved"]
+    outcome: Literal["upheld", "rejected"] | None
+    reason: str | None  # the staff's answer once resolved, else what the volunteer wrote
 
 
 class HoursRecord(msgspec.Struct):
@@ -33,6 +43,10 @@ class HoursRecord(msgspec.Struct):
     status: str
     source: str
     credited_at: datetime
+    activity_title: str | None = None
+    volunteer_name: str | None = None  # masked (张**), on lists staff see
+    dispute: DisputeState | None = None
+    pending_adjustment_id: str | None = None  # set when a change waits for a second approver
 
 
 class HoursPage(msgspec.Struct):
@@ -165,8 +179,20 @@ _RECORD_FIELDS = {
 }
 
 
-async def _records(ctx, credits: list[dict]) -> list[HoursRecord]:
+def masked_name(name: str | None) -> str:
+    if not name:
+        return "（未实名）"
+    return name[0] + "*" * (len(name) - 1)
+
+
+async def _records(ctx, credits: list[dict], *, names: bool = False) -> list[HoursRecord]:
+    """The records as lists show them: values, activity titles and (`names`, for staff) the
+    volunteers' masked names, each read once for the whole page."""
     values = await _values(ctx, credits)
+    titles = await activities.titles(
+        ctx, sorted({c["activity_id"] for c in credits if c.get("activity_id")})
+    )
+    people = await identity.briefs(ctx, sorted({c["user_id"] for c in credits})) if names else {}
     return [
         HoursRecord(
             record_id=str(c["_id"]),
@@ -177,6 +203,10 @@ async def _records(ctx, credits: list[dict]) -> list[HoursRecord]:
             status=c["status"],
             source=c["source"],
             credited_at=c["at"],
+            activity_title=titles.get(c.get("activity_id")),
+            volunteer_name=masked_name(people.get(c["user_id"], {}).get("real_name"))
+            if names
+            else None,
         )
         for c in credits
     ]
@@ -211,15 +241,6 @@ async def my_hours(ctx, user_id: ObjectId) -> MyHours:
     )
 
 
-async def _may_confirm(ctx, user_id: ObjectId, credit: dict) -> bool:
-    """The site's admin, or an organiser of the organisation that ran it."""
-    if credit.get("site_id"):
-        site = await sites.get_site_doc(ctx, credit["site_id"])
-        if await access.may(ctx, user_id, "hours.confirm", site=site):
-            return True
-    return await access.may(ctx, user_id, "hours.confirm", org_id=credit["org_id"])
-
-
 async def confirm(ctx, by: ObjectId, record_ids: list[str]) -> int:
     """Confirm pending credits in one call (a whole roster). All or nothing on permission;
     already confirmed ones are skipped, so a repeat or a concurrent confirmation counts once."""
@@ -231,7 +252,7 @@ async def confirm(ctx, by: ObjectId, record_ids: list[str]) -> int:
     for c in credits:
         scope = (c.get("site_id"), c["org_id"])
         if scope not in checked:
-            checked[scope] = await _may_confirm(ctx, by, c)
+            checked[scope] = await may_on(ctx, by, "hours.confirm", c)
         if not checked[scope]:
             raise Forbidden("只有站点管理员或活动组织方可以确认时长")
     now = ctx.clock.now()
@@ -276,21 +297,57 @@ async def confirm(ctx, by: ObjectId, record_ids: list[str]) -> int:
     return result.modified_count
 
 
-async def adjust(ctx, by: ObjectId, record_id, change: Adjustment) -> HoursRecord:
-    """Set a credit to a new value through a new entry; the credit itself stays as it was."""
+async def may_on(ctx, user_id: ObjectId | None, permission: str, credit: dict) -> bool:
+    """Whether the user may do `permission` on this credit: at its site, or in the organisation
+    that ran it. None is the service itself."""
+    if user_id is None:
+        return True
+    if credit.get("site_id"):
+        site = await sites.get_site_doc(ctx, credit["site_id"])
+        if await access.may(ctx, user_id, permission, site=site):
+            return True
+    return await access.may(ctx, user_id, permission, org_id=credit["org_id"])
+
+
+async def staff_credit(ctx, by: ObjectId | None, record_id, permission: str) -> dict:
+    """The credit, if the caller may do `permission` on it (404, then 403)."""
     record_id = parse_id(record_id, "record_id")
     credit = await _ledger(ctx).find_one({"_id": record_id, "kind": "credit"})
     if credit is None:
         raise NotFound("时长记录不存在", field="record_id")
-    if not await _may_confirm(ctx, by, credit):
-        raise Forbidden("只有站点管理员或活动组织方可以更正时长")
-    current = (await _values(ctx, [credit]))[record_id]
+    if not await may_on(ctx, by, permission, credit):
+        raise Forbidden("只有站点管理员或活动组织方可以处理该时长记录")
+    return credit
+
+
+async def own_credit(ctx, user_id: ObjectId, record_id) -> dict:
+    record_id = parse_id(record_id, "record_id")
+    credit = await _ledger(ctx).find_one({"_id": record_id, "kind": "credit", "user_id": user_id})
+    if credit is None:
+        raise NotFound("时长记录不存在", field="record_id")
+    return credit
+
+
+async def value_of(ctx, credit: dict) -> float:
+    return (await _values(ctx, [credit]))[credit["_id"]]
+
+
+async def record_of(ctx, credit: dict) -> HoursRecord:
+    [record] = await _records(ctx, [credit])
+    return record
+
+
+async def correct(ctx, by: ObjectId | None, credit: dict, change: Adjustment, **why) -> HoursRecord:
+    """Set a credit to a new value through a new entry; the credit itself stays as it was.
+    Unchecked: `adjustments` decides whether the change may be made (its bound, a second
+    approver) and passes who approved it and the dispute it answers in `why`."""
+    current = await value_of(ctx, credit)
     delta = round(change.hours - current, 2)
     if delta:
         await _ledger(ctx).insert_one(
             {
                 "kind": "reversal" if change.hours == 0 else "adjustment",
-                "ref": record_id,
+                "ref": credit["_id"],
                 "user_id": credit["user_id"],
                 "org_id": credit["org_id"],
                 "site_id": credit.get("site_id"),
@@ -302,12 +359,21 @@ async def adjust(ctx, by: ObjectId, record_id, change: Adjustment) -> HoursRecor
                 "by": by,
                 "at": ctx.clock.now(),
                 "served_at": credit.get("served_at", credit["at"]),
+                **{k: v for k, v in why.items() if v is not None},
             }
         )
         if credit["status"] == "confirmed":
-            await events.emit(ctx, events.HOURS_ADJUSTED, record_id=record_id, delta=delta)
-    [record] = await _records(ctx, [credit])
-    return record
+            await events.emit(ctx, events.HOURS_ADJUSTED, record_id=credit["_id"], delta=delta)
+    return await record_of(ctx, credit)
+
+
+async def entries_of(ctx, record_id: ObjectId) -> list[dict]:
+    """A credit and every correction pointing at it, oldest first: its part of the trail."""
+    credit = await _ledger(ctx).find_one({"_id": record_id, "kind": "credit"})
+    if credit is None:
+        raise NotFound("时长记录不存在", field="record_id")
+    corrections = await _ledger(ctx).find({"ref": record_id}).to_list(None)
+    return [credit, *sorted(corrections, key=lambda e: (e["at"], e["_id"]))]
 
 
 async def site_records(
@@ -319,31 +385,7 @@ async def site_records(
     credits, following = await page_by_id(
         _ledger(ctx), query, cursor, limit, projection=_RECORD_FIELDS
     )
-    return HoursPage(items=await _records(ctx, credits), next_cursor=following)
-
-
-async def dispute(ctx, user_id: ObjectId, record_id, reason: str) -> None:
-    """A volunteer reports an error in their record; the organiser must check it."""
-    record_id = parse_id(record_id, "record_id")
-    credit = await _ledger(ctx).find_one({"_id": record_id, "kind": "credit", "user_id": user_id})
-    if credit is None:
-        raise NotFound("时长记录不存在", field="record_id")
-    open_dispute = await ctx.db["hours_disputes"].find_one(
-        {"record_id": record_id, "status": "open"}
-    )
-    if open_dispute is not None:
-        raise Conflict("该记录已有待处理的异议", code="dispute_open")
-    await ctx.db["hours_disputes"].insert_one(
-        {
-            "record_id": record_id,
-            "user_id": user_id,
-            "org_id": credit["org_id"],
-            "reason": reason,
-            "status": "open",
-            "at": ctx.clock.now(),
-        }
-    )
-    await events.emit(ctx, events.HOURS_DISPUTED, record_id=record_id, org_id=credit["org_id"])
+    return HoursPage(items=await _records(ctx, credits, names=True), next_cursor=following)
 
 
 async def confirmed_credits(ctx, user_id: ObjectId) -> list[HoursRecord]:

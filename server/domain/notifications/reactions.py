@@ -131,6 +131,36 @@ async def on_visit_scheduled(ctx, kind: str, *, site_id, activity_id, **_) -> No
         )  # fmt: skip
 
 
+async def on_dispute(ctx, kind: str, *, dispute_id, activity_id=None, **known) -> None:
+    """A dispute decided (to its volunteer: the outcome and why) or left unanswered too long
+    (to the organiser: the activity's creator, else those who confirm hours where it lies)."""
+    title = (await activities.titles(ctx, [activity_id])).get(activity_id) if activity_id else None
+    now = ctx.clock.now()
+    if kind == events.HOURS_DISPUTE_RESOLVED:
+        data = {"thing1": _thing(title or "服务时长"),
+                "phrase2": {"value": "已采纳" if known["outcome"] == "upheld" else "未采纳"},
+                "thing3": _thing(known["reason"])}  # fmt: skip
+        await schedule(
+            ctx, user_id=known["user_id"], key="dispute_resolved", data=data, due_at=now,
+            dedupe=f"dispute_resolved:{dispute_id}", stale_after=now + timedelta(days=30),
+        )  # fmt: skip
+        return
+    doc = await activities.get_doc(ctx, activity_id) if activity_id else {}
+    organisers = [doc["created_by"]] if doc.get("created_by") else []
+    if not organisers:
+        holding = access.roles_holding("hours.confirm")
+        organisers = sorted({g["user_id"] for g in await access.grants_in(ctx, known["org_id"])
+                             if g["role"] in holding and not g.get("site_id")})  # fmt: skip
+    data = {"thing1": _thing(title or "服务时长"), "time2": _time(known["raised_at"]),
+            "thing3": _thing("志愿者异议待处理")}  # fmt: skip
+    for organiser in organisers:
+        await schedule(
+            ctx, user_id=organiser, key="dispute_overdue", data=data, due_at=now,
+            dedupe=f"dispute_overdue:{dispute_id}:{organiser}",
+            stale_after=now + timedelta(days=7),
+        )  # fmt: skip
+
+
 def register(bus: events.EventBus) -> None:
     """Hook the outbox to the domain events (called once at start)."""
     bus.subscribe(events.SIGNUP_CONFIRMED, on_confirmed)
@@ -140,3 +170,5 @@ def register(bus: events.EventBus) -> None:
     bus.subscribe(events.ACTIVITY_CANCELLED, on_activity_cancelled)
     bus.subscribe(events.ACTIVITY_CHANGED, on_activity_changed)
     bus.subscribe(events.VISIT_SCHEDULED, on_visit_scheduled)
+    bus.subscribe(events.HOURS_DISPUTE_RESOLVED, on_dispute)
+    bus.subscribe(events.HOURS_DISPUTE_OVERDUE, on_dispute)
