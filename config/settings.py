@@ -59,6 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     template_activity_changed: str = "tmpl_activity_changed"
     template_hours_pending: str = "tmpl_hours_pending"
     template_visit_scheduled: str = "tmpl_visit_scheduled"
+    template_visit_declined: str = "tmpl_visit_declined"
     template_dispute_resolved: str = "tmpl_dispute_resolved"
     template_dispute_overdue: str = "tmpl_dispute_overdue"
     reminder_leads_h: tuple[PositiveFloat, ...] = (24.0, 2.0)

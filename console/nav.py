@@ -27,6 +27,7 @@ NAV: list[Page] = [
     Page("visit_requests", "走访申请", "/console/visit-requests", "visit.read"),
     Page("fleet", "车队", "/console/fleet", "fleet.manage"),
     Page("trips", "出车记录", "/console/trips", "trip.log"),
+    Page("kpis", "指标", "/console/kpis", "plan.dispatch"),
     Page("hours", "服务时长", "/console/hours", "hours.confirm"),
     Page("stats", "统计", "/console/stats", "stats.read"),
 ]

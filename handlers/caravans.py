@@ -10,8 +10,9 @@ from typing import Annotated
 import msgspec
 
 from server.domain import campaigns, caravans, planning, sites
+from server.domain.ids import parse_id
 from server.domain.stats import caravan_kpis
-from server.web import ID, BaseHandler, Created, ListQuery, operation
+from server.web import ID, XLSX, BaseHandler, Created, ListQuery, operation
 
 
 class KpiQuery(msgspec.Struct, forbid_unknown_fields=True):
@@ -94,6 +95,49 @@ class CaravansHandler(BaseHandler):
         )
 
 
+class CaravanStaffHandler(BaseHandler):
+    async def authorize_caravan(self, caravan_id: str) -> None:
+        await self.authorize((await caravans.get_caravan_doc(self.ctx, caravan_id))["org_id"])
+
+
+class CaravanHandler(CaravanStaffHandler):
+    @operation(
+        "Change a caravan's name, plate, vehicle type, crew size or home depot",
+        body=caravans.CaravanChange,
+        response=caravans.CaravanOut,
+        errors=(403, 404, 409),
+        permission="fleet.manage",
+    )
+    async def patch(self, caravan_id: str) -> None:
+        await self.authorize_caravan(caravan_id)
+        self.reply(await caravans.edit_caravan(self.ctx, caravan_id, self.body, by=self.user_id))
+
+
+class RetireCaravanHandler(CaravanStaffHandler):
+    @operation(
+        "Retire a caravan: never planned again; its trips and KPIs stay",
+        response=caravans.CaravanOut,
+        errors=(403, 404),
+        permission="fleet.manage",
+    )
+    async def post(self, caravan_id: str) -> None:
+        await self.authorize_caravan(caravan_id)
+        self.reply(await caravans.retire_caravan(self.ctx, caravan_id, by=self.user_id))
+
+
+class UnavailableHandler(CaravanStaffHandler):
+    @operation(
+        "Set a caravan's maintenance days (the whole list): plans make no caravan-day of them",
+        body=caravans.Unavailable,
+        response=caravans.CaravanOut,
+        errors=(403, 404),
+        permission="fleet.manage",
+    )
+    async def put(self, caravan_id: str) -> None:
+        await self.authorize_caravan(caravan_id)
+        self.reply(await caravans.set_unavailable(self.ctx, caravan_id, self.body.dates))
+
+
 class VisitRequestsHandler(BaseHandler):
     @operation(
         "A site asks for a caravan visit within a date range (its admin, or a dispatcher)",
@@ -131,6 +175,72 @@ class VisitRequestsHandler(BaseHandler):
                 limit=q.limit,
             )
         )
+
+
+class DeclineRequestHandler(BaseHandler):
+    @operation(
+        "A dispatcher declines an open request, with a reason the site's admins are sent",
+        body=caravans.Decline,
+        response=caravans.VisitRequestOut,
+        errors=(403, 404, 409),
+        permission="plan.dispatch",
+    )
+    async def post(self, request_id: str) -> None:
+        request = await caravans.get_request_doc(self.ctx, request_id)
+        await self.authorize(request["org_id"])
+        self.reply(
+            await caravans.decline(self.ctx, request["_id"], self.body.reason, by=self.user_id)
+        )
+
+
+class CancelRequestHandler(BaseHandler):
+    @operation(
+        "The site's admin (or a dispatcher) cancels an open request",
+        response=caravans.VisitRequestOut,
+        errors=(403, 404, 409),
+        permission="visit.request",
+    )
+    async def post(self, request_id: str) -> None:
+        request = await caravans.get_request_doc(self.ctx, request_id)
+        await self.authorize(site=await sites.get_site_doc(self.ctx, request["site_id"]))
+        self.reply(await caravans.cancel(self.ctx, request["_id"], by=self.user_id))
+
+
+class OrgQuery(msgspec.Struct, forbid_unknown_fields=True):
+    org_id: str
+
+
+class RequestTemplateHandler(BaseHandler):
+    @operation(
+        "The workbook to fill with a season's requests (a sheet lists the organisation's sites)",
+        query=OrgQuery,
+        errors=(403, 404),
+        content_type=XLSX,
+        permission="plan.dispatch",
+    )
+    async def get(self) -> None:
+        await self.authorize(self.query.org_id)
+        org = parse_id(self.query.org_id, "org_id")
+        body = await caravans.request_template(self.ctx, org)
+        self.send_file(body, XLSX, "visit-requests-template.xlsx")
+
+
+class ImportRequestsHandler(BaseHandler):
+    @operation(
+        "Import a season's requests: the filled template as the body (xlsx); every row is "
+        "checked first, and any bad row (named with its column) imports nothing",
+        query=OrgQuery,
+        response=caravans.Imported,
+        status=201,
+        errors=(403, 404),
+        idempotent=True,
+        permission="plan.dispatch",
+    )
+    async def post(self) -> None:
+        await self.authorize(self.query.org_id)
+        org = parse_id(self.query.org_id, "org_id")
+        body = self.request.body or b""
+        self.reply(await caravans.import_requests(self.ctx, org, body, created_by=self.user_id))
 
 
 class CampaignsHandler(BaseHandler):
@@ -353,7 +463,14 @@ ROUTES = [
     (r"/api/v1/depots", DepotsHandler),
     (r"/api/v1/caravans", CaravansHandler),
     (r"/api/v1/caravans/kpis", KpisHandler),
+    (rf"/api/v1/caravans/(?P<caravan_id>{ID})", CaravanHandler),
+    (rf"/api/v1/caravans/(?P<caravan_id>{ID})/retire", RetireCaravanHandler),
+    (rf"/api/v1/caravans/(?P<caravan_id>{ID})/unavailable", UnavailableHandler),
     (r"/api/v1/visit-requests", VisitRequestsHandler),
+    (r"/api/v1/visit-requests/template\.xlsx", RequestTemplateHandler),
+    (r"/api/v1/visit-requests/import", ImportRequestsHandler),
+    (rf"/api/v1/visit-requests/(?P<request_id>{ID})/decline", DeclineRequestHandler),
+    (rf"/api/v1/visit-requests/(?P<request_id>{ID})/cancel", CancelRequestHandler),
     (r"/api/v1/campaigns", CampaignsHandler),
     (rf"/api/v1/campaigns/(?P<campaign_id>{ID})", CampaignHandler),
     (r"/api/v1/plans", PlansHandler),

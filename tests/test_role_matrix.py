@@ -5,6 +5,7 @@ The table must name every /api/v1 route: a new staff endpoint without a row fail
 
 from __future__ import annotations
 
+import io
 import itertools
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from openpyxl import Workbook
 
 from server.app import all_routes
 from server.domain import (
@@ -30,6 +32,7 @@ from server.domain import (
     signups,
     sites,
 )
+from server.web import XLSX
 
 
 @dataclass
@@ -74,6 +77,19 @@ def _site_body(w: World, n: int) -> dict:
         "org_id": w.county,
         "location": {"lng": 113.8, "lat": 35.4},
     }
+
+
+def _season(w: World) -> bytes:
+    """A workbook of one request of the site (the body is xlsx, not JSON)."""
+    book = Workbook()
+    book.active.title = "走访申请"
+    book.active.append(
+        ["学校/站点名称或编号", "最早日期", "最晚日期", "时长（分钟）", "受众", "优先级"]
+    )
+    book.active.append([w.site, _days_ahead(w, 1), _days_ahead(w, 9), 90, None, 5])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
 
 
 TABLE = [
@@ -291,6 +307,30 @@ TABLE += [
     ),
     Row(
         "POST",
+        r"/api/v1/visit-requests/(?P<request_id>[0-9a-f]{24})/decline",
+        lambda w: f"/api/v1/visit-requests/{w.request}/decline",
+        lambda w, n: {"reason": "车辆已排满"},
+    ),
+    Row(
+        "POST",
+        r"/api/v1/visit-requests/(?P<request_id>[0-9a-f]{24})/cancel",
+        lambda w: f"/api/v1/visit-requests/{w.request}/cancel",
+        lambda w, n: None,
+    ),
+    Row(
+        "GET",
+        r"/api/v1/visit-requests/template\.xlsx",
+        lambda w: f"/api/v1/visit-requests/template.xlsx?org_id={w.county}",
+        lambda w, n: None,
+    ),
+    Row(
+        "POST",
+        r"/api/v1/visit-requests/import",
+        lambda w: f"/api/v1/visit-requests/import?org_id={w.county}",
+        lambda w, n: _season(w),
+    ),
+    Row(
+        "POST",
         r"/api/v1/plans",
         lambda w: "/api/v1/plans",
         lambda w, n: {
@@ -347,6 +387,29 @@ TABLE += [
         r"/api/v1/trips/(?P<trip_id>[0-9a-f]{24})/visits/(?P<request_id>[0-9a-f]{24})/confirm",
         lambda w: f"/api/v1/trips/{w.trip}/visits/{w.request}/confirm",
         lambda w, n: None,
+    ),
+]
+
+_CARAVAN = r"/api/v1/caravans/(?P<caravan_id>[0-9a-f]{24})"
+
+TABLE += [
+    Row(
+        "PATCH",
+        _CARAVAN,
+        lambda w: f"/api/v1/caravans/{w.caravan}",
+        lambda w, n: {"name": f"辉县{n}号车", "crew_size": 3 + n},
+    ),
+    Row(
+        "POST",
+        _CARAVAN + "/retire",
+        lambda w: f"/api/v1/caravans/{w.caravan}/retire",
+        lambda w, n: None,
+    ),
+    Row(
+        "PUT",
+        _CARAVAN + "/unavailable",
+        lambda w: f"/api/v1/caravans/{w.caravan}/unavailable",
+        lambda w, n: {"dates": [_days_ahead(w, 20 + n)]},
     ),
 ]
 
@@ -607,8 +670,13 @@ async def test_role_matrix(ctx, http, login, world, row, role):
 
     async def call(session, n):
         body = row.body(world, n)
-        kwargs = {"json": body} if body is not None else {}
-        return await http.request(row.method, row.path(world), headers=session.headers, **kwargs)
+        headers = dict(session.headers)
+        if isinstance(body, bytes):
+            kwargs = {"content": body}
+            headers["Content-Type"] = XLSX
+        else:
+            kwargs = {"json": body} if body is not None else {}
+        return await http.request(row.method, row.path(world), headers=headers, **kwargs)
 
     answer = await call(inside, 1)
     if role in allowed:

@@ -1,14 +1,18 @@
-"""车队: the depots and caravans of the caller's scope, and registering either.
+"""车队: the depots and caravans of the caller's scope, registering either, and changing a
+caravan: its description, its maintenance days (a list of dates) and its retirement.
 
-The domain has no edit or retirement of a depot or caravan yet, so the page creates and lists.
+Depots have no edit or retirement in the domain yet, so the page creates and lists them.
 """
 
 from __future__ import annotations
+
+import re
 
 from console.handlers.staff import StaffPage, parse_form
 from server import geo
 from server.domain import caravans, orgs
 from server.domain.errors import DomainError, Forbidden
+from server.web import ID
 
 MANAGE = "fleet.manage"
 LIMIT = 200  # a county keeps a handful of each; the page shows this many
@@ -55,6 +59,23 @@ class FleetForm(FleetPage):
         self.redirect(f"/console/fleet?done={form}")
 
 
+class CaravanForm(FleetPage):
+    """A change to one caravan, by whoever manages the fleet of its organisation; a refusal is
+    shown on the page, next to the caravan, with what was typed."""
+
+    async def change(self, caravan_id: str, form: str, apply) -> None:
+        caravan = await caravans.get_caravan_doc(self.ctx, caravan_id)
+        await self.require(MANAGE, caravan["org_id"])
+        try:
+            await apply(caravan["_id"])
+        except Forbidden:
+            raise
+        except DomainError as exc:
+            await self.show(exc, f"{form}-{caravan_id}")
+            return
+        self.redirect(f"/console/fleet?done={form}")
+
+
 class NewDepotPage(FleetForm):
     async def post(self) -> None:
         values = {
@@ -76,8 +97,45 @@ class NewCaravanPage(FleetForm):
         await self.create("caravan", caravans.NewCaravan, values, caravans.create_caravan)
 
 
+class EditCaravanPage(CaravanForm):
+    async def post(self, caravan_id: str) -> None:
+        async def apply(oid):
+            values = {k: self.arg(k) for k in ("name", "plate", "vehicle_type", "depot_id")}
+            values["crew_size"] = self.arg("crew_size")
+            change = parse_form(
+                caravans.CaravanChange, {k: v for k, v in values.items() if v is not None}
+            )
+            await caravans.edit_caravan(self.ctx, oid, change, by=self.staff_id)
+
+        await self.change(caravan_id, "edit", apply)
+
+
+class UnavailablePage(CaravanForm):
+    """The maintenance days as one text field: dates separated by commas, spaces or lines."""
+
+    async def post(self, caravan_id: str) -> None:
+        async def apply(oid):
+            dates = [d for d in re.split(r"[\s,，、]+", self.get_argument("dates", "")) if d]
+            days = parse_form(caravans.Unavailable, {"dates": dates})
+            await caravans.set_unavailable(self.ctx, oid, days.dates)
+
+        await self.change(caravan_id, "unavailable", apply)
+
+
+class RetireCaravanPage(CaravanForm):
+    async def post(self, caravan_id: str) -> None:
+        async def apply(oid):
+            await caravans.retire_caravan(self.ctx, oid, by=self.staff_id)
+
+        await self.change(caravan_id, "retire", apply)
+
+
+_C = rf"/console/fleet/caravans/(?P<caravan_id>{ID})"
 ROUTES = [
     (r"/console/fleet", FleetPage),
     (r"/console/fleet/depots", NewDepotPage),
     (r"/console/fleet/caravans", NewCaravanPage),
+    (_C, EditCaravanPage),
+    (_C + "/unavailable", UnavailablePage),
+    (_C + "/retire", RetireCaravanPage),
 ]

@@ -1,7 +1,8 @@
 """排程: caravan plans. The list of plans, starting one (period, caravans or a campaign,
 requests), and a plan's page: a progress bar polled while the solver runs (the page stays usable,
 showing the last result), the result on a map and per caravan-day, pins, exclusions, re-plan,
-publish, and after publishing the crew who joined each visit.
+publish, and after publishing the crew who joined each visit. A timeline per caravan shows
+its days (maintenance days marked) with each visit from arrival to departure.
 
 The plan document keeps only its latest result (no earlier run), so the totals are the current
 run's alone.
@@ -13,6 +14,7 @@ import asyncio
 
 from console.handlers.staff import StaffPage, parse_form
 from server import geo
+from server.clock import SHANGHAI
 from server.domain import campaigns, caravans, identity, orgs, planning, rosters, sites
 from server.domain.errors import DomainError, Forbidden
 from server.domain.ids import parse_id
@@ -121,6 +123,8 @@ class PlanBase(StaffPage):
         }
         site_of_request = {str(k): site_docs[str(v["site_id"])] for k, v in requests.items()}
         color = {c: ROUTE_COLORS[i % len(ROUTE_COLORS)] for i, c in enumerate(plan.caravan_ids)}
+        doc = await planning.get_plan_doc(self.ctx, plan_id)
+        days = planning.working_days(doc)
         self.set_status(400 if error else 200)
         self.render(
             "plans_detail.html",
@@ -128,7 +132,8 @@ class PlanBase(StaffPage):
             fleet={str(k): v for k, v in fleet.items()},
             site_of_request=site_of_request,
             color=color,
-            days=planning.working_days(await planning.get_plan_doc(self.ctx, plan_id)),
+            days=days,
+            timeline=_timeline(plan, fleet, days, doc, site_of_request),
             map_data=_map_data(plan, fleet, depots, site_docs, site_of_request, color),
             crews=await self._crews(plan) if plan.published_at else {},
             statuses=STATUS_NAMES,
@@ -138,6 +143,7 @@ class PlanBase(StaffPage):
             error=error,
             done=self.get_query_argument("done", ""),
             outlines=OUTLINES,
+            window=(doc["duty_start"], doc["duty_end"]),
         )
 
     async def _crews(self, plan: planning.PlanOut) -> dict:
@@ -146,6 +152,44 @@ class PlanBase(StaffPage):
             *(rosters.roster(self.ctx, p.activity_id) for p in plan.published)
         )
         return {p.request_id: r for p, r in zip(plan.published, rosters_of, strict=True)}
+
+
+def _timeline(plan, fleet, days, doc, site_of_request) -> list[dict]:
+    """Per caravan of the plan, a row per working day: off for maintenance, or its route's visits
+    placed on the duty window (`at`/`span` in minutes from its start, positioned by
+    static/js/timeline.js, since the page's policy allows no inline style)."""
+    start = sites.minutes(doc["duty_start"])
+    window = sites.minutes(doc["duty_end"]) - start
+
+    def minute(moment) -> int:
+        local = moment.astimezone(SHANGHAI)
+        return min(max(local.hour * 60 + local.minute - start, 0), window)
+
+    route_of = {(r.caravan_id, r.date): r for r in plan.routes}
+    rows = []
+    for n, cid in enumerate(plan.caravan_ids):
+        caravan = fleet.get(parse_id(cid), {})
+        off = set(caravan.get("unavailable", ()))
+        lines = []
+        for day in days:
+            route = route_of.get((cid, day))
+            visits = [
+                {
+                    "site": site_of_request.get(s.request_id, {}).get("name", "—"),
+                    "arrive": s.arrive_at,
+                    "depart": s.depart_at,
+                    "at": minute(s.arrive_at),
+                    "span": max(minute(s.depart_at) - minute(s.arrive_at), 1),
+                }
+                for s in (route.stops if route else [])
+            ]
+            lines.append(
+                {"date": day, "off": day in off, "visits": visits,
+                 "leave": minute(route.leave_at) if route else None,
+                 "back": minute(route.return_at) if route else None}
+            )  # fmt: skip
+        rows.append({"id": cid, "name": caravan.get("name", "—"), "swatch": n % 10, "days": lines})
+    return rows
 
 
 def _map_data(plan, fleet, depots, site_docs, site_of_request, color) -> dict:

@@ -32,6 +32,9 @@ ACTIVITY_CANCELLED = "activity_cancelled"
 VISIT_SCHEDULED = "visit_scheduled"
 """A caravan visit was published as an activity: request_id, site_id, activity_id, caravan_id,
 plan_id. The site's admins are to be told (reminders hook in here)."""
+VISIT_REQUEST_DECLINED = "visit_request_declined"
+"""A dispatcher declined a site's visit request: request_id, site_id, reason. The site's admins
+are told."""
 
 ACTIVITY_REACHED = "activity_reached"
 """The organiser reported how many people an activity reached: activity_id, delta."""

@@ -7,7 +7,8 @@ only through the functions here.
 Modules:
 - `fleet`: depots and caravans;
 - `visit_requests`: the visits sites ask for, and their way through a plan's publication
-  (open → scheduling → scheduled);
+  (open → scheduling → scheduled), or declined or cancelled while open;
+- `imports`: a season's requests from a county's workbook (and its template);
 - `trips`: trip logs (one caravan's duty day: odometer readings and the people reached per
   visit), the site's confirmation of each visit, which credits the crew confirmed on that
   visit's activity its duration, and the facts statistics need of the trips;
@@ -15,6 +16,7 @@ Modules:
 
 from server.domain.caravans.fleet import (
     VEHICLE_TYPES,
+    CaravanChange,
     CaravanOut,
     CaravanPage,
     DepotOut,
@@ -22,17 +24,23 @@ from server.domain.caravans.fleet import (
     Name,
     NewCaravan,
     NewDepot,
+    Unavailable,
     VehicleTypeIn,
     caravans_by_id,
     caravans_for_plan,
     create_caravan,
     create_depot,
     depots_by_id,
+    edit_caravan,
     get_caravan_doc,
     get_depot_doc,
     list_caravans,
     list_depots,
+    retire_caravan,
+    set_unavailable,
 )
+from server.domain.caravans.imports import Imported, import_requests
+from server.domain.caravans.imports import template as request_template
 from server.domain.caravans.trips import (
     MAX_DAY_KM,
     NewTrip,
@@ -57,12 +65,15 @@ from server.domain.caravans.trips import (
 )
 from server.domain.caravans.visit_requests import (
     STALE_CLAIM,
+    Decline,
     NewVisitRequest,
     RequestStatus,
     VisitRequestOut,
     VisitRequestPage,
+    cancel,
     claim_for_publish,
     create_request,
+    decline,
     get_request_doc,
     list_requests,
     mark_scheduled,
@@ -75,10 +86,13 @@ __all__ = [
     "MAX_DAY_KM",
     "STALE_CLAIM",
     "VEHICLE_TYPES",
+    "CaravanChange",
     "CaravanOut",
     "CaravanPage",
+    "Decline",
     "DepotOut",
     "DepotPage",
+    "Imported",
     "Name",
     "NewCaravan",
     "NewDepot",
@@ -93,10 +107,12 @@ __all__ = [
     "TripPage",
     "TripVisitIn",
     "TripVisitOut",
+    "Unavailable",
     "VehicleTypeIn",
     "VisitConfirmed",
     "VisitRequestOut",
     "VisitRequestPage",
+    "cancel",
     "caravans_by_id",
     "caravans_for_plan",
     "claim_for_publish",
@@ -105,10 +121,13 @@ __all__ = [
     "create_depot",
     "create_request",
     "day_start",
+    "decline",
     "depots_by_id",
+    "edit_caravan",
     "get_caravan_doc",
     "get_depot_doc",
     "get_request_doc",
+    "import_requests",
     "import_trips",
     "list_caravans",
     "list_depots",
@@ -120,7 +139,10 @@ __all__ = [
     "parse_day",
     "pending_visits",
     "record_activity",
+    "request_template",
     "requests_by_id",
+    "retire_caravan",
+    "set_unavailable",
     "site_visits",
     "trip_facts",
 ]

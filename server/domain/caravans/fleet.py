@@ -1,7 +1,14 @@
-"""The fleet: depots (where caravans are kept) and the caravans themselves."""
+"""The fleet: depots (where caravans are kept) and the caravans themselves.
+
+A caravan is edited (name, plate, type, crew size, home depot) with the checks of its
+registration, and retired rather than deleted: its trips and KPIs keep naming it, and no plan
+takes it again. Its maintenance days (`unavailable`, ISO dates) are days the planner makes no
+caravan-day of; they are set as a whole list, so the console's form is the list it shows.
+"""
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -35,6 +42,23 @@ class NewCaravan(msgspec.Struct, forbid_unknown_fields=True):
     odometer_km: Annotated[float, msgspec.Meta(ge=0, le=10_000_000)] = 0
 
 
+class CaravanChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The fields of a caravan to change, each as `NewCaravan` constrains it; the organisation
+    and the odometer (trip logs move it) stay."""
+
+    name: Name | None = None
+    plate: Annotated[str, msgspec.Meta(min_length=5, max_length=12)] | None = None
+    vehicle_type: VehicleTypeIn | None = None
+    depot_id: str | None = None
+    crew_size: Annotated[int, msgspec.Meta(ge=1, le=20)] | None = None
+
+
+class Unavailable(msgspec.Struct, forbid_unknown_fields=True):
+    """The caravan's maintenance days, all of them: the list replaces the one stored."""
+
+    dates: Annotated[list[date], msgspec.Meta(max_length=366)]
+
+
 class DepotOut(msgspec.Struct):
     id: str
     name: str
@@ -58,6 +82,8 @@ class CaravanOut(msgspec.Struct):
     crew_size: int
     odometer_km: float
     active: bool
+    unavailable: list[str] = []
+    retired_at: datetime | None = None
 
 
 class CaravanPage(msgspec.Struct):
@@ -110,12 +136,7 @@ async def list_depots(ctx, org_ids: list[ObjectId], cursor: str | None, limit: i
 async def create_caravan(ctx, new: NewCaravan, *, created_by: ObjectId | None = None) -> ObjectId:
     org_id = parse_id(new.org_id, "org_id")
     await orgs.get_org(ctx, org_id)
-    depot = await get_depot_doc(ctx, new.depot_id)
-    # The caravan's home depot belongs to its organisation or one above it (a shared centre);
-    # any other depot must at least be one the caller manages to be named at all.
-    if depot["org_id"] not in await orgs.lineage(ctx, org_id):
-        await access.require_each(ctx, created_by, "fleet.manage", [depot], "depot_id")
-        raise InvalidRequest("车场不属于该组织或其上级组织", field="depot_id")
+    depot = await _home_depot(ctx, new.depot_id, org_id, created_by)
     plate = new.plate.strip().upper()
     doc = {
         "_id": ObjectId(),
@@ -133,8 +154,65 @@ async def create_caravan(ctx, new: NewCaravan, *, created_by: ObjectId | None = 
     try:
         await ctx.db["caravans"].insert_one(doc)
     except DuplicateKeyError:
-        raise Conflict(f"车牌 {plate} 已登记", code="plate_taken", field="plate") from None
+        raise _plate_taken(plate) from None
     return doc["_id"]
+
+
+async def _home_depot(ctx, depot_id: str, org_id: ObjectId, by: ObjectId | None) -> dict:
+    """The caravan's home depot belongs to its organisation or one above it (a shared centre);
+    any other depot must at least be one the caller manages to be named at all."""
+    depot = await get_depot_doc(ctx, depot_id)
+    if depot["org_id"] not in await orgs.lineage(ctx, org_id):
+        await access.require_each(ctx, by, "fleet.manage", [depot], "depot_id")
+        raise InvalidRequest("车场不属于该组织或其上级组织", field="depot_id")
+    return depot
+
+
+def _plate_taken(plate: str) -> Conflict:
+    return Conflict(f"车牌 {plate} 已登记", code="plate_taken", field="plate")
+
+
+async def edit_caravan(
+    ctx, caravan_id, change: CaravanChange, *, by: ObjectId | None = None
+) -> CaravanOut:
+    """Change a caravan's description; validated as `create_caravan` validates a new one."""
+    doc = await get_caravan_doc(ctx, caravan_id)
+    fields: dict = {}
+    if change.name is not None:
+        if not change.name.strip():
+            raise InvalidRequest("名称不能为空", field="name")
+        fields["name"] = change.name.strip()
+    if change.plate is not None:
+        fields["plate"] = change.plate.strip().upper()
+    if change.vehicle_type is not None:
+        fields["vehicle_type"] = VEHICLE_TYPES[change.vehicle_type]
+    if change.depot_id is not None:
+        fields["depot_id"] = (await _home_depot(ctx, change.depot_id, doc["org_id"], by))["_id"]
+    if change.crew_size is not None:
+        fields["crew_size"] = change.crew_size
+    if fields:
+        try:
+            await ctx.db["caravans"].update_one({"_id": doc["_id"]}, {"$set": fields})
+        except DuplicateKeyError:
+            raise _plate_taken(fields["plate"]) from None
+    return _caravan_out(await get_caravan_doc(ctx, doc["_id"]))
+
+
+async def retire_caravan(ctx, caravan_id, *, by: ObjectId | None = None) -> CaravanOut:
+    """Take a caravan out of service for good; retiring it again changes nothing."""
+    doc = await get_caravan_doc(ctx, caravan_id)
+    await ctx.db["caravans"].update_one(
+        {"_id": doc["_id"], "active": True},
+        {"$set": {"active": False, "retired_at": ctx.clock.now(), "retired_by": by}},
+    )
+    return _caravan_out(await get_caravan_doc(ctx, doc["_id"]))
+
+
+async def set_unavailable(ctx, caravan_id, dates: list[date]) -> CaravanOut:
+    doc = await get_caravan_doc(ctx, caravan_id)
+    days = sorted({d.isoformat() for d in dates})
+    await ctx.db["caravans"].update_one({"_id": doc["_id"]}, {"$set": {"unavailable": days}})
+    return _caravan_out(await get_caravan_doc(ctx, doc["_id"]))
 
 
 async def get_caravan_doc(ctx, caravan_id) -> dict:
@@ -144,7 +222,8 @@ async def get_caravan_doc(ctx, caravan_id) -> dict:
 async def caravans_for_plan(
     ctx, org_id: ObjectId, caravan_ids: list[ObjectId] | None
 ) -> list[dict]:
-    """The active caravans of the organisation's subtree (all, or those named)."""
+    """The active caravans of the organisation's subtree (all, or those named); a retired one
+    named is refused."""
     query: dict = {"org_id": {"$in": await orgs.subtree_ids(ctx, org_id)}, "active": True}
     if caravan_ids is not None:
         query["_id"] = {"$in": caravan_ids}
@@ -165,18 +244,20 @@ async def list_caravans(
     docs, following = await page_by_id(
         ctx.db["caravans"], {"org_id": {"$in": org_ids}}, cursor, limit
     )
-    items = [
-        CaravanOut(
-            id=str(d["_id"]),
-            name=d["name"],
-            plate=d["plate"],
-            vehicle_type=d["vehicle_type"],
-            depot_id=str(d["depot_id"]),
-            org_id=str(d["org_id"]),
-            crew_size=d["crew_size"],
-            odometer_km=d["odometer_km"],
-            active=d["active"],
-        )
-        for d in docs
-    ]
-    return CaravanPage(items=items, next_cursor=following)
+    return CaravanPage(items=[_caravan_out(d) for d in docs], next_cursor=following)
+
+
+def _caravan_out(d: dict) -> CaravanOut:
+    return CaravanOut(
+        id=str(d["_id"]),
+        name=d["name"],
+        plate=d["plate"],
+        vehicle_type=d["vehicle_type"],
+        depot_id=str(d["depot_id"]),
+        org_id=str(d["org_id"]),
+        crew_size=d["crew_size"],
+        odometer_km=d["odometer_km"],
+        active=d["active"],
+        unavailable=d.get("unavailable", []),
+        retired_at=d.get("retired_at"),
+    )

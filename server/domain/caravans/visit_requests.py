@@ -2,7 +2,12 @@
 
 A request moves open → scheduling → scheduled: `claim_for_publish` takes an open request (or one
 whose publication stalled) for one plan's publication, `record_activity` notes the activity made
-for it, `mark_scheduled` ends the publication.
+for it, `mark_scheduled` ends the publication. An open request may instead be declined (by a
+dispatcher, with a reason the site's admins are told) or cancelled (by the site's admin or a
+dispatcher); neither is planned or published again.
+
+Only an open request is declined or cancelled: a scheduled one was published as an activity
+volunteers joined as crew, so it ends by cancelling that activity, not the request.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ from typing import Annotated, Literal
 import msgspec
 from bson import ObjectId
 
-from server.domain import orgs, sites
-from server.domain.errors import InvalidRequest
+from server.domain import events, orgs, sites
+from server.domain.errors import Conflict, InvalidRequest
 from server.domain.ids import fetch, parse_id
 from server.domain.paging import page_by_id_any
 
-RequestStatus = Literal["open", "scheduling", "scheduled"]
+RequestStatus = Literal["open", "scheduling", "scheduled", "declined", "cancelled"]
 STALE_CLAIM = timedelta(minutes=2)
 
 
@@ -45,6 +50,11 @@ class VisitRequestOut(msgspec.Struct):
     date: str | None
     activity_id: str | None
     created_at: datetime
+    reason: str | None = None  # why it was declined
+
+
+class Decline(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
 class VisitRequestPage(msgspec.Struct):
@@ -161,24 +171,7 @@ async def list_requests(
     docs, following = await page_by_id_any(
         ctx.db["visit_requests"], [{**query, **scope} for scope in scopes], cursor, limit
     )
-    items = [
-        VisitRequestOut(
-            id=str(d["_id"]),
-            site_id=str(d["site_id"]),
-            org_id=str(d["org_id"]),
-            earliest_date=d["earliest_date"],
-            latest_date=d["latest_date"],
-            duration_min=d["duration_min"],
-            audience=d.get("audience"),
-            priority=d["priority"],
-            status=d["status"],
-            caravan_id=str(d["caravan_id"]) if d.get("caravan_id") else None,
-            date=d.get("date"),
-            activity_id=str(d["activity_id"]) if d.get("activity_id") else None,
-            created_at=d["created_at"],
-        )
-        for d in docs
-    ]
+    items = [_out(d) for d in docs]
     return VisitRequestPage(items=items, next_cursor=following)
 
 
@@ -222,4 +215,62 @@ async def mark_scheduled(
             },
             "$unset": {"claim_until": ""},
         },
+    )
+
+
+async def decline(ctx, request_id, reason: str, *, by: ObjectId | None) -> VisitRequestOut:
+    """A dispatcher turns an open request down; the site's admins are told why."""
+    reason = reason.strip()
+    if not reason:
+        raise InvalidRequest("请填写拒绝理由", field="reason")
+    doc = await _close(ctx, request_id, "declined", by, reason=reason)
+    await events.emit(
+        ctx, events.VISIT_REQUEST_DECLINED, request_id=doc["_id"], site_id=doc["site_id"],
+        reason=reason,
+    )  # fmt: skip
+    return _out(doc)
+
+
+async def cancel(ctx, request_id, *, by: ObjectId | None) -> VisitRequestOut:
+    """The site's admin (or a dispatcher) withdraws an open request."""
+    return _out(await _close(ctx, request_id, "cancelled", by))
+
+
+_REFUSALS = {
+    "scheduling": "申请正在发布中，不能{verb}",
+    "scheduled": "申请已排期发布，请取消对应的活动",
+    "declined": "申请已被拒绝",
+    "cancelled": "申请已取消",
+}
+
+
+async def _close(ctx, request_id, status: str, by: ObjectId | None, **extra) -> dict:
+    """Compare-and-set from open by `_id` (no findAndModify, no $or: see claim_for_publish)."""
+    requests = ctx.db["visit_requests"]
+    doc = await get_request_doc(ctx, request_id)
+    change = {"status": status, f"{status}_by": by, f"{status}_at": ctx.clock.now(), **extra}
+    done = await requests.update_one({"_id": doc["_id"], "status": "open"}, {"$set": change})
+    current = await requests.find_one({"_id": doc["_id"]})
+    if not done.matched_count:
+        verb = "拒绝" if status == "declined" else "取消"
+        raise Conflict(_REFUSALS[current["status"]].format(verb=verb), code="request_closed")
+    return current
+
+
+def _out(d: dict) -> VisitRequestOut:
+    return VisitRequestOut(
+        id=str(d["_id"]),
+        site_id=str(d["site_id"]),
+        org_id=str(d["org_id"]),
+        earliest_date=d["earliest_date"],
+        latest_date=d["latest_date"],
+        duration_min=d["duration_min"],
+        audience=d.get("audience"),
+        priority=d["priority"],
+        status=d["status"],
+        caravan_id=str(d["caravan_id"]) if d.get("caravan_id") else None,
+        date=d.get("date"),
+        activity_id=str(d["activity_id"]) if d.get("activity_id") else None,
+        created_at=d["created_at"],
+        reason=d.get("reason"),
     )

@@ -131,6 +131,18 @@ async def on_visit_scheduled(ctx, kind: str, *, site_id, activity_id, **_) -> No
         )  # fmt: skip
 
 
+async def on_visit_declined(ctx, kind: str, *, request_id, site_id, reason, **_) -> None:
+    """A visit request was turned down: tell the site's admins why, at once."""
+    site = await sites.get_site_doc(ctx, site_id)
+    now = ctx.clock.now()
+    data = {"thing1": _thing(site["name"]), "time2": _time(now), "thing3": _thing(reason)}
+    for admin in await access.site_admins(ctx, site_id):
+        await schedule(
+            ctx, user_id=admin, key="visit_declined", data=data, due_at=now,
+            dedupe=f"visit_declined:{request_id}:{admin}", stale_after=now + timedelta(days=7),
+        )  # fmt: skip
+
+
 async def on_dispute(ctx, kind: str, *, dispute_id, activity_id=None, **known) -> None:
     """A dispute decided (to its volunteer: the outcome and why) or left unanswered too long
     (to the organiser: the activity's creator, else those who confirm hours where it lies)."""
@@ -170,5 +182,6 @@ def register(bus: events.EventBus) -> None:
     bus.subscribe(events.ACTIVITY_CANCELLED, on_activity_cancelled)
     bus.subscribe(events.ACTIVITY_CHANGED, on_activity_changed)
     bus.subscribe(events.VISIT_SCHEDULED, on_visit_scheduled)
+    bus.subscribe(events.VISIT_REQUEST_DECLINED, on_visit_declined)
     bus.subscribe(events.HOURS_DISPUTE_RESOLVED, on_dispute)
     bus.subscribe(events.HOURS_DISPUTE_OVERDUE, on_dispute)

@@ -20,6 +20,7 @@ TEMPLATE_TITLES = {
     "activity_changed": "活动变更通知",
     "hours_pending": "服务时长待确认提醒",
     "visit_scheduled": "科普大篷车到访通知",
+    "visit_declined": "走访申请未通过通知",
     "dispute_resolved": "时长异议处理结果通知",
     "dispute_overdue": "时长异议待处理提醒",
 }
@@ -29,6 +30,7 @@ PAGES = {
     "activity_changed": "pages/activity/detail?id={activity_id}",
     "hours_pending": "pages/hours/confirm",
     "visit_scheduled": "pages/caravan/visit?id={activity_id}",
+    "visit_declined": "pages/caravan/requests",
     "dispute_resolved": "pages/hours/index",
     "dispute_overdue": "pages/hours/disputes",
 }

@@ -1,9 +1,10 @@
 """The plan as the solver's problem, and the solver's result as the plan's routes.
 
-`build_problem` turns a plan's caravans (and their depots), its working days and its open
-requests at their sites (opening hours, allowed days), with the dispatcher's pins and
-exclusions, into a :class:`server.vrp.PlanProblem`; `result_fields` turns the solver's
-:class:`server.vrp.PlanResult` back into the fields of the plan document, in UTC times.
+`build_problem` turns a plan's caravans (and their depots), its working days (less each
+caravan's maintenance days) and its open requests at their sites (opening hours, allowed days),
+with the dispatcher's pins and exclusions, into a :class:`server.vrp.PlanProblem`;
+`result_fields` turns the solver's :class:`server.vrp.PlanResult` back into the
+fields of the plan document, in UTC times.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ async def build_problem(ctx, plan: dict) -> tuple[vrp.PlanProblem, list[str], li
         for c in fleet.values()
         if c.get("active", True) and c["depot_id"] in depots
         for i in range(len(days))
+        if days[i] not in c.get("unavailable", ())  # a maintenance day: the caravan stays in
     ]
     problem_requests = []
     for r in requests:
