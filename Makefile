@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml
 run: install
 	IKEPU_DEMO=$${IKEPU_DEMO:-1} $(PY) -m server
 
-# Two pytest-xdist workers, one per core: each starts its own database and emulator. The
-# console's browser tests need Debian's chromium and a CJK font: installed here when they are
-# missing and we are root; otherwise those tests skip, saying so.
+# Two pytest-xdist workers, one per core: each starts its own database and emulator; tests
+# marked solo measure time, so they run alone afterwards. The console's browser tests need
+# Debian's chromium and a CJK font: installed here when they are missing and we are root;
+# otherwise those tests skip, saying so.
 test: install
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	    && { [ ! -x /usr/bin/chromium ] || [ -z "$$(fc-list :lang=zh 2>/dev/null)" ]; }; then \
@@ -28,7 +29,8 @@ test: install
 	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk >/dev/null; \
 	fi
-	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 -m 'not solo' $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m solo $(PYTEST_ARGS)
 
 bench: install
 	@for b in bench/[!_]*.py; do $(PY) $$b || exit 1; done

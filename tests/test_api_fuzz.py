@@ -25,6 +25,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.parameters import ParameterLocation
 from test_role_matrix import world  # noqa: F401 (the fixture: real ids for every path)
 
 from server.domain import access, attendance
@@ -73,8 +74,11 @@ def _fuzz_operation(op, mode, run: Run, session) -> None:
         if mode is GenerationMode.POSITIVE and case.path_parameters:
             # Real ids, so the operation itself runs; negative cases keep theirs (a 404).
             case.path_parameters = {k: run.ids.get(k, v) for k, v in case.path_parameters.items()}
-        # A public operation is called as its clients do, without a token.
-        headers = run.headers if "security" in op.definition.raw else {}
+        # A public operation is called as its clients do, without a token; so is one whose
+        # negative case is in its headers (the token may be what the case left out).
+        secured = "security" in op.definition.raw
+        bad_headers = case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER)
+        headers = run.headers if secured and not bad_headers else {}
         response = case.call(base_url=run.base_url, session=session, headers=headers)
         run.calls += 1
         try:
