@@ -14,7 +14,8 @@ run, since a run writes. On each copy: the embedded server (as the service start
 as its own process (`python -m server`) on it, and, through the domain code, six fresh published
 activities at seeded sites (100 seats each, waitlist on) for the sign-ups, fresh volunteers with
 access tokens for them, seeded volunteers with tokens for their own pages, the admin of the site
-with the most pending hours, and an org_admin of the province. Then each measurement, for
+with the most pending hours (at least PENDING_PAGE of them, at both scales), and an org_admin of
+the province. Then each measurement, for
 `--seconds` of closed-loop load after a short warm-up, `--concurrency` in flight, on the small
 database and right after on the year (the machine may be shared: both see it alike):
 
@@ -26,7 +27,10 @@ database and right after on the year (the machine may be shared: both see it ali
                   activities. Baseline: raw `find_one` by `_id` on the activities.
   my_signups      GET /mp/v1/me/signups, seeded volunteers in turn
   my_hours        GET /mp/v1/me/hours, likewise
-  site_pending    GET /api/v1/sites/{id}/hours?status=pending, as that site's admin
+  site_pending    GET /api/v1/sites/{id}/hours?status=pending&limit=4, as that site's admin:
+                  one full page of PENDING_PAGE (4) records at both scales, the most the small
+                  database's busiest site can fill (a year's holds some 23), so that the
+                  scale ratio compares the same work; a site with fewer is a failed check
   annual_report   GET /api/v1/stats/annual?year=Y as org_admin
                   (pages: a first request alone, `solo_ms`, then as many in flight as fit in
                   `--seconds` back to back, at most `--concurrency`, for staff pages 4)
@@ -94,6 +98,7 @@ WARMUP_S = 0.5
 READERS = 500  # seeded volunteers whose own pages are read
 POINTS = 200
 STAFF_CONCURRENCY = 4  # staff pages: a few organisers at once
+PENDING_PAGE = 4  # records per site_pending page: as many as both scales' busiest sites fill
 TARGETS = {"signup": 0.1, "discovery": 0.04}
 SCALE_TARGET = 0.8
 ORGANISER = "o_bench_organiser"
@@ -377,7 +382,7 @@ class Run:
             "my_signups": ("/mp/v1/me/signups", prep.readers, k),
             "my_hours": ("/mp/v1/me/hours", prep.readers, k),
             "site_pending": (
-                f"/api/v1/sites/{prep.site_id}/hours?status=pending",
+                f"/api/v1/sites/{prep.site_id}/hours?status=pending&limit={PENDING_PAGE}",
                 [prep.site_admin],
                 min(STAFF_CONCURRENCY, k),
             ),
@@ -450,6 +455,9 @@ async def scale_ready(label: str, scale: Scale, source: Path, args, scratch: Pat
         run.prep = await prepare(run.ctx, scale, random.Random(scale.seed))
         log(f"{label}: prepared in {time.perf_counter() - started:.1f}s ({len(run.prep.points)} "
             f"places, site with {run.prep.pending_at_site} pending)")  # fmt: skip
+        if run.prep.pending_at_site < PENDING_PAGE:
+            run.problems.append(f"{label} site_pending: {run.prep.pending_at_site} pending "
+                                f"records, fewer than a page of {PENDING_PAGE}")  # fmt: skip
         yield run
 
 

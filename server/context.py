@@ -21,6 +21,7 @@ from server.db import EmbeddedDatabase, close_client, database, ensure_indexes, 
 from server.domain.catalogue import Catalogue
 from server.domain.events import EventBus
 from server.domain.identity import SessionCache
+from server.domain.orgs import OrgTree
 from server.domain.planning import Solves
 from server.domain.seats import Turns
 from server.wechat.client import WeChatAdapter
@@ -95,6 +96,7 @@ class Context:
     sessions: SessionCache = field(default_factory=SessionCache)
     seat_turns: Turns = field(default_factory=Turns)
     catalogue: Catalogue = field(default_factory=Catalogue)
+    org_tree: OrgTree = field(default_factory=OrgTree)
     background: Background = field(default_factory=Background)
     _process_pool: ProcessPoolExecutor | None = field(default=None, repr=False)
 

@@ -1,19 +1,33 @@
 """Organisations as a tree: province → city → county, teams and bases under them. The roles
 people hold in them are `access`'s.
 
-Owns the `orgs` collection.
+Owns the `orgs` and `orgs_version` collections.
+
+The tree in memory. Statistics read every organisation for each report (a province holds a few
+thousand), so each process keeps them (`ctx.org_tree`, `nodes`): loaded on first use, then
+reloaded whole when the version document (`{_id: "orgs", v}`, bumped after every organisation
+created) has moved, which it checks at most once a CHECK_S. Staleness: none in the process that
+created the organisation (it adds it at once); at most CHECK_S, plus a reload, in the others.
+Organisations asked for by id that the tree lacks are read from the database, so only "every
+organisation" can be that stale. Organisations never move or change once created.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 from datetime import datetime
 from typing import Literal
 
 import msgspec
 from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
 
 from server.domain.errors import InvalidRequest, NotFound
 from server.domain.ids import fetch
+
+CHECK_S = 1.0
+VERSIONS = "orgs_version"
 
 OrgKind = Literal["province", "city", "county", "team", "base"]
 
@@ -90,6 +104,7 @@ async def create_org(
         "created_at": ctx.clock.now(),
     }
     await ctx.db["orgs"].insert_one(doc)
+    await ctx.org_tree.created(ctx, doc)
     return doc["_id"]
 
 
@@ -116,21 +131,71 @@ class OrgNode(msgspec.Struct, frozen=True):
     created_at: datetime | None
 
 
+_FIELDS = {"name": 1, "kind": 1, "ancestors": 1, "created_at": 1}
+
+
+def _node(doc: dict) -> OrgNode:
+    return OrgNode(
+        id=doc["_id"],
+        name=doc["name"],
+        kind=doc["kind"],
+        lineage=(doc["_id"], *reversed(doc.get("ancestors", []))),
+        created_at=doc.get("created_at"),
+    )
+
+
+class OrgTree:
+    """Every organisation, held in this process (`ctx.org_tree`); see the module's docstring."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[ObjectId, OrgNode] = {}
+        self._version: int | None = None  # None: not loaded
+        self._checked_at = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def all(self, ctx) -> dict[ObjectId, OrgNode]:
+        """Every organisation, at most CHECK_S behind other processes' creations. The mapping
+        is a snapshot, replaced and never changed in place: read it, don't modify it."""
+        tick = asyncio.get_running_loop().time()
+        if self._version is None or (
+            tick - self._checked_at >= CHECK_S and not self._lock.locked()
+        ):
+            async with self._lock:
+                if self._version is None or tick - self._checked_at >= CHECK_S:
+                    self._checked_at = tick
+                    version = await ctx.db[VERSIONS].find_one({"_id": "orgs"})
+                    v = version["v"] if version else 0
+                    if v != self._version:
+                        # The version first: a creation bumped after it reloads again.
+                        found = ctx.db["orgs"].find({}, _FIELDS, batch_size=10_000)
+                        self._nodes = {doc["_id"]: _node(doc) async for doc in found}
+                        self._version = v
+        return self._nodes
+
+    async def some(self, ctx, org_ids: list[ObjectId]) -> dict[ObjectId, OrgNode]:
+        held = await self.all(ctx)
+        found = {org: held[org] for org in org_ids if org in held}
+        missing = [org for org in org_ids if org not in found]
+        if missing:  # created a moment ago in another process
+            read = ctx.db["orgs"].find({"_id": {"$in": missing}}, _FIELDS)
+            found |= {doc["_id"]: _node(doc) async for doc in read}
+        return found
+
+    async def created(self, ctx, doc: dict) -> None:
+        """An organisation was created in this process: held at once, announced to the rest."""
+        if self._version is not None:
+            self._nodes = {**self._nodes, doc["_id"]: _node(doc)}
+        try:
+            await ctx.db[VERSIONS].update_one({"_id": "orgs"}, {"$inc": {"v": 1}}, upsert=True)
+        except DuplicateKeyError:  # two first bumps raced to create the document
+            await ctx.db[VERSIONS].update_one({"_id": "orgs"}, {"$inc": {"v": 1}}, upsert=True)
+
+
 async def nodes(ctx, org_ids: list[ObjectId] | None = None) -> dict[ObjectId, OrgNode]:
-    """Organisations by id (all of them when `org_ids` is None; a province has a few
-    thousand, so this is one small read)."""
-    query = {} if org_ids is None else {"_id": {"$in": org_ids}}
-    fields = {"name": 1, "kind": 1, "ancestors": 1, "created_at": 1}
-    return {
-        doc["_id"]: OrgNode(
-            id=doc["_id"],
-            name=doc["name"],
-            kind=doc["kind"],
-            lineage=(doc["_id"], *reversed(doc.get("ancestors", []))),
-            created_at=doc.get("created_at"),
-        )
-        async for doc in ctx.db["orgs"].find(query, fields)
-    }
+    """Organisations by id (all of them when `org_ids` is None), from the tree in memory."""
+    if org_ids is None:
+        return await ctx.org_tree.all(ctx)
+    return await ctx.org_tree.some(ctx, org_ids)
 
 
 async def subtrees(ctx, tops: list[ObjectId]) -> list[ObjectId]:

@@ -83,7 +83,10 @@ async def page_by_id(
     if position := decode_cursor(cursor, IdCursor):
         query = {**query, "_id": {"$lt" if newest_first else "$gt": position.i}}
     order = -1 if newest_first else 1
-    docs = await collection.find(query, projection).sort([("_id", order)]).to_list(limit + 1)
+    # The limit goes to the server: without it the first batch holds up to 101 documents,
+    # however few the page shows.
+    found = collection.find(query, projection).sort([("_id", order)]).limit(limit + 1)
+    docs = await found.to_list(None)
     more = len(docs) > limit
     return docs[:limit], encode_cursor(IdCursor(i=docs[limit - 1]["_id"])) if more else None
 
