@@ -14,10 +14,11 @@ import msgspec
 from bson import ObjectId
 
 from server.clock import SHANGHAI
-from server.domain import access, activities, caravans, orgs, sites, stats
+from server.domain import access, activities, caravans, disputes, orgs, sites, stats
 from server.domain.ids import parse_id
 
 LISTED = 10  # rows per panel
+COUNTED = 100  # open disputes counted on the panel; the 服务时长 page lists them all
 
 
 class Scope(msgspec.Struct):
@@ -61,6 +62,7 @@ class Overview(msgspec.Struct):
     month: str  # "2026-03"
     activities: Panel | None  # None: the caller may not see this panel here
     pending_hours: Panel | None
+    disputes: Panel | None  # open disputes, oldest first (rows: disputes.DisputeOut)
     visits: Panel | None
     report: stats.Report | None
 
@@ -121,6 +123,13 @@ async def overview(ctx, user_id: ObjectId, org_id: str | None = None) -> Overvie
     async def pending(org_ids, site_ids):
         return await _pending_hours(ctx, org_ids, site_ids)
 
+    async def open_disputes(org_ids, site_ids):
+        page = await disputes.list_disputes(
+            ctx, org_ids=org_ids, site_ids=site_ids, status="open", cursor=None,
+            limit=COUNTED,
+        )  # fmt: skip
+        return Panel(total=len(page.items), rows=page.items[:LISTED])
+
     async def visits(org_ids, site_ids):
         return await _visits(ctx, org_ids, site_ids, now.astimezone(SHANGHAI).date().isoformat())
 
@@ -135,6 +144,7 @@ async def overview(ctx, user_id: ObjectId, org_id: str | None = None) -> Overvie
         month=f"{start.year:04d}-{start.month:02d}",
         activities=await panel("activity.organise", month_activities),
         pending_hours=await panel("hours.confirm", pending),
+        disputes=await panel("hours.confirm", open_disputes),
         visits=await panel("visit.read", visits),
         report=report,
     )

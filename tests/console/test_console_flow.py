@@ -123,6 +123,9 @@ async def test_sixty_volunteers_confirmed_in_one_action(ctx, http, login, new_pa
         headers=people[0].headers,
     )  # fmt: skip
     assert disputed.status_code == 201, disputed.text
+    await page.goto("/console/")
+    assert await page.locator('[data-count="disputes"]').inner_text() == "1"
+    assert await page.locator("#panel-disputes", has_text="我提前半小时离开").count() == 1
     await page.goto("/console/hours")
     row = page.locator("#disputes tr", has_text="我提前半小时离开")
     await row.locator('input[name="hours"]').fill("2.5")
@@ -131,6 +134,8 @@ async def test_sixty_volunteers_confirmed_in_one_action(ctx, http, login, new_pa
     await row.locator("button", has_text="提交").click()
     await page.locator(".alert-ok", has_text="已采纳异议").wait_for()
     assert await page.locator("#disputes").count() == 0
+    await page.goto("/console/")
+    assert await page.locator('[data-count="disputes"]').inner_text() == "0"
     mine = (await http.get("/mp/v1/me/hours", headers=people[0].headers)).json()
     assert mine["confirmed_hours"] == 2.5
     await page.goto(f"/console/hours/records/{record_id}")
