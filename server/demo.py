@@ -1,5 +1,6 @@
 """Demo data for `make run`: a province, three cities with their counties (from the offline
-gazetteer), teams, bases, sites and staff, so a fresh install shows a populated system.
+gazetteer), teams, bases, sites and staff, a few published activities, and a city's caravans
+with a season of visit requests to plan, so a fresh install shows a populated system.
 
 Loaded only into an empty database (one without a root organisation), through the domain
 functions, so it obeys the same rules as data entered through the API.
@@ -14,7 +15,7 @@ from datetime import timedelta
 import structlog
 
 from server import geo
-from server.domain import access, activities, identity, orgs, sites
+from server.domain import access, activities, caravans, identity, orgs, sites
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +63,11 @@ async def seed_demo(ctx, *, seed: int = 2026) -> bool:
     await orgs.create_org(ctx, "河南省科普志愿服务总队", "team", root)
 
     counts = {"cities": 0, "counties": 0, "teams": 1, "bases": 0, "sites": 0}
+    first_city = None
     for city_name, prefix in CITIES:
         city = await orgs.create_org(ctx, f"{city_name}科协", "city", root, adcode=prefix + "00")
         counts["cities"] += 1
+        first_city = first_city or (city, prefix)
         await access.grant_role(ctx, dispatcher, "dispatcher", city)
         await orgs.create_org(ctx, f"{city_name}科技馆科普教育基地", "base", city)
         counts["bases"] += 1
@@ -98,6 +101,7 @@ async def seed_demo(ctx, *, seed: int = 2026) -> bool:
                 if counts["sites"] == 1:
                     await sites.add_admin(ctx, site_id, site_admin)
     counts["activities"] = await _demo_activities(ctx, admin_openid)
+    counts["caravans"], counts["visit_requests"] = await _demo_caravans(ctx, *first_city)
     log.info("demo_loaded", admin_openid=admin_openid, **counts)
     return True
 
@@ -134,3 +138,42 @@ async def _demo_activities(ctx, publisher_openid: str) -> int:
         )
         await activities.publish(ctx, activity_id, publisher_openid=publisher_openid)
     return min(len(school_sites), len(DEMO_ACTIVITIES))
+
+
+DEMO_CARAVANS = 3
+
+
+async def _demo_caravans(ctx, city, prefix: str) -> tuple[int, int]:
+    """The dispatcher's first city: a depot at its first county's seat, three caravans, and a
+    visit request from every school and village of the city for the next four weeks."""
+    [seat, *_] = geo.counties_of(prefix)
+    depot = await caravans.create_depot(
+        ctx,
+        caravans.NewDepot(
+            name=f"{seat['name']}科普大篷车车场",
+            org_id=str(city),
+            location=sites.LocationIn(lng=seat["lng"], lat=seat["lat"]),
+        ),
+    )
+    for n in range(1, DEMO_CARAVANS + 1):
+        await caravans.create_caravan(
+            ctx,
+            caravans.NewCaravan(
+                name=f"科普大篷车{n}号", plate=f"豫A{n:05d}", vehicle_type="II",
+                depot_id=str(depot), org_id=str(city), crew_size=3,
+            ),
+        )  # fmt: skip
+    monday = ctx.clock.local_now().date()
+    monday += timedelta(days=7 - monday.weekday())
+    subtree = await orgs.subtree_ids(ctx, city)
+    requested = 0
+    async for site in ctx.db["sites"].find({"org_id": {"$in": subtree}}, {"_id": 1}):
+        await caravans.create_request(
+            ctx,
+            caravans.NewVisitRequest(
+                site_id=str(site["_id"]), earliest_date=monday,
+                latest_date=monday + timedelta(days=25), duration_min=90 + 30 * (requested % 3),
+            ),
+        )  # fmt: skip
+        requested += 1
+    return DEMO_CARAVANS, requested

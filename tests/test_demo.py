@@ -38,6 +38,11 @@ async def test_demo_data_is_a_populated_province_loaded_once(ctx):
     assert await ctx.db.activities.count_documents({"status": "published"}) == len(
         demo.DEMO_ACTIVITIES
     )
+    # A city's caravans and a season of requests, ready for its dispatcher to plan.
+    first_city_sites = 3 * _henan_counties(demo.CITIES[0][1])
+    assert await ctx.db.caravans.count_documents({}) == demo.DEMO_CARAVANS
+    assert await ctx.db.depots.count_documents({}) == 1
+    assert await ctx.db.visit_requests.count_documents({"status": "open"}) == first_city_sites
     admin = await ctx.db.users.find_one({"openid": demo.DEMO_ADMIN_OPENID})
     grants = await access.roles_of(ctx, admin["_id"])
     assert access.RoleGrant(role="org_admin", org_id=str(root["_id"])) in grants
