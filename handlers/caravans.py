@@ -162,11 +162,12 @@ class VisitRequestsHandler(BaseHandler):
     )
     async def get(self) -> None:
         q = self.query
+        org_ids, site_ids = await self.scopes(q.org_id)
         self.reply(
             await caravans.list_requests(
                 self.ctx,
-                await self.scope(q.org_id),
-                site_ids=await self.site_scope() if q.org_id is None else [],
+                org_ids,
+                site_ids=site_ids,
                 status=q.status,
                 site_id=q.site_id,
                 start=q.from_,

@@ -112,10 +112,11 @@ class AdjustmentsHandler(BaseHandler):
     )
     async def get(self) -> None:
         q = self.query
+        org_ids, site_ids = await self.scopes(q.org_id)
         page = await adjustments.list_requests(
             self.ctx,
-            org_ids=await self.scope(q.org_id),
-            site_ids=await self.site_scope() if q.org_id is None else [],
+            org_ids=org_ids,
+            site_ids=site_ids,
             status=q.status, cursor=q.cursor, limit=q.limit,
         )  # fmt: skip
         self.reply(page)
@@ -156,10 +157,11 @@ class DisputesHandler(BaseHandler):
     )
     async def get(self) -> None:
         q = self.query
+        org_ids, site_ids = await self.scopes(q.org_id)
         page = await disputes.list_disputes(
             self.ctx,
-            org_ids=await self.scope(q.org_id),
-            site_ids=await self.site_scope() if q.org_id is None else [],
+            org_ids=org_ids,
+            site_ids=site_ids,
             status=q.status, cursor=q.cursor, limit=q.limit,
         )  # fmt: skip
         self.reply(page)

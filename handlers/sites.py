@@ -46,11 +46,12 @@ class SitesHandler(BaseHandler):
     )
     async def get(self) -> None:
         q = self.query
+        org_ids, site_ids = await self.scopes(q.org_id)
         self.reply(
             await sites.list_sites(
                 self.ctx,
-                await self.scope(q.org_id),
-                site_ids=await self.site_scope() if q.org_id is None else [],
+                org_ids,
+                site_ids=site_ids,
                 kind=q.kind,
                 name=q.name,
                 cursor=q.cursor,

@@ -13,7 +13,7 @@ from server.clock import SHANGHAI
 from server.domain import access, orgs
 from server.domain.errors import Forbidden, InvalidRequest
 from server.domain.ids import parse_id
-from server.web.base import _validation_error
+from server.web.base import validation_error
 
 
 class StaffPage(ConsoleHandler):
@@ -55,7 +55,7 @@ def parse_form(model: type, values: dict[str, Any]) -> Any:
     try:
         return msgspec.convert(values, model, strict=False)
     except msgspec.ValidationError as exc:
-        raise _validation_error(exc, "body") from None
+        raise validation_error(exc, "body") from None
 
 
 def shanghai_time(value: str | None, field: str) -> datetime | None:

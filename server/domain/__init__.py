@@ -31,7 +31,8 @@ some fields of it).
 | `planning` | `plans` | plans solved in the process pool, pins, publishing |
 | `stats` | `stats_orgs`, `_volunteers`, `_sites`, `_projects` | roll-ups, the report |
 | `people` | (reads `users`) | the console's user search, who holds roles in an organisation |
-| `dashboard` | (reads `activities`, `hours_ledger`, `visit_requests`) | the console's 首页 |
+| `dashboard` | (reads `activities`, `visit_requests`) | the console's 首页 |
+| `pending_hours` | (none: through `hours`) | the console's confirmation queue, by activity |
 | `geocoding` | `geocode_cache` | addresses to coordinates, cached |
 | `idempotency` | `idempotency` | stored answers for retried writes |
 

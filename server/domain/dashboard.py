@@ -1,9 +1,10 @@
 """The console's 首页: what needs attention in an organisation's subtree, at a glance.
 
-Owns nothing. Reads `activities` (this month's), `hours_ledger` (pending credits) and
-`visit_requests` (scheduled caravan visits) by indexed shapes, and the year's figures through
-`stats.report`. Each panel is shown only to someone holding its permission there (the table in
-`access`); a site admin named for one site sees that site's pending hours and visits.
+Owns nothing. Reads `activities` (this month's) and `visit_requests` (scheduled caravan visits)
+by indexed shapes, the pending credits through `hours.pending_in_scope`, open disputes through
+`disputes`, and the year's figures through `stats.report`. Each panel is shown only to someone
+holding its permission there (the table in `access`); a site admin named for one site sees that
+site's pending hours and visits.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import msgspec
 from bson import ObjectId
 
 from server.clock import SHANGHAI
-from server.domain import access, activities, caravans, disputes, orgs, sites, stats
+from server.domain import access, activities, caravans, disputes, hours, orgs, sites, stats
 from server.domain.ids import parse_id
 
 LISTED = 10  # rows per panel
@@ -174,17 +175,11 @@ async def _activities(ctx, org_ids: list, start: datetime, end: datetime, now) -
 
 async def _pending_hours(ctx, org_ids: list, site_ids: list) -> Panel:
     """Pending credits grouped by activity, the longest waiting first."""
-    pending = {"kind": "credit", "status": "pending"}
-    # Two indexed reads rather than one $or, which the embedded server scans.
-    queries = [{"org_id": {"$in": org_ids}, **pending}] if org_ids else []
-    if site_ids:
-        queries.append({"site_id": {"$in": site_ids}, **pending})
-    credits: dict[ObjectId, dict] = {}
-    for query in queries:
-        async for c in ctx.db["hours_ledger"].find(query, {"activity_id": 1, "hours": 1, "at": 1}):
-            credits[c["_id"]] = c
+    credits = await hours.pending_in_scope(
+        ctx, org_ids, site_ids, {"activity_id": 1, "hours": 1, "at": 1}
+    )
     groups: dict = {}
-    for c in credits.values():
+    for c in credits:
         g = groups.setdefault(c.get("activity_id"), {"records": 0, "hours": 0.0, "at": c["at"]})
         g["records"] += 1
         g["hours"] += c["hours"]

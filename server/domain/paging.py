@@ -37,7 +37,7 @@ class IdCursor(msgspec.Struct, forbid_unknown_fields=True):
 def _enc_hook(value: Any) -> Any:
     if isinstance(value, ObjectId):
         return str(value)
-    raise NotImplementedError(f"cannot encode {type(value).__name__} in a cursor")
+    raise TypeError(f"a cursor holds ids, numbers and times, not {type(value).__name__}")
 
 
 def _dec_hook(kind: type, value: Any) -> Any:

@@ -1,7 +1,7 @@
 """The confirmation queue: pending credits in a staff member's scope, grouped by activity.
 
-Owns nothing. Reads `hours_ledger` by indexed shapes (organisation or site, then status) and
-the masked names and phones beside each record. The scope is the `hours.confirm` one: every
+Owns nothing: the pending credits come from `hours.pending_in_scope`, the masked names and
+phones beside each record from identity. The scope is the `hours.confirm` one: every
 subtree in which the caller holds it, and the sites they were named admin of; what
 `hours.confirm` then accepts, record by record, is the same rule.
 """
@@ -48,16 +48,8 @@ async def queue(ctx, user_id: ObjectId) -> Queue:
     group first and the records within it in the order they were credited."""
     org_ids = await access.scope(ctx, user_id, "hours.confirm")
     site_ids = await access.site_scope(ctx, user_id, "hours.confirm")
-    pending = {"status": "pending", "kind": "credit"}
-    # Two indexed reads rather than one $or, which the embedded server answers by scanning.
-    queries = [{"org_id": {"$in": org_ids}, **pending}] if org_ids else []
-    if site_ids:
-        queries.append({"site_id": {"$in": site_ids}, **pending})
-    credits: dict[ObjectId, dict] = {}
-    for query in queries:
-        async for c in ctx.db["hours_ledger"].find(query, _FIELDS):
-            credits[c["_id"]] = c
-    ordered = sorted(credits.values(), key=lambda c: (c["at"], c["_id"]))
+    credits = await hours.pending_in_scope(ctx, org_ids, site_ids, _FIELDS)
+    ordered = sorted(credits, key=lambda c: (c["at"], c["_id"]))
     shown = ordered[:MAX_RECORDS]
     people = await identity.briefs(ctx, sorted({c["user_id"] for c in shown}))
     groups: dict[ObjectId | None, list[dict]] = {}

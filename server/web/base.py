@@ -161,7 +161,7 @@ class BaseHandler(tornado.web.RequestHandler):
         try:
             return msgspec.json.decode(raw, type=model)
         except msgspec.ValidationError as exc:
-            raise _validation_error(exc, "body") from None
+            raise validation_error(exc, "body") from None
         except msgspec.DecodeError:
             raise InvalidRequest("请求体不是有效的 JSON") from None
 
@@ -176,7 +176,7 @@ class BaseHandler(tornado.web.RequestHandler):
         try:
             return msgspec.convert(values, model, strict=False)
         except msgspec.ValidationError as exc:
-            raise _validation_error(exc, "query") from None
+            raise validation_error(exc, "query") from None
 
     async def _authenticate(self, *, required: bool) -> None:
         header = self.request.headers.get("Authorization", "")
@@ -220,9 +220,13 @@ class BaseHandler(tornado.web.RequestHandler):
         await self.authorize(org_id)
         return await orgs.subtree_ids(self.ctx, parse_id(org_id, "org_id"))
 
-    async def site_scope(self) -> list:
-        """The sites a list shows beyond `scope`: those the caller was named admin of."""
-        return await access.site_scope(self.ctx, self.user_id, self.operation.permission)
+    async def scopes(self, org_id=None) -> tuple[list, list]:
+        """What a list shows: `scope`'s organisations and, unless one organisation was asked
+        for, the sites the caller was named admin of."""
+        if org_id is not None:
+            return await self.scope(org_id), []
+        sites = await access.site_scope(self.ctx, self.user_id, self.operation.permission)
+        return await self.scope(), sites
 
     # -- idempotent retries ------------------------------------------------------------------
 
@@ -331,7 +335,7 @@ def _is_list(annotation: Any) -> bool:
     return getattr(annotation, "__origin__", None) is list
 
 
-def _validation_error(exc: msgspec.ValidationError, where: str) -> InvalidRequest:
+def validation_error(exc: msgspec.ValidationError, where: str) -> InvalidRequest:
     text = str(exc)
     reason, _, path = text.partition(" - at `$")
     parts = [p for p in [path.rstrip("`").lstrip(".")] if p]
