@@ -73,6 +73,18 @@ async def test_unknown_routes_answer_with_the_error_envelope(http):
     assert response.headers["X-Request-Id"]
 
 
+@pytest.mark.parametrize("to", ["-4904", "1767225600", "tomorrow"])
+async def test_a_time_in_a_query_must_be_written_as_a_time(http, login, to):
+    volunteer = await login("o_time_query")
+    answer = await http.get("/mp/v1/activities", params={"to": to}, headers=volunteer.headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["field"] == "to"
+    written = await http.get(
+        "/mp/v1/activities", params={"to": "2026-09-01T09:00:00+08:00"}, headers=volunteer.headers
+    )
+    assert written.status_code == 200, written.text
+
+
 async def test_a_request_id_is_echoed(http):
     response = await http.get("/healthz", headers={"X-Request-Id": "abc123"})
     assert response.headers["X-Request-Id"] == "abc123"

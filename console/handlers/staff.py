@@ -6,14 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import msgspec
-
 from console.handlers.base import ConsoleHandler
 from server.clock import SHANGHAI
 from server.domain import access, orgs
 from server.domain.errors import Forbidden, InvalidRequest
 from server.domain.ids import parse_id
-from server.web.base import validation_error
+from server.web.base import convert_text
 
 
 class StaffPage(ConsoleHandler):
@@ -52,10 +50,7 @@ class StaffPage(ConsoleHandler):
 
 def parse_form(model: type, values: dict[str, Any]) -> Any:
     """A form's values as the API's request model, refused with the API's message and field."""
-    try:
-        return msgspec.convert(values, model, strict=False)
-    except msgspec.ValidationError as exc:
-        raise validation_error(exc, "body") from None
+    return convert_text(values, model, "body")
 
 
 def shanghai_time(value: str | None, field: str) -> datetime | None:
