@@ -375,10 +375,11 @@ CACHE = ROOT / "var" / "bench-cache"
 CACHE_DB = "ikepu_bench"  # the database name inside every cached directory
 _CACHE_FORMAT = 3
 # What the stored year depends on besides its Scale: the generator, the indexes it is built with,
-# and the storage format of the server. A year written before a change of the domain's shapes is
-# data that the service migrates at start (as it would a deployment's), so the domain modules
-# being rewritten do not invalidate it; `--refresh` regenerates.
-_SHAPED_BY = ("server/seed.py", "server/db/indexes.py")
+# the roll-ups' shape (the generator writes them by the nightly recount), and the storage format
+# of the server. A year written before a change of the domain's other shapes is data that the
+# service migrates at start (as it would a deployment's), so the domain modules being rewritten
+# do not invalidate it; `--refresh` regenerates.
+_SHAPED_BY = ("server/seed.py", "server/db/indexes.py", "server/domain/stats/rollups.py")
 
 
 def year_key(scale) -> str:

@@ -24,6 +24,7 @@ from server.domain.identity import SessionCache
 from server.domain.orgs import OrgTree
 from server.domain.planning import Solves
 from server.domain.seats import Turns
+from server.domain.stats.report import LeaderHints
 from server.wechat.client import WeChatAdapter
 
 log = structlog.get_logger(__name__)
@@ -97,6 +98,7 @@ class Context:
     seat_turns: Turns = field(default_factory=Turns)
     catalogue: Catalogue = field(default_factory=Catalogue)
     org_tree: OrgTree = field(default_factory=OrgTree)
+    report_hints: LeaderHints = field(default_factory=LeaderHints)
     background: Background = field(default_factory=Background)
     _process_pool: ProcessPoolExecutor | None = field(default=None, repr=False)
 

@@ -24,7 +24,7 @@ def _rounded(figures: dict) -> dict:
 
 
 def _nonzero(parts: dict[str, dict]) -> dict:
-    """A document's figures by month or by caravan, rounded, without the all-zero ones."""
+    """A document's figures by month, caravan or county, rounded, without the all-zero ones."""
     return {k: f for k, f in ((k, _rounded(f)) for k, f in parts.items()) if f}
 
 
@@ -38,6 +38,7 @@ def _comparable(name: str, doc: dict | None) -> dict | None:
             "totals": _rounded(doc.get("totals", {})),
             "months": _nonzero(doc.get("months", {})),
             "caravans": _nonzero(doc.get("caravans", {})),
+            "counties": _nonzero(doc.get("counties", {})),
         }
         empty = not shape["totals"]
     elif name == VOLUNTEERS:

@@ -107,6 +107,31 @@ class Report(msgspec.Struct):
     above_counties: Breakdown
 
 
+class LeaderHints:
+    """Where each top ten of the stored roll-ups ended last time (its tenth's figure), by
+    collection, organisation, year, figure and filter, held in the process
+    (`ctx.report_hints`). A year's figures mostly grow, so the next report of the same top ten
+    reads everything from there up in one query instead of coming down in bands from a guess.
+    A hint only says where the reads start: when fewer than ten are at or above it (a reversal
+    lowered some), the bands below it are read as without one."""
+
+    def __init__(self) -> None:
+        self._tenth: dict[tuple, float] = {}
+
+    def get(self, key: tuple) -> float | None:
+        return self._tenth.get(key)
+
+    def keep(self, key: tuple, values: list[float]) -> None:
+        if len(values) >= TOP:
+            self._tenth[key] = sorted(values, reverse=True)[TOP - 1]
+
+
+def _value(doc: dict, field: str) -> float:
+    for part in field.split("."):
+        doc = doc.get(part, {})
+    return doc or 0
+
+
 class _Stored:
     """Roll-up documents of one calendar year, as stored."""
 
@@ -127,26 +152,44 @@ class _Stored:
         self, name: str, org_id: ObjectId, field: str, start: float, least: float, **match
     ) -> list[dict]:
         """At least the TOP documents of the subtree with the largest `field` above `least`
-        (all of them when fewer): bands of `field` from `start` down, each one short range of
-        an index ending in `field`, read until TOP are found. A sort, or one range down to
-        `least`, would read every document of the subtree, which grows with the year."""
+        (all of them when fewer): bands of `field` from the last report's tenth (a hint) or
+        else from `start` down, each one short range of an index ending in `field`, read until
+        TOP are found. A sort, or one range down to `least`, would read every document of the
+        subtree, which grows with the year."""
         key = "org_id" if name == VOLUNTEERS else "orgs"
         query = {key: org_id, "year": self.year, **match}
         collection = self.ctx.db[name]
+
+        async def read(band: dict) -> list[dict]:
+            return await collection.find({**query, field: band}, _SHOWN[name]).to_list(None)
+
+        hints, hint_key = self.ctx.report_hints, (name, org_id, self.year, field, *match.items())
+        hint = hints.get(hint_key) if start > least else None
         docs: list[dict] = []
         upper, floor = None, start
-        while True:
+        if hint is not None and hint > least:
+            docs = await read({"$gte": hint})
+            upper, floor = hint, min(start, hint * (_STEP_FOUND if docs else _STEP_EMPTY))
+        while len(docs) < TOP:
             last = floor <= least or floor < start * _LOWEST
             band = {"$gt": least} if last else {"$gte": floor}
             if upper is not None:
                 band["$lt"] = upper
-            docs += await collection.find(
-                {**query, field: band}, {"months": 0, "caravans": 0}
-            ).to_list(None)
-            if len(docs) >= TOP or last:
-                return docs
+            docs += await read(band)
+            if last:
+                break
             upper, floor = floor, floor * (_STEP_FOUND if docs else _STEP_EMPTY)
+        hints.keep(hint_key, [v for v in (_value(d, field) for d in docs) if v > least])
+        return docs
 
+
+# What a top ten shows of each roll-up (an inclusion projection: see `_Stored.within`).
+_SHOWN = {
+    ORGS: {"org_id": 1, "totals": 1},
+    VOLUNTEERS: {"user_id": 1, "hours": 1},
+    SITES: {"site_id": 1, "beneficiaries": 1},
+    PROJECTS: {"project_id": 1, "activities": 1, "beneficiaries": 1},
+}
 
 # How a floor comes down: in long steps while no band held anything, then in short ones, which
 # read few documents past the tenth; below start / 1024 the last band takes the rest.
@@ -292,13 +335,19 @@ async def report(ctx, org_id, period: Period) -> Report:
             activities=_figure(doc["totals"], "activities"),
         )
 
-    county_docs = {d["org_id"]: d for d in await source.within(ORGS, org_id, kind="county")}
+    if "counties" in own:
+        by_county = own["counties"]
+    else:  # written before roll-ups held their counties, or no county has a fact yet
+        by_county = {
+            str(d["org_id"]): d["totals"] for d in await source.within(ORGS, org_id, kind="county")
+        }
+    by_county[str(org_id)] = totals
     counties = [
         _breakdown(
             str(n.id),
             n.name,
-            county_docs.get(n.id, {}).get("totals", {}),
-            int(county_docs.get(n.id, {}).get("totals", {}).get("volunteers", 0)),
+            by_county.get(str(n.id), {}),
+            int(by_county.get(str(n.id), {}).get("volunteers", 0)),
         )
         for n in sorted(subtree, key=lambda n: str(n.id))
         if n.kind == "county"

@@ -55,6 +55,11 @@ class Tally:
         self.caravans: dict[ObjectId, dict[ObjectId, Counter]] = defaultdict(
             lambda: defaultdict(Counter)
         )
+        # organisation above a county → that county → its figures: the report's county table
+        # is then one document, not one per county of the province
+        self.counties: dict[ObjectId, dict[ObjectId, Counter]] = defaultdict(
+            lambda: defaultdict(Counter)
+        )
 
     def lineage(self, org_id: ObjectId) -> tuple[ObjectId, ...]:
         node = self.nodes.get(org_id)
@@ -63,6 +68,18 @@ class Tally:
     def add(self, org_id: ObjectId, month: str, **figures: float) -> None:
         for org in self.lineage(org_id):
             self.orgs[org][month].update(figures)
+        county, above = self.county_of(org_id)
+        for org in above:
+            self.counties[org][county].update(figures)
+
+    def county_of(self, org_id: ObjectId) -> tuple[ObjectId | None, tuple[ObjectId, ...]]:
+        """The county at or above an organisation, and the organisations above that county."""
+        lineage = self.lineage(org_id)
+        for n, org in enumerate(lineage):
+            node = self.nodes.get(org)
+            if node is not None and node.kind == "county":
+                return org, lineage[n + 1 :]
+        return None, ()
 
     def count_activity(self, held: activities.HeldActivity, sign: int = 1) -> None:
         if held.caravan_visit:
@@ -167,6 +184,11 @@ async def documents(ctx, tally: Tally, year: int | None) -> dict[str, dict[str, 
                 "year": year,
                 "hours": value,
             }
+    for org_id, count in serving.items():
+        county, above = tally.county_of(org_id)
+        if county == org_id:
+            for org in above:
+                tally.counties[org][county]["volunteers"] += count
     org_docs = {}
     for org_id in set(tally.orgs) | set(serving):
         months = tally.orgs.get(org_id, {})
@@ -185,6 +207,10 @@ async def documents(ctx, tally: Tally, year: int | None) -> dict[str, dict[str, 
             "caravans": {
                 str(caravan): dict(figures)
                 for caravan, figures in tally.caravans.get(org_id, {}).items()
+            },
+            "counties": {
+                str(county): dict(figures)
+                for county, figures in tally.counties.get(org_id, {}).items()
             },
         }
     site_docs, project_docs = await _owned_docs(ctx, tally, year)
@@ -217,8 +243,13 @@ async def apply(ctx, tally: Tally, year: int) -> None:
     volunteer_moves: Counter = Counter()
     for (org_id, _), moved in zip(additions, moves, strict=True):
         volunteer_moves[org_id] += moved
+    for org_id, moved in volunteer_moves.items():
+        county, above = tally.county_of(org_id)
+        if moved and county == org_id:
+            for org in above:
+                tally.counties[org][county]["volunteers"] += moved
     org_ops = []
-    for org_id in set(tally.orgs) | set(volunteer_moves):
+    for org_id in set(tally.orgs) | set(volunteer_moves) | set(tally.counties):
         moved = volunteer_moves[org_id]
         increments: dict = {"totals.volunteers": moved} if moved else {}
         for month, figures in tally.orgs.get(org_id, {}).items():
@@ -228,6 +259,10 @@ async def apply(ctx, tally: Tally, year: int) -> None:
         for caravan, figures in tally.caravans.get(org_id, {}).items():
             for figure, value in figures.items():
                 increments[f"caravans.{caravan}.{figure}"] = value
+        for county, figures in tally.counties.get(org_id, {}).items():
+            for figure, value in figures.items():
+                if value:
+                    increments[f"counties.{county}.{figure}"] = value
         if not increments:
             continue
         node = tally.nodes.get(org_id)
