@@ -155,7 +155,8 @@ class PlanBase(StaffPage):
 
 
 def _timeline(plan, fleet, days, doc, site_of_request) -> list[dict]:
-    """Per caravan of the plan, a row per working day: off for maintenance, or its route's visits
+    """Per caravan of the plan, a row per working day: off for maintenance, idle (a run of days
+    without a route in one row, so a month of 30 caravans stays readable), or its route's visits
     placed on the duty window (`at`/`span` in minutes from its start, positioned by
     static/js/timeline.js, since the page's policy allows no inline style)."""
     start = sites.minutes(doc["duty_start"])
@@ -183,8 +184,12 @@ def _timeline(plan, fleet, days, doc, site_of_request) -> list[dict]:
                 }
                 for s in (route.stops if route else [])
             ]
+            if route is None and day not in off and lines and lines[-1].get("idle"):
+                lines[-1]["until"] = day
+                continue
             lines.append(
                 {"date": day, "off": day in off, "visits": visits,
+                 "idle": route is None and day not in off, "until": None,
                  "leave": minute(route.leave_at) if route else None,
                  "back": minute(route.return_at) if route else None}
             )  # fmt: skip

@@ -93,12 +93,17 @@ async def new_page(browser, base_url):
 
 @pytest.fixture
 def shot():
-    """Save a screenshot of the page under test-artifacts/console/ for a reviewer."""
+    """Save a screenshot of the page (or of one element of it) under test-artifacts/console/
+    for a reviewer."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
-    async def save(page, name: str) -> Path:
+    async def save(page, name: str, *, element=None) -> Path:
         path = ARTIFACTS / f"{name}.png"
-        await page.screenshot(path=str(path), full_page=True)
+        if element is not None:
+            await element.scroll_into_view_if_needed()
+            await element.screenshot(path=str(path))
+        else:
+            await page.screenshot(path=str(path), full_page=True)
         return path
 
     return save
