@@ -18,11 +18,13 @@ from server import processes
 from server.clock import Clock
 from server.crypto import Crypto, load_or_create_keys
 from server.db import EmbeddedDatabase, close_client, database, ensure_indexes, make_client
+from server.db.snapshots import Snapshot
 from server.domain.catalogue import Catalogue
 from server.domain.events import EventBus
 from server.domain.identity import SessionCache
 from server.domain.orgs import OrgTree
 from server.domain.planning import Solves
+from server.domain.projects import held_projects
 from server.domain.seats import Turns
 from server.domain.stats.report import LeaderHints
 from server.wechat.client import WeChatAdapter
@@ -98,6 +100,7 @@ class Context:
     seat_turns: Turns = field(default_factory=Turns)
     catalogue: Catalogue = field(default_factory=Catalogue)
     org_tree: OrgTree = field(default_factory=OrgTree)
+    projects: Snapshot = field(default_factory=held_projects)
     report_hints: LeaderHints = field(default_factory=LeaderHints)
     background: Background = field(default_factory=Background)
     _process_pool: ProcessPoolExecutor | None = field(default=None, repr=False)

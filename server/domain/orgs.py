@@ -14,15 +14,13 @@ organisation" can be that stale. Organisations never move or change once created
 
 from __future__ import annotations
 
-import asyncio
-import math
 from datetime import datetime
 from typing import Literal
 
 import msgspec
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError
 
+from server.db.snapshots import Snapshot
 from server.domain.errors import InvalidRequest, NotFound
 from server.domain.ids import fetch
 
@@ -148,29 +146,12 @@ class OrgTree:
     """Every organisation, held in this process (`ctx.org_tree`); see the module's docstring."""
 
     def __init__(self) -> None:
-        self._nodes: dict[ObjectId, OrgNode] = {}
-        self._version: int | None = None  # None: not loaded
-        self._checked_at = -math.inf
-        self._lock = asyncio.Lock()
+        self._held = Snapshot(VERSIONS, "orgs", _load_nodes, check_s=CHECK_S)
 
     async def all(self, ctx) -> dict[ObjectId, OrgNode]:
         """Every organisation, at most CHECK_S behind other processes' creations. The mapping
         is a snapshot, replaced and never changed in place: read it, don't modify it."""
-        tick = asyncio.get_running_loop().time()
-        if self._version is None or (
-            tick - self._checked_at >= CHECK_S and not self._lock.locked()
-        ):
-            async with self._lock:
-                if self._version is None or tick - self._checked_at >= CHECK_S:
-                    self._checked_at = tick
-                    version = await ctx.db[VERSIONS].find_one({"_id": "orgs"})
-                    v = version["v"] if version else 0
-                    if v != self._version:
-                        # The version first: a creation bumped after it reloads again.
-                        found = ctx.db["orgs"].find({}, _FIELDS, batch_size=10_000)
-                        self._nodes = {doc["_id"]: _node(doc) async for doc in found}
-                        self._version = v
-        return self._nodes
+        return await self._held.value(ctx)
 
     async def some(self, ctx, org_ids: list[ObjectId]) -> dict[ObjectId, OrgNode]:
         held = await self.all(ctx)
@@ -183,12 +164,15 @@ class OrgTree:
 
     async def created(self, ctx, doc: dict) -> None:
         """An organisation was created in this process: held at once, announced to the rest."""
-        if self._version is not None:
-            self._nodes = {**self._nodes, doc["_id"]: _node(doc)}
-        try:
-            await ctx.db[VERSIONS].update_one({"_id": "orgs"}, {"$inc": {"v": 1}}, upsert=True)
-        except DuplicateKeyError:  # two first bumps raced to create the document
-            await ctx.db[VERSIONS].update_one({"_id": "orgs"}, {"$inc": {"v": 1}}, upsert=True)
+        held = self._held.held
+        await self._held.changed(
+            ctx, {**held, doc["_id"]: _node(doc)} if held is not None else None
+        )
+
+
+async def _load_nodes(ctx) -> dict[ObjectId, OrgNode]:
+    found = ctx.db["orgs"].find({}, _FIELDS, batch_size=10_000)
+    return {doc["_id"]: _node(doc) async for doc in found}
 
 
 async def nodes(ctx, org_ids: list[ObjectId] | None = None) -> dict[ObjectId, OrgNode]:

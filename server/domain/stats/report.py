@@ -139,7 +139,10 @@ class _Stored:
         self.ctx, self.year = ctx, year
 
     async def get(self, name: str, key: str) -> dict | None:
-        return await self.ctx.db[name].find_one({"_id": key})
+        """An organisation's own roll-up without its caravans (the KPIs' part)."""
+        return await self.ctx.db[name].find_one(
+            {"_id": key}, {"totals": 1, "months": 1, "counties": 1}
+        )
 
     async def within(self, name: str, org_id: ObjectId, **match) -> list[dict]:
         """The subtree's documents, their `org_id` and `totals` only: the embedded server builds
