@@ -1,6 +1,7 @@
 """A generated caravan month in the mountain counties of 林州, 辉县, 卫辉 and 修武.
 
     python bench/caravan_month.py [--time-limit S] [--seed N] [--caravans N] [--schools N]
+                                  [--days N] [--case month600] [--compare S]
 
 106 schools scattered within ~25 km of the four county seats, 1–2 caravans based at each seat
 (4–8 in all, fixed by the seed), 22 working days, each school asking for one 90-minute show on
@@ -13,7 +14,18 @@ does, then home), on the same travel matrix. Prints one JSON line:
     {"bench": "caravan_month", "requests", "planned", "km", "caravans_used", "seconds",
      "caravans", "caravan_days_used", "greedy_planned", "greedy_km", "km_ratio", ...}
 
-``km_ratio`` is our km over the greedy km (lower is better; compare ``planned`` too).
+``km_ratio`` is our km over the greedy km (lower is better; compare ``planned`` too). Without
+``--time-limit`` the plan gets the service's default, scaled to the plan (visits × caravan-days,
+``server.vrp.scaled_time_limit_s``, capped at the API's maximum); the line states the limit used
+(``time_limit_s``) and the search's effort in ``iterations`` (independent of the machine's load,
+unlike ``seconds``).
+
+``--case month600`` is 600 requests for 30 caravans over 20 working days (a provincial month).
+``--compare S`` solves the same month again with S seconds and adds ``compare_time_limit_s``,
+``compare_km``, ``compare_planned``, ``compare_iterations`` and ``km_vs_compare_pct`` (our km
+over theirs, in per cent above; the default is good when it is within 2 % of 120 s):
+
+    python bench/caravan_month.py --case month600 --compare 120
 """
 
 from __future__ import annotations
@@ -26,17 +38,21 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from server.domain.planning.models import MAX_TIME_LIMIT_S  # noqa: E402
 from server.vrp import (  # noqa: E402
     CaravanDay,
     Depot,
     PlanProblem,
+    PlanResult,
     Request,
+    scaled_time_limit_s,
     solve_plan,
     travel_matrices,
 )
@@ -63,7 +79,16 @@ def county_seats() -> list[tuple[str, float, float]]:
     return [(n, float(rows[n]["longitude"]), float(rows[n]["latitude"])) for n in COUNTY_SEATS]
 
 
-def make_month(seed: int, schools: int, caravans: int | None, time_limit_s: float) -> PlanProblem:
+CASES = {"month600": {"schools": 600, "caravans": 30, "days": 20}}
+
+
+def make_month(
+    seed: int,
+    schools: int,
+    caravans: int | None,
+    time_limit_s: float | None,
+    days: int = WORKING_DAYS,
+) -> PlanProblem:
     rng = np.random.default_rng(seed)
     seats = county_seats()
     depots = tuple(Depot(depot_id=name, lng=lng, lat=lat) for name, lng, lat in seats)
@@ -81,7 +106,7 @@ def make_month(seed: int, schools: int, caravans: int | None, time_limit_s: floa
         )
         for (name, _, _), count in zip(seats, per_seat, strict=True)
         for k in range(count)
-        for day in range(WORKING_DAYS)
+        for day in range(days)
     )
     requests = []
     for i in range(schools):
@@ -89,7 +114,7 @@ def make_month(seed: int, schools: int, caravans: int | None, time_limit_s: floa
         radius = 25.0 * math.sqrt(rng.uniform(0.02, 1.0))
         angle = rng.uniform(0, 2 * math.pi)
         span = int(rng.integers(5, 11))
-        first = int(rng.integers(0, WORKING_DAYS - span + 1))
+        first = int(rng.integers(0, days - span + 1))
         requests.append(
             Request(
                 request_id=f"req-{i:03d}",
@@ -101,11 +126,13 @@ def make_month(seed: int, schools: int, caravans: int | None, time_limit_s: floa
                 open_hours=(SCHOOL_HOURS,),
             )
         )
+    if time_limit_s is None:
+        time_limit_s = scaled_time_limit_s(len(requests), len(vehicles), MAX_TIME_LIMIT_S)
     return PlanProblem(
         depots=depots,
         caravan_days=vehicles,
         requests=tuple(requests),
-        time_limit_s=time_limit_s,
+        time_limit_s=float(time_limit_s),
         seed=seed,
     )
 
@@ -170,30 +197,43 @@ def greedy(problem: PlanProblem) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--time-limit", type=float, default=30.0)
-    parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--schools", type=int, default=106)
-    parser.add_argument("--caravans", type=int, default=None, help="default: 1-2 per seat")
-    args = parser.parse_args(argv)
-
-    problem = make_month(args.seed, args.schools, args.caravans, args.time_limit)
+def timed_solve(problem: PlanProblem) -> tuple[PlanResult, float]:
     started = time.perf_counter()
     result = solve_plan(problem)
-    seconds = time.perf_counter() - started
+    return result, time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--time-limit", type=float, default=None, help="default: scaled")
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--case", choices=sorted(CASES), default=None)
+    parser.add_argument("--schools", type=int, default=106)
+    parser.add_argument("--caravans", type=int, default=None, help="default: 1-2 per seat")
+    parser.add_argument("--days", type=int, default=WORKING_DAYS, help="working days")
+    parser.add_argument("--compare", type=float, default=None, help="also solve with S seconds")
+    args = parser.parse_args(argv)
+    if args.case is not None:
+        for key, value in CASES[args.case].items():
+            setattr(args, key, value)
+
+    problem = make_month(args.seed, args.schools, args.caravans, args.time_limit, args.days)
+    result, seconds = timed_solve(problem)
     base = greedy(problem)
 
     planned = sum(len(rt.stops) for rt in result.routes)
     km = result.distance_m / 1000
     line = {
         "bench": "caravan_month",
+        "case": args.case,
         "requests": len(problem.requests),
         "planned": planned,
         "km": round(km, 1),
         "caravans_used": len({rt.caravan_id for rt in result.routes}),
         "seconds": round(seconds, 2),
+        "iterations": result.iterations,
         "caravans": len({v.caravan_id for v in problem.caravan_days}),
+        "caravan_days": len(problem.caravan_days),
         "caravan_days_used": len(result.routes),
         "feasible": result.feasible,
         "unassigned": len(result.unassigned),
@@ -201,8 +241,22 @@ def main(argv: list[str] | None = None) -> int:
         "greedy_km": round(base["km"], 1),
         "greedy_caravan_days_used": base["caravan_days_used"],
         "km_ratio": round(km / base["km"], 3) if base["km"] else None,
-        "time_limit_s": args.time_limit,
+        "time_limit_s": problem.time_limit_s,
+        "time_limit_scaled": args.time_limit is None,
     }
+    if args.compare is not None:
+        other, other_seconds = timed_solve(
+            msgspec.structs.replace(problem, time_limit_s=args.compare)
+        )
+        other_km = other.distance_m / 1000
+        line |= {
+            "compare_time_limit_s": args.compare,
+            "compare_km": round(other_km, 1),
+            "compare_planned": sum(len(rt.stops) for rt in other.routes),
+            "compare_seconds": round(other_seconds, 2),
+            "compare_iterations": other.iterations,
+            "km_vs_compare_pct": round(100.0 * (km - other_km) / other_km, 2) if other_km else None,
+        }
     print(json.dumps(line, ensure_ascii=False), flush=True)
     return 0
 

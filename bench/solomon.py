@@ -1,17 +1,35 @@
 """Solomon VRPTW benchmark for the caravan planner's solver path.
 
-    python bench/solomon.py [PATH ...] [--time-limit S] [--seed N]
+    python bench/solomon.py [PATH ...] [--time-limit S] [--iterations N] [--seed N]
+                            [--long-routes] [--update-reference]
 
 PATH: instance files or folders of them (default: ../shared/data/solomon/*.txt when that folder
 exists, else bench/data/solomon/*.txt). Prints one JSON line per instance, in the hierarchical
 convention (fewest vehicles, then unrounded Euclidean distance):
 
     {"bench": "solomon", "instance", "vehicles", "distance", "bks_vehicles", "bks_distance",
-     "gap_pct", "seconds", "feasible"}
+     "gap_pct", "seconds", "iterations", "fleet_iterations", "fleet_seconds", "feasible"}
+
+``iterations`` is the search's effort in all phases (it does not depend on the machine's load
+as seconds do), ``fleet_iterations`` and ``fleet_seconds`` what went to removing routes. With
+``--iterations N`` a solve ends after N iterations or the time limit, whichever comes first,
+and its phases share out both the same way: on a shared machine, a run with an iteration budget
+measures the search itself (on an idle core, 10 s are about 5,000 iterations of type 1 and
+3,000 of the long-route variants).
 
 The bks_* fields and gap_pct (distance against the BKS distance) come from a bks.csv beside the
-instance file (its hier_* columns) and are null without one. A last line summarises:
-{"bench": "solomon_summary", "instances", "mean_gap_pct", "vehicles_match_pct"}.
+instance file (its hier_* columns) and are null without one.
+
+``--long-routes`` runs, instead of each type 1 instance, its long-route variant (``C101L``…:
+the same customers, the type 2 horizon and capacity of its series, every time window stretched
+as the horizon; see ``server.vrp.solomon.long_route_instance``). These have no published BKS:
+their reference is the best plan this planner has found (bench/data/solomon/long_routes.csv,
+fewest vehicles then distance), and ``--update-reference`` writes a better one found by the run
+into that table.
+
+A last line summarises: {"bench": "solomon_summary", "instances", "mean_gap_pct",
+"worst_gap_pct", "worst_instance", "vehicles_match_pct", "time_limit_s", "iteration_limit",
+"mean_iterations"}.
 """
 
 from __future__ import annotations
@@ -28,10 +46,12 @@ if str(ROOT) not in sys.path:
 
 import vrplib  # noqa: E402
 
-from server.vrp.solomon import solve_vrptw_instance  # noqa: E402
+from server.vrp.solomon import long_route_instance, solve_vrptw_instance  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "solomon"
 BUNDLED = ROOT / "bench" / "data" / "solomon"
+LONG_ROUTES = BUNDLED / "long_routes.csv"
+Reference = dict[str, tuple[int, float]]
 
 
 def instance_paths(args: list[str]) -> list[Path]:
@@ -45,34 +65,56 @@ def instance_paths(args: list[str]) -> list[Path]:
     return paths
 
 
-def read_bks(folder: Path, cache: dict[Path, dict[str, tuple[int, float]]]):
-    if folder not in cache:
-        table: dict[str, tuple[int, float]] = {}
-        bks = folder / "bks.csv"
-        if bks.is_file():
-            with bks.open(newline="") as fh:
-                for row in csv.DictReader(fh):
-                    table[row["instance"].upper()] = (
-                        int(row["hier_vehicles"]),
-                        float(row["hier_distance"]),
-                    )
-        cache[folder] = table
-    return cache[folder]
+def read_table(path: Path) -> Reference:
+    table: Reference = {}
+    if path.is_file():
+        with path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                table[row["instance"].upper()] = (
+                    int(row["hier_vehicles"]),
+                    float(row["hier_distance"]),
+                )
+    return table
+
+
+def write_long_routes(table: Reference) -> None:
+    with LONG_ROUTES.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["instance", "hier_vehicles", "hier_distance"])
+        for name in sorted(table):
+            vehicles, distance = table[name]
+            out.writerow([name, vehicles, f"{distance:.2f}"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", help="instance files or folders")
     parser.add_argument("--time-limit", type=float, default=10.0, help="seconds per instance")
+    parser.add_argument("--iterations", type=int, default=None, help="iterations per instance")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--long-routes", action="store_true", help="long-route variants")
+    parser.add_argument(
+        "--update-reference", action="store_true", help="keep better long-route plans"
+    )
     args = parser.parse_args(argv)
 
-    bks_cache: dict[Path, dict[str, tuple[int, float]]] = {}
-    gaps: list[float] = []
+    bks_cache: dict[Path, Reference] = {}
+    long_routes = read_table(LONG_ROUTES)
+    improved = False
+    gaps: list[tuple[float, str]] = []
     matches: list[bool] = []
-    count = 0
+    iterations: list[int] = []
     for path in instance_paths(args.paths):
         inst = vrplib.read_instance(str(path), instance_format="solomon")
+        name = path.stem.upper()
+        if args.long_routes:
+            inst = long_route_instance(inst, name)
+            name = inst["name"]
+            bks = long_routes.get(name)
+        else:
+            if path.parent not in bks_cache:
+                bks_cache[path.parent] = read_table(path.parent / "bks.csv")
+            bks = bks_cache[path.parent].get(name)
         res = solve_vrptw_instance(
             inst["node_coord"],
             inst["demand"],
@@ -81,16 +123,20 @@ def main(argv: list[str] | None = None) -> int:
             inst["time_window"],
             inst["service_time"],
             time_limit_s=args.time_limit,
+            iteration_limit=args.iterations,
             seed=args.seed,
         )
-        name = path.stem.upper()
-        bks = read_bks(path.parent, bks_cache).get(name)
         gap = None
         if bks is not None:
             gap = round(100.0 * (res.distance - bks[1]) / bks[1], 3) + 0.0  # no -0.0
-            gaps.append(gap)
+            gaps.append((gap, name))
             matches.append(res.vehicles == bks[0])
-        count += 1
+        found = (res.vehicles, round(res.distance, 2))
+        better = bks is None or found < bks
+        if args.long_routes and args.update_reference and res.feasible and better:
+            long_routes[name] = found
+            improved = True
+        iterations.append(res.iterations)
         line = {
             "bench": "solomon",
             "instance": name,
@@ -100,15 +146,26 @@ def main(argv: list[str] | None = None) -> int:
             "bks_distance": bks[1] if bks else None,
             "gap_pct": gap,
             "seconds": round(res.seconds, 2),
+            "iterations": res.iterations,
+            "fleet_iterations": res.fleet_iterations,
+            "fleet_seconds": round(res.fleet_seconds, 2),
             "feasible": res.feasible,
         }
         print(json.dumps(line), flush=True)
+    if improved:
+        write_long_routes(long_routes)
 
+    worst = max(gaps, default=None)
     summary = {
         "bench": "solomon_summary",
-        "instances": count,
-        "mean_gap_pct": round(sum(gaps) / len(gaps), 3) if gaps else None,
+        "instances": len(iterations),
+        "mean_gap_pct": round(sum(g for g, _ in gaps) / len(gaps), 3) if gaps else None,
+        "worst_gap_pct": worst[0] if worst else None,
+        "worst_instance": worst[1] if worst else None,
         "vehicles_match_pct": round(100.0 * sum(matches) / len(matches), 1) if matches else None,
+        "time_limit_s": args.time_limit,
+        "iteration_limit": args.iterations,
+        "mean_iterations": round(sum(iterations) / len(iterations)) if iterations else None,
     }
     print(json.dumps(summary), flush=True)
     return 0

@@ -9,7 +9,8 @@ Modules
 * :mod:`~server.vrp.model`: the problem and result types (msgspec Structs: :class:`Depot`,
   :class:`CaravanDay`, :class:`Request`, :class:`Pin`, :class:`PlanProblem`, :class:`Stop`,
   :class:`CaravanRoute`, :class:`Unassigned`, :class:`PlanResult`), the day and reason
-  constants, :class:`ProgressToQueue` and :func:`travel_matrices`.
+  constants, :class:`ProgressToQueue`, :class:`StopWhenSet`, the scaled default time limit
+  (:func:`scaled_time_limit_s`) and :func:`travel_matrices`.
 * :mod:`~server.vrp.assembly`: building PyVRP ``ProblemData`` from client and vehicle-type
   specs (pin locations, routing profiles, forbidden edges) and the day-aware neighbourhood.
 * :mod:`~server.vrp.search`: PyVRP's iterated local search with our neighbourhood, the
@@ -30,6 +31,7 @@ from server.vrp.caravan import solve_plan
 from server.vrp.model import (
     DAY_S,
     DAY_STRIDE_S,
+    MIN_TIME_LIMIT_S,
     PIN_PRIZE_FACTOR,
     REASON_CAPACITY,
     REASON_EXCLUDED,
@@ -45,13 +47,16 @@ from server.vrp.model import (
     ProgressToQueue,
     Request,
     Stop,
+    StopWhenSet,
     Unassigned,
+    scaled_time_limit_s,
     travel_matrices,
 )
 
 __all__ = [
     "DAY_S",
     "DAY_STRIDE_S",
+    "MIN_TIME_LIMIT_S",
     "PIN_PRIZE_FACTOR",
     "REASON_CAPACITY",
     "REASON_EXCLUDED",
@@ -67,7 +72,9 @@ __all__ = [
     "ProgressToQueue",
     "Request",
     "Stop",
+    "StopWhenSet",
     "Unassigned",
+    "scaled_time_limit_s",
     "solve_plan",
     "travel_matrices",
 ]

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Final
 
 import numpy as np
@@ -331,7 +332,12 @@ class _PlanModel:
         )
 
     def read(
-        self, sol: Solution | None, started: float, iterations: int, repaired: list[int]
+        self,
+        sol: Solution | None,
+        started: float,
+        iterations: int,
+        repaired: list[int],
+        interrupted: bool = False,
     ) -> PlanResult:
         visited: set[int] = set()
         routes_by_type: dict[int, list[pyvrp.Route]] = defaultdict(list)
@@ -394,12 +400,22 @@ class _PlanModel:
             runtime_s=time.perf_counter() - started,
             iterations=iterations,
             repaired_visits=len(repaired),
+            interrupted=interrupted,
         )
 
 
-def solve_plan(problem: PlanProblem, on_progress: ProgressCallback | None = None) -> PlanResult:
+def solve_plan(
+    problem: PlanProblem,
+    on_progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> PlanResult:
     """Plans the caravan tours of ``problem`` within ``problem.time_limit_s`` (wall clock); it
-    returns earlier when the search has stalled (``_PATIENCE`` iterations without progress).
+    returns earlier when the search has stalled (``_PATIENCE`` iterations without progress),
+    or when ``should_stop`` (asked about twice a second) returns true.
+
+    There is no fleet minimisation: the caravan-days on duty are the fleet and an unused one
+    costs nothing (a ``caravan_day_cost_m`` is weighed by the search itself), so the whole
+    budget goes to placing visits and shortening routes.
 
     A top-level function with picklable arguments, for ``ProcessPoolExecutor.submit``; to
     watch a plan from another process pass :class:`ProgressToQueue`. ``on_progress`` is called
@@ -412,7 +428,13 @@ def solve_plan(problem: PlanProblem, on_progress: ProgressCallback | None = None
     reserve = min(0.05 * problem.time_limit_s, 0.5)
     stop_at = started + problem.time_limit_s - reserve
     budget = Budget(
-        started, problem.time_limit_s, stop_at, on_progress, model.cost_offset, _PATIENCE
+        started,
+        problem.time_limit_s,
+        stop_at,
+        on_progress,
+        model.cost_offset,
+        _PATIENCE,
+        should_stop,
     )
     budget.report(None)
     sol: Solution | None = None
@@ -427,7 +449,7 @@ def solve_plan(problem: PlanProblem, on_progress: ProgressCallback | None = None
         )
         if not sol.is_feasible():
             sol, repaired = repair(data, sol)
-    result = model.read(sol, started, iterations, repaired)
+    result = model.read(sol, started, iterations, repaired, budget.interrupted)
     if budget.on_progress is not None:
         budget.on_progress(1.0, result.cost)
     return result

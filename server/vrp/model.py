@@ -6,6 +6,7 @@ process boundaries and serialise. Times are seconds of day; distances are metres
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -150,8 +151,14 @@ class PlanResult(msgspec.Struct, frozen=True, kw_only=True):
     feasible: bool
     runtime_s: float
     iterations: int = 0
+    """The search's effort: unlike ``runtime_s``, independent of the machine's load."""
+    fleet_iterations: int = 0
+    """Iterations spent removing caravan-days. Always 0: the fleet is the caravans on duty and
+    an unused caravan-day costs nothing, so the whole budget goes to distance."""
     repaired_visits: int = 0
     """Visits dropped after the search because the best solution was not feasible (normally 0)."""
+    interrupted: bool = False
+    """The search was told to stop before its time limit (see :class:`StopWhenSet`)."""
 
 
 class ProgressToQueue:
@@ -166,6 +173,41 @@ class ProgressToQueue:
 
     def __call__(self, fraction: float, best_cost: int | None) -> None:
         self.queue.put_nowait((fraction, best_cost))
+
+
+class StopWhenSet:
+    """Picklable ``should_stop`` for :func:`~server.vrp.solve_plan`: true once ``event`` (a
+    ``multiprocessing.Manager().Event()`` or any object with ``is_set``) is set. A search run
+    beside another one to use an idle core stops with it when that core is wanted elsewhere."""
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+
+    def __call__(self) -> bool:
+        try:
+            return bool(self.event.is_set())
+        except Exception:  # the manager is gone: the plan it belonged to has ended
+            return True
+
+
+# --------------------------------------------------------------------------------------------
+# Time limit
+# --------------------------------------------------------------------------------------------
+
+MIN_TIME_LIMIT_S: Final = 10
+SECONDS_PER_VISIT_DAY: Final = 2.5e-4
+"""Seconds of search per (visit × caravan-day) in the scaled default: 100 s for the 600 visits
+and 600 caravan-days of ``bench/caravan_month.py --case month600``, whose search (one seed, a
+core of its own) is about 1.3 % above its 120 s plan there and still gains about 1.7 % per
+further 30 s. Plans converge by iterations, so a loaded machine costs quality all the same."""
+
+
+def scaled_time_limit_s(visits: int, caravan_days: int, cap_s: int) -> int:
+    """The default time limit of a plan: grows with visits × caravan-days (the visits' copies
+    the search places, times the routes it can place them in), from ``MIN_TIME_LIMIT_S`` up to
+    ``cap_s``. Small plans rarely use it: the search stops when it has stalled."""
+    scaled = MIN_TIME_LIMIT_S + SECONDS_PER_VISIT_DAY * max(visits, 0) * max(caravan_days, 0)
+    return int(min(max(math.ceil(scaled), MIN_TIME_LIMIT_S), cap_s))
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,7 +33,9 @@ class Budget:
     """Stopping criterion on wall-clock time that also reports progress.
 
     With ``patience`` it also stops once that many iterations in a row found no better
-    feasible solution: small plans then return long before their time limit.
+    feasible solution: small plans then return long before their time limit. With
+    ``should_stop`` it also stops once that returns true; it is asked as often as progress is
+    reported (it may be a call to another process).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class Budget:
         on_progress: ProgressCallback | None,
         cost_offset: int = 0,
         patience: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.cost_offset = cost_offset
         self.started = started
@@ -54,6 +57,8 @@ class Budget:
         self.patience = patience
         self.best = INT_MAX
         self.stale = 0
+        self.should_stop = should_stop
+        self.interrupted = False
 
     def report(self, best_cost: int | None, now: float | None = None) -> None:
         if self.on_progress is None:
@@ -70,12 +75,14 @@ class Budget:
         if now >= self.next_report:
             self.next_report = now + _PROGRESS_INTERVAL_S
             self.report(best_cost - self.cost_offset if best_cost < INT_MAX else None, now)
+            if self.should_stop is not None and self.should_stop():
+                self.interrupted = True
         if best_cost < self.best:
             self.best, self.stale = best_cost, 0
         else:
             self.stale += 1
         stale = self.patience is not None and self.best < INT_MAX and self.stale > self.patience
-        return stale or now >= self.stop_at
+        return stale or self.interrupted or now >= self.stop_at
 
 
 def search(

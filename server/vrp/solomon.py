@@ -1,7 +1,9 @@
 """Solomon VRPTW (benchmark path).
 
 :func:`solve_vrptw_instance` runs Solomon-style VRPTW instances (one depot, identical vehicles,
-Euclidean distances) through the same model assembly and search, for the benchmark.
+Euclidean distances) through the same model assembly and search, for the benchmark;
+:func:`long_route_instance` makes a long-route instance (Solomon's type 2 construction) from a
+type 1 one.
 
 Used only by ``bench/solomon.py`` and the tests (which import it from here); the service never
 imports it.
@@ -13,7 +15,8 @@ import itertools
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Final
 
 import msgspec
 import numpy as np
@@ -25,6 +28,15 @@ from server.vrp.assembly import ClientSpec, VehicleTypeSpec, assemble
 from server.vrp.model import ProgressCallback
 from server.vrp.search import INT_MAX, Budget, search
 
+FLEET_PATIENCE: Final = 350
+"""Iterations per route left after which an attempt to remove a route gives up, at most
+``FLEET_PATIENCE_CAP``: about 3,000 for nine or ten routes (the hardest removals of Solomon's
+type 1 take about as many), fewer for a few long routes, where one route less is a bigger step
+and a removal that works is found at once."""
+FLEET_PATIENCE_CAP: Final = 3_500
+FLEET_SHARE: Final = 0.7
+"""At most this share of the time limit goes to removing routes."""
+
 
 class VrptwResult(msgspec.Struct, frozen=True, kw_only=True):
     routes: tuple[tuple[int, ...], ...]
@@ -35,6 +47,35 @@ class VrptwResult(msgspec.Struct, frozen=True, kw_only=True):
     feasible: bool
     """Checked again in double precision: time windows, duty horizon, capacity, all visited."""
     seconds: float
+    iterations: int = 0
+    """Iterations of the search in all phases (the effort, independent of the machine's load)."""
+    fleet_iterations: int = 0
+    """Of those, the iterations spent removing routes."""
+    fleet_seconds: float = 0.0
+
+
+# Solomon's type 2 against type 1, per series: the depot's horizon and the vehicle capacity.
+_LONG_ROUTE_SERIES = {"C": (3390, 700), "R": (1000, 1000), "RC": (960, 1000)}
+
+
+def long_route_instance(instance: dict, name: str) -> dict:
+    """A long-route instance made from a Solomon type 1 ``instance`` (as ``vrplib`` reads it),
+    the way Solomon's type 2 is built: the same customers, the depot's horizon widened to the
+    type 2 horizon of its series (C 3390, R 1000, RC 960) and the capacity raised to the type 2
+    capacity (C 700, R and RC 1000). Every time window is stretched by the same factor as the
+    horizon, so windows keep their place in the day and grow wider; service times and distances
+    stay, so routes get long. A stretched window stays reachable and returnable, since the type
+    1 window was."""
+    series = name.upper().rstrip("0123456789")
+    horizon, capacity = _LONG_ROUTE_SERIES[series]
+    tw = np.asarray(instance["time_window"], dtype=np.float64)
+    factor = horizon / float(tw[0, 1])
+    return {
+        **instance,
+        "name": f"{name.upper()}L",
+        "capacity": capacity,
+        "time_window": tw * factor,
+    }
 
 
 def _exact_check(
@@ -64,37 +105,83 @@ def _exact_check(
     return True
 
 
+class _Effort:
+    """What a solve has spent, as a share of its limit: of its time or, with an
+    ``iteration_limit``, of its iterations, whichever is further. With an iteration limit the
+    benchmark measures the same search on a loaded machine as on an idle one."""
+
+    def __init__(self, started: float, time_limit_s: float, iteration_limit: int | None) -> None:
+        self.started, self.time_limit_s = started, max(time_limit_s, 1e-9)
+        self.iteration_limit, self.iterations = iteration_limit, 0
+
+    def share(self) -> float:
+        spent = (time.perf_counter() - self.started) / self.time_limit_s
+        if self.iteration_limit:
+            spent = max(spent, self.iterations / self.iteration_limit)
+        return spent
+
+    def until(self, share: float) -> Callable[[int], bool]:
+        """A stopping criterion, counting iterations, that stops at ``share`` of the limit."""
+
+        def stop(cost: int) -> bool:
+            self.iterations += 1
+            return self.share() >= share
+
+        return stop
+
+
+class _Counted:
+    """A stopping criterion that also stops after ``limit`` iterations (None: no limit)."""
+
+    def __init__(self, stop: Callable[[int], bool], limit: int | None = None) -> None:
+        self.stop, self.limit, self.iterations = stop, limit, 0
+
+    def __call__(self, cost: int) -> bool:
+        self.iterations += 1
+        return self.stop(cost) or (self.limit is not None and self.iterations > self.limit)
+
+
 def _eliminate_routes(
     data: ProblemData,
     neighbours: dict[Activity, list[Activity]],
     best: Solution,
-    deadline: float,
+    spent_up: Callable[[int], bool],
     seed: int,
-    demand: np.ndarray,
-    capacity: int,
-) -> tuple[ProblemData, Solution]:
-    """Tries to remove routes one at a time until ``deadline``; returns the smallest fleet.
+    lower: int,
+    patience: int,
+) -> tuple[ProblemData, Solution, int]:
+    """Removes routes one at a time until removal stalls; returns the smallest fleet found and
+    the iterations spent.
 
     Each attempt caps the fleet one below the best feasible plan and searches from a fresh
     random start until feasible, as PyVRP's ``minimise_fleet`` does, but keeps the plan found
     for the final distance search. (Warm starts from the plan minus its smallest route, with
-    cheapest insertion of the orphans, found fewer reductions in the same time.)
+    cheapest insertion of the orphans, found fewer reductions in the same time.) An attempt
+    stalls when it has found no feasible plan after ``patience`` iterations per route it is
+    allowed (at most ``FLEET_PATIENCE_CAP``); ``spent_up`` (a stopping criterion) caps the phase.
+    (Allowing more after a hard removal, on the grounds that the next one is harder still, only
+    spent the phase's cap on removals that never came.)
     """
     vtype = data.vehicle_type(0)
-    lower = math.ceil(int(demand.sum()) / max(capacity, 1))
-    attempt = 0
-    while best.num_routes() > lower and time.perf_counter() < deadline:
+    attempt = spent = 0
+    done = False
+    while best.num_routes() > lower and not done:
         attempt += 1
         fewer = data.replace(vehicle_types=[vtype.replace(num_available=best.num_routes() - 1)])
 
-        def stop(cost: int) -> bool:
-            return cost < INT_MAX or time.perf_counter() >= deadline
+        def until_feasible(cost: int) -> bool:
+            nonlocal done
+            done = spent_up(cost)
+            return cost < INT_MAX or done
 
-        found, _ = search(fewer, neighbours, stop, seed + attempt, None)
+        allowed = best.num_routes() - 1
+        stop = _Counted(until_feasible, min(patience * allowed, FLEET_PATIENCE_CAP))
+        found, iterations = search(fewer, neighbours, stop, seed + attempt, None)
+        spent += iterations
         if not found.is_feasible():
             break
         data, best = fewer, found
-    return data, best
+    return data, best, spent
 
 
 def solve_vrptw_instance(
@@ -110,7 +197,9 @@ def solve_vrptw_instance(
     scale: int = 10_000,
     vehicle_cost: int | None = None,
     first_share: float = 0.05,
-    fleet_share: float = 0.7,
+    fleet_share: float = FLEET_SHARE,
+    fleet_patience: int = FLEET_PATIENCE,
+    iteration_limit: int | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> VrptwResult:
     """Solves a Solomon-style VRPTW (row 0 the depot) in the hierarchical convention.
@@ -120,9 +209,11 @@ def solve_vrptw_instance(
     Euclidean distances are multiplied by ``scale`` and rounded to integers, durations and
     service times rounded up and time windows rounded inwards, so a plan feasible for the solver
     is feasible in exact arithmetic. The time goes to a first plan (``first_share``), then to
-    route elimination (``fleet_share``, see :func:`_eliminate_routes`), then to shortening the
-    routes of the smallest fleet found. The reported distance is recomputed in double precision
-    and the plan checked again (``feasible``).
+    route elimination until it stalls (``fleet_patience`` iterations per route without a
+    removal, see :func:`_eliminate_routes`; at most ``fleet_share`` of the time), then to
+    shortening the routes of the smallest fleet found. With ``iteration_limit`` the shares are
+    of the time limit or of the iterations, whichever runs out first. The reported distance is
+    recomputed in double precision and the plan checked again (``feasible``).
     """
     started = time.perf_counter()
     coords = np.asarray(coords, dtype=np.float64)
@@ -164,22 +255,36 @@ def solve_vrptw_instance(
     neighbours = compute_neighbours(data, NeighbourhoodParams())
     deadline = started + time_limit_s
     budget = Budget(started, time_limit_s, deadline, on_progress)
-    span = deadline - time.perf_counter()
+    effort = _Effort(started, time_limit_s, iteration_limit)
+    lower = math.ceil(int(demand.sum()) / max(capacity, 1))
 
     with warnings.catch_warnings():
         # Route elimination drives penalties to their bound on purpose.
         warnings.simplefilter("ignore", PenaltyBoundWarning)
         # 1. A first plan, the fixed vehicle cost already pushing towards few routes.
-        first_stop = Budget(started, time_limit_s, time.perf_counter() + first_share * span, None)
-        best, _ = search(data, neighbours, first_stop, seed)
-        # 2. Route elimination.
+        first_end = effort.share() + first_share
+        best, iterations = search(data, neighbours, effort.until(first_end), seed)
+        # 2. Route elimination, until it stalls.
+        fleet_started = time.perf_counter()
+        fleet_iterations = 0
         if best.is_feasible():
-            fleet_deadline = time.perf_counter() + fleet_share * span
-            data, best = _eliminate_routes(
-                data, neighbours, best, fleet_deadline, seed, demand, capacity
+            data, best, fleet_iterations = _eliminate_routes(
+                data,
+                neighbours,
+                best,
+                effort.until(effort.share() + fleet_share),
+                seed,
+                lower,
+                fleet_patience,
             )
-        # 3. Shorten the routes of the smallest fleet found.
-        best, _ = search(data, neighbours, budget, seed, best if best.is_feasible() else None)
+        fleet_seconds = time.perf_counter() - fleet_started
+        # 3. Shorten the routes of the smallest fleet found, with all the time left.
+        spent_up = effort.until(1.0)
+
+        def final(cost: int) -> bool:
+            return budget(cost) | spent_up(cost)  # both: the budget reports progress
+
+        best, last = search(data, neighbours, final, seed, best if best.is_feasible() else None)
     routes = tuple(
         tuple(asm.clients[a.idx].request for a in r.schedule() if a.is_client())
         for r in best.routes()
@@ -196,4 +301,7 @@ def solve_vrptw_instance(
         distance=distance,
         feasible=feasible,
         seconds=time.perf_counter() - started,
+        iterations=iterations + fleet_iterations + last,
+        fleet_iterations=fleet_iterations,
+        fleet_seconds=fleet_seconds,
     )

@@ -14,9 +14,9 @@ SOLVER_NICENESS = 19
 request never waits for a plan."""
 
 
-def solve_in_worker(problem: PlanProblem, on_progress) -> PlanResult:
+def solve_in_worker(problem: PlanProblem, on_progress, should_stop=None) -> PlanResult:
     with contextlib.suppress(OSError):
         current = os.nice(0)
         if current < SOLVER_NICENESS:
             os.nice(SOLVER_NICENESS - current)
-    return solve_plan(problem, on_progress)
+    return solve_plan(problem, on_progress, should_stop)

@@ -11,10 +11,15 @@ import msgspec
 HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 Weekday = Annotated[int, msgspec.Meta(ge=1, le=7)]
 
+MAX_TIME_LIMIT_S = 300
+"""The longest search a dispatcher may ask for, and the cap of the scaled default."""
+
 
 class NewPlan(msgspec.Struct, forbid_unknown_fields=True):
     """`start_date` and `end_date` are required, except for a campaign's plan: they then
-    default to the campaign's period and must lie within it."""
+    default to the campaign's period and must lie within it. Without `time_limit_s` the search
+    gets a time limit that grows with the plan (its visits times its caravan-days, at most
+    300 s); the plan states the limit it used."""
 
     org_id: str
     start_date: date | None = None
@@ -22,7 +27,7 @@ class NewPlan(msgspec.Struct, forbid_unknown_fields=True):
     campaign_id: str | None = None
     caravan_ids: Annotated[list[str], msgspec.Meta(min_length=1, max_length=200)] | None = None
     request_ids: Annotated[list[str], msgspec.Meta(max_length=5000)] | None = None
-    time_limit_s: Annotated[int, msgspec.Meta(ge=1, le=300)] = 30
+    time_limit_s: Annotated[int, msgspec.Meta(ge=1, le=MAX_TIME_LIMIT_S)] | None = None
     weekdays: Annotated[list[Weekday], msgspec.Meta(min_length=1, max_length=7)] = msgspec.field(
         default_factory=lambda: [1, 2, 3, 4, 5]
     )
@@ -89,7 +94,23 @@ class PublishedVisit(msgspec.Struct):
     activity_id: str
 
 
+class PlanTotals(msgspec.Struct):
+    """What one run of a plan planned: its number (`runs` counts them), the km driven, the
+    visits planned and the requests left unassigned."""
+
+    run: int
+    distance_km: float
+    visits: int
+    unassigned: int
+
+
 class PlanOut(msgspec.Struct):
+    """A plan and its latest result. `time_limit_s` is the search's time limit: the one asked
+    for (`requested_time_limit_s`), or else the default scaled to the plan, computed again when
+    a solve starts. `iterations` is the effort of the latest search (summed over the searches
+    run side by side, `searches`). `totals` sums up the latest result, `previous` the result
+    it replaced (the run before, for comparison; None until a plan is solved twice)."""
+
     id: str
     org_id: str
     campaign_id: str | None
@@ -99,6 +120,9 @@ class PlanOut(msgspec.Struct):
     start_date: str
     end_date: str
     time_limit_s: int
+    requested_time_limit_s: int | None
+    iterations: int
+    searches: int
     caravan_ids: list[str]
     request_ids: list[str]
     routes: list[RouteOut]
@@ -107,6 +131,8 @@ class PlanOut(msgspec.Struct):
     pins: list[PinOut]
     excluded: list[str]
     runs: int
+    totals: PlanTotals | None
+    previous: PlanTotals | None
     error: str | None
     created_at: datetime
     started_at: datetime | None

@@ -7,17 +7,20 @@ from datetime import date, timedelta
 
 from bson import ObjectId
 
+from server import vrp
 from server.domain import access, campaigns, caravans, orgs, sites
 from server.domain.errors import Conflict, InvalidRequest, NotFound
 from server.domain.ids import fetch, parse_id
 from server.domain.paging import page_by_id
 from server.domain.planning.models import (
+    MAX_TIME_LIMIT_S,
     NewPin,
     NewPlan,
     PinOut,
     PlanOut,
     PlanPage,
     PlanSummary,
+    PlanTotals,
     PublishedVisit,
     Queued,
     RouteOut,
@@ -97,7 +100,9 @@ async def create_plan(
         "duty_start": new.duty_start,
         "duty_end": new.duty_end,
         "max_duty_h": new.max_duty_h,
+        # Without a request, the default scaled below; each solve scales it to the plan anew.
         "time_limit_s": new.time_limit_s,
+        "requested_time_limit_s": new.time_limit_s,
         "caravan_ids": [c["_id"] for c in fleet],
         "request_ids": [r["_id"] for r in requests],
         "pins": [],
@@ -121,8 +126,13 @@ async def create_plan(
         "published_at": None,
         "published": [],
     }
-    if not working_days(doc):
+    days = working_days(doc)
+    if not days:
         raise InvalidRequest("计划期内没有工作日", field="weekdays")
+    if new.time_limit_s is None:
+        doc["time_limit_s"] = vrp.scaled_time_limit_s(
+            len(requests), len(fleet) * len(days), MAX_TIME_LIMIT_S
+        )
     await ctx.db["plans"].insert_one(doc)
     if start:
         start_solving(ctx, doc["_id"])
@@ -174,6 +184,9 @@ async def _plan_out(ctx, doc: dict) -> PlanOut:
         start_date=doc["start_date"],
         end_date=doc["end_date"],
         time_limit_s=doc["time_limit_s"],
+        requested_time_limit_s=doc.get("requested_time_limit_s", doc["time_limit_s"]),
+        iterations=doc.get("iterations", 0),
+        searches=doc.get("searches", 0),
         caravan_ids=[str(c) for c in doc["caravan_ids"]],
         request_ids=[str(r) for r in doc["request_ids"]],
         routes=[
@@ -211,6 +224,8 @@ async def _plan_out(ctx, doc: dict) -> PlanOut:
         ],
         excluded=[str(r) for r in doc["excluded"]],
         runs=doc["runs"],
+        totals=_totals(doc.get("totals")),
+        previous=_totals(doc.get("previous")),
         error=doc.get("error"),
         created_at=doc["created_at"],
         started_at=doc.get("started_at"),
@@ -221,6 +236,10 @@ async def _plan_out(ctx, doc: dict) -> PlanOut:
             for p in doc.get("published", [])
         ],
     )
+
+
+def _totals(stored: dict | None) -> PlanTotals | None:
+    return None if stored is None else PlanTotals(**stored)
 
 
 async def get_plan(ctx, plan_id) -> PlanOut:

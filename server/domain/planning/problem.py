@@ -4,7 +4,10 @@
 caravan's maintenance days) and its open requests at their sites (opening hours, allowed days),
 with the dispatcher's pins and exclusions, into a :class:`server.vrp.PlanProblem`;
 `result_fields` turns the solver's :class:`server.vrp.PlanResult` back into the
-fields of the plan document, in UTC times.
+fields of the plan document, in UTC times, with the totals of the run and of the run before.
+
+The search's time limit is the one the dispatcher asked for, or else the default scaled to the
+plan as it stands (open visits, not excluded, times caravan-days on duty).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from bson import ObjectId
 from server import vrp
 from server.clock import SHANGHAI
 from server.domain import caravans, sites
+from server.domain.planning.models import MAX_TIME_LIMIT_S
 
 SITE_BATCH = 8
 REASON_ALREADY_SCHEDULED = "already_scheduled"
@@ -103,6 +107,11 @@ async def build_problem(ctx, plan: dict) -> tuple[vrp.PlanProblem, list[str], li
         for p in plan["pins"]
         if p["request_id"] in open_ids and p["date"] in index
     )
+    excluded = tuple(str(r) for r in plan["excluded"] if r in open_ids)
+    requested = plan.get("requested_time_limit_s", plan["time_limit_s"])
+    time_limit_s = requested or vrp.scaled_time_limit_s(
+        len(problem_requests) - len(excluded), len(caravan_days), MAX_TIME_LIMIT_S
+    )
     problem = vrp.PlanProblem(
         depots=tuple(
             vrp.Depot(
@@ -115,8 +124,8 @@ async def build_problem(ctx, plan: dict) -> tuple[vrp.PlanProblem, list[str], li
         caravan_days=tuple(caravan_days),
         requests=tuple(problem_requests),
         pins=pins,
-        excluded=tuple(str(r) for r in plan["excluded"] if r in open_ids),
-        time_limit_s=float(plan["time_limit_s"]),
+        excluded=excluded,
+        time_limit_s=float(time_limit_s),
         seed=plan["runs"] - 1,  # the runs before this one: 0 for the first
     )
     return problem, days, gone
@@ -127,7 +136,11 @@ def _at(day: str, seconds: int) -> datetime:
     return (midnight + timedelta(seconds=seconds)).astimezone(UTC)
 
 
-def result_fields(ctx, result: vrp.PlanResult, days: list[str], gone: list) -> dict:
+def result_fields(
+    ctx, plan: dict, result: vrp.PlanResult, days: list[str], gone: list, searches: int = 1
+) -> dict:
+    """The plan document's fields for ``result``, a solve of ``plan`` (as its solve claimed it,
+    so its totals are the previous run's); ``result.iterations`` sums ``searches`` searches."""
     routes = [
         {
             "caravan_id": ObjectId(r.caravan_id),
@@ -159,6 +172,7 @@ def result_fields(ctx, result: vrp.PlanResult, days: list[str], gone: list) -> d
         {"request_id": r, "reason": REASON_ALREADY_SCHEDULED, "detail": "scheduled by another plan"}
         for r in gone
     ]
+    total_distance_km = round(result.distance_m / 1000, 1)
     return {
         "status": "done",
         "progress": 1.0,
@@ -166,7 +180,16 @@ def result_fields(ctx, result: vrp.PlanResult, days: list[str], gone: list) -> d
         "feasible": result.feasible,
         "routes": routes,
         "unassigned": unassigned,
-        "total_distance_km": round(result.distance_m / 1000, 1),
+        "total_distance_km": total_distance_km,
         "runtime_s": round(result.runtime_s, 3),
+        "iterations": result.iterations,
+        "searches": searches,
+        "totals": {
+            "run": plan["runs"],
+            "distance_km": total_distance_km,
+            "visits": sum(len(r["stops"]) for r in routes),
+            "unassigned": len(unassigned),
+        },
+        "previous": plan.get("totals"),
         "finished_at": ctx.clock.now(),
     }

@@ -6,16 +6,24 @@ A solve is a background asyncio task, one per plan, kept by the context's :class
 document, a :class:`server.db.leases.Lease`) atomically, so that of several processes only one
 solves it, runs the solver in the context's process pool, reads its progress from a manager
 queue and writes it to the plan while renewing the lease, then stores the routes.
+
+When the machine has a second core and this process solves nothing else, a second search with
+another seed runs beside the first in the pool (both at the lowest CPU priority, see
+:mod:`server.vrp.worker`) and the better plan is kept. It is told to stop (a manager event the
+search polls) as soon as another solve starts in this process, so the second worker is free
+for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue as queue_module
 from collections.abc import Coroutine
 from concurrent.futures.process import BrokenProcessPool
 
+import msgspec
 import structlog
 from bson import ObjectId
 
@@ -35,6 +43,8 @@ HEARTBEAT_S = 5.0
 MAX_ATTEMPTS = 3
 """Solves of one plan that may start before it fails: a plan that kills its solver every time
 must not keep the service busy for ever."""
+SIDE_SEED = 1_000_003
+"""Seed offset of the search that runs beside the first one (another path through the search)."""
 
 
 class Solves:
@@ -83,7 +93,19 @@ def start_solving(ctx, plan_id: ObjectId) -> None:
 
 def _start_manager():
     manager = processes.manager()
-    return manager, manager.Queue()
+    return manager, manager.Queue(), manager.Event()
+
+
+def _searches(ctx, plan_id: ObjectId) -> int:
+    """Two searches side by side when the machine has two cores and this process solves
+    nothing else; one otherwise."""
+    return 2 if (os.cpu_count() or 1) >= 2 and ctx.solves.running() == [plan_id] else 1
+
+
+def _better(results: list[vrp.PlanResult]) -> vrp.PlanResult:
+    """The feasible plan of least cost; its iterations are those of every search."""
+    best = min(results, key=lambda r: (not r.feasible, r.cost))
+    return msgspec.structs.replace(best, iterations=sum(r.iterations for r in results))
 
 
 def _drain_queue(progress) -> list[tuple[float, int | None]]:
@@ -113,30 +135,57 @@ async def _attempt(ctx, plan_id: ObjectId) -> bool:
         if plan is None:
             return False
         problem, days, gone = await build_problem(ctx, plan)
-        manager, progress = await ctx.run_blocking(_start_manager)
+        # The limit used: the scaled default is computed from the plan as it stands now.
+        limit = {"time_limit_s": int(problem.time_limit_s)}
+        if not await LEASE.renew(plans, {"_id": plan_id}, token, ctx.clock.now(), limit):
+            return False
+        manager, progress, side_stop = await ctx.run_blocking(_start_manager)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(
-            pool, worker.solve_in_worker, problem, vrp.ProgressToQueue(progress)
-        )
+        searches = _searches(ctx, plan_id)
+        futures = [
+            loop.run_in_executor(
+                pool, worker.solve_in_worker, problem, vrp.ProgressToQueue(progress)
+            )
+        ]
+        if searches > 1:
+            side = msgspec.structs.replace(problem, seed=problem.seed + SIDE_SEED)
+            futures.append(
+                loop.run_in_executor(
+                    pool,
+                    worker.solve_in_worker,
+                    side,
+                    vrp.ProgressToQueue(progress),
+                    vrp.StopWhenSet(side_stop),
+                )
+            )
         renewed = loop.time()
+        best_cost = None
+        side_stopped = False
         while True:
-            done, _ = await asyncio.wait({future}, timeout=POLL_S)
-            if done:
+            done, _ = await asyncio.wait(futures, timeout=POLL_S)
+            if len(done) == len(futures):
                 break
+            if searches > 1 and not side_stopped and len(ctx.solves.running()) > 1:
+                # Another plan wants the second worker.
+                await ctx.run_blocking(side_stop.set)
+                side_stopped = True
             report = {}
             if updates := await ctx.run_blocking(_drain_queue, progress):
-                fraction, cost = updates[-1]
-                report = {"progress": min(fraction, 0.999), "best_cost": cost}
+                costs = [c for _, c in updates if c is not None]
+                if costs:
+                    best_cost = min(costs) if best_cost is None else min(best_cost, *costs)
+                fraction = max(f for f, _ in updates)
+                report = {"progress": min(fraction, 0.999), "best_cost": best_cost}
             if report or loop.time() - renewed >= HEARTBEAT_S:
                 if not await LEASE.renew(plans, {"_id": plan_id}, token, ctx.clock.now(), report):
                     # This process stalled past its lease and another took the plan over.
                     log.warning("plan_taken_over", plan_id=str(plan_id))
                     return False
                 renewed = loop.time()
-        result: vrp.PlanResult = future.result()
+        result = _better([f.result() for f in futures])
         written = await plans.update_one(
             {"_id": plan_id, **LEASE.held_by(token)},
-            {"$set": result_fields(ctx, result, days, gone)},
+            {"$set": result_fields(ctx, plan, result, days, gone, searches)},
         )
         log.info(
             "plan_done" if written.matched_count else "plan_taken_over",
@@ -144,6 +193,8 @@ async def _attempt(ctx, plan_id: ObjectId) -> bool:
             routes=len(result.routes),
             unassigned=len(result.unassigned),
             seconds=round(result.runtime_s, 2),
+            iterations=result.iterations,
+            searches=searches,
         )
         return False
     except BrokenProcessPool:

@@ -1,0 +1,145 @@
+"""The planner's budget: a default time limit scaled to the plan and stated in its response,
+the search's effort in iterations on the plan, no fleet minimisation for caravan plans, route
+removal that stops when it stalls, a side search that stops when told, and the totals of the
+run before a re-plan beside the latest."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from server import vrp
+from server.domain import planning
+from server.vrp.solomon import long_route_instance, solve_vrptw_instance
+from tests.test_caravans import offset, settings_overrides, world  # noqa: F401 (fixtures)
+from tests.test_routing import check_plan, month_problem, small_problem
+
+SOLOMON = Path(__file__).resolve().parent.parent / "bench" / "data" / "solomon"
+
+
+def test_the_default_time_limit_grows_with_visits_times_caravan_days_up_to_the_cap():
+    cap = planning.MAX_TIME_LIMIT_S
+    small = vrp.scaled_time_limit_s(4, 10, cap)
+    month = vrp.scaled_time_limit_s(300, 600, cap)
+    province = vrp.scaled_time_limit_s(600, 600, cap)
+    assert vrp.MIN_TIME_LIMIT_S <= small < month < province < cap
+    assert province >= 90, "600 visits over 600 caravan-days need well over the old 30 s"
+    assert vrp.scaled_time_limit_s(5000, 30 * 62, cap) == cap
+    assert vrp.scaled_time_limit_s(0, 0, cap) == vrp.MIN_TIME_LIMIT_S
+
+
+def test_a_caravan_plan_spends_its_iterations_on_distance_not_on_the_fleet():
+    problem = small_problem()
+    result = vrp.solve_plan(problem)
+    check_plan(problem, result)
+    assert result.iterations > 0
+    assert result.fleet_iterations == 0
+    assert not result.interrupted
+
+
+def test_a_search_told_to_stop_returns_its_best_plan_at_once():
+    problem = month_problem(6, 10, 60, time_limit_s=30.0)
+    started = time.perf_counter()
+    result = vrp.solve_plan(problem, should_stop=lambda: True)
+    assert time.perf_counter() - started < 10
+    assert result.interrupted
+    check_plan(problem, result)
+
+
+def test_a_long_route_instance_is_solomons_type_2_construction():
+    vrplib = pytest.importorskip("vrplib")
+    inst = vrplib.read_instance(str(SOLOMON / "R101.txt"), instance_format="solomon")
+    long = long_route_instance(inst, "R101")
+    assert long["name"] == "R101L"
+    assert long["capacity"] == 1000
+    assert long["time_window"][0].tolist() == [0, 1000]
+    factor = 1000 / 230
+    assert long["time_window"][1:] == pytest.approx(inst["time_window"][1:] * factor)
+    assert (long["node_coord"] == inst["node_coord"]).all()
+    assert (long["service_time"] == inst["service_time"]).all()
+
+
+# Measured in iterations (the time limit only a safety net), so a loaded machine changes how
+# long it takes, not what it finds; alone all the same (make test runs `solo` tests last).
+@pytest.mark.solo
+def test_route_removal_stops_when_it_stalls_and_leaves_the_rest_to_distance():
+    vrplib = pytest.importorskip("vrplib")
+    inst = vrplib.read_instance(str(SOLOMON / "R101.txt"), instance_format="solomon")
+    budget = 2_000
+    result = solve_vrptw_instance(
+        inst["node_coord"],
+        inst["demand"],
+        int(inst["capacity"]),
+        int(inst["vehicles"]),
+        inst["time_window"],
+        inst["service_time"],
+        time_limit_s=60.0,
+        iteration_limit=budget,
+        fleet_patience=20,
+    )
+    assert result.feasible
+    assert result.seconds < 60.0, "the iterations ran out first"
+    assert result.fleet_iterations > 0
+    # Stalled long before its cap (70 % of the budget); the distance search had the rest.
+    assert result.fleet_iterations < 0.5 * budget, result.fleet_iterations
+    assert result.iterations >= 0.95 * budget
+
+
+async def test_without_a_limit_the_plan_states_the_scaled_one_and_compares_with_the_run_before(
+    world,  # noqa: F811 (the fixture)
+):
+    await world.caravan(1)
+    await world.caravan(2)
+    spots = [(5, 3), (-6, 4), (2, -7), (9, 9)]
+    requests = [
+        await world.request(await world.site(f"第{i + 1}小学", offset(*at)), 0, 4, 90)
+        for i, at in enumerate(spots)
+    ]
+    body = {
+        "org_id": str(world.county),
+        "start_date": world.monday.isoformat(),
+        "end_date": (world.monday + timedelta(days=4)).isoformat(),
+    }
+    plan_id = (await world.post("/api/v1/plans", body, status=202))["id"]
+    first = await world.until_done(plan_id)
+    world.check(first)
+    scaled = vrp.scaled_time_limit_s(len(spots), 2 * 5, planning.MAX_TIME_LIMIT_S)
+    assert first["time_limit_s"] == scaled
+    assert first["requested_time_limit_s"] is None
+    assert first["iterations"] > 0
+    assert first["searches"] == (2 if (os.cpu_count() or 1) >= 2 else 1)
+    assert first["totals"] == {
+        "run": 1,
+        "distance_km": first["total_distance_km"],
+        "visits": len(spots),
+        "unassigned": 0,
+    }
+    assert first["previous"] is None
+
+    await world.post(f"/api/v1/plans/{plan_id}/exclusions", {"request_id": requests[0]})
+    await world.post(f"/api/v1/plans/{plan_id}/replan", status=202)
+    second = await world.until_done(plan_id)
+    world.check(second)
+    assert second["runs"] == 2
+    assert second["previous"] == first["totals"]
+    assert second["totals"] == {
+        "run": 2,
+        "distance_km": second["total_distance_km"],
+        "visits": len(spots) - 1,
+        "unassigned": 1,
+    }
+    assert second["time_limit_s"] == vrp.scaled_time_limit_s(
+        len(spots) - 1, 2 * 5, planning.MAX_TIME_LIMIT_S
+    )
+
+
+async def test_a_limit_asked_for_is_the_limit_used(world):  # noqa: F811 (the fixture)
+    await world.caravan(1)
+    await world.request(await world.site("第一小学", offset(4, 4)), 0, 4, 90)
+    plan = await world.until_done(await world.plan(time_limit_s=2))
+    assert plan["time_limit_s"] == plan["requested_time_limit_s"] == 2
+    assert plan["iterations"] > 0
