@@ -1,8 +1,8 @@
 """The console's navigation: every built page, in the order the sidebar shows them.
 
 A new page adds one `Page` here (its absolute path, and the permission whose holders see the
-link; None: every staff member) and its routes to `console.ROUTES`; its handler sets `nav` to
-the page's key so the sidebar marks it.
+link, or several any of which will do; None: every staff member) and its routes to
+`console.ROUTES`; its handler sets `nav` to the page's key so the sidebar marks it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ class Page:
     key: str
     title: str
     path: str
-    permission: str | None = None
+    permission: str | tuple[str, ...] | None = None
+
+    @property
+    def permissions(self) -> tuple[str, ...]:
+        if self.permission is None:
+            return ()
+        return (self.permission,) if isinstance(self.permission, str) else self.permission
 
 
 NAV: list[Page] = [
@@ -26,7 +32,7 @@ NAV: list[Page] = [
     Page("plans", "排程", "/console/plans", "plan.dispatch"),
     Page("visit_requests", "走访申请", "/console/visit-requests", "visit.read"),
     Page("fleet", "车队", "/console/fleet", "fleet.manage"),
-    Page("trips", "出车记录", "/console/trips", "trip.log"),
+    Page("trips", "出车记录", "/console/trips", ("trip.log", "visit.confirm")),
     Page("kpis", "指标", "/console/kpis", "plan.dispatch"),
     Page("hours", "服务时长", "/console/hours", "hours.confirm"),
     Page("stats", "统计", "/console/stats", "stats.read"),

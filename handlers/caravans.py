@@ -138,6 +138,35 @@ class UnavailableHandler(CaravanStaffHandler):
         self.reply(await caravans.set_unavailable(self.ctx, caravan_id, self.body.dates))
 
 
+class YearQuery(msgspec.Struct, forbid_unknown_fields=True):
+    year: Annotated[int, msgspec.Meta(ge=2000, le=2100)]
+
+
+class TargetHandler(CaravanStaffHandler):
+    @operation(
+        "A caravan's target for a year (field days, km) and its confirmed progress toward it",
+        query=YearQuery,
+        response=caravans.TargetProgress,
+        errors=(403, 404),
+        permission="plan.dispatch",
+    )
+    async def get(self, caravan_id: str) -> None:
+        await self.authorize_caravan(caravan_id)
+        self.reply(await caravans.get_target(self.ctx, caravan_id, self.query.year))
+
+    @operation(
+        "The association sets a caravan's target for a year (field days and/or km; neither "
+        "removes it)",
+        body=caravans.YearTarget,
+        response=caravans.TargetProgress,
+        errors=(403, 404),
+        permission="target.set",
+    )
+    async def put(self, caravan_id: str) -> None:
+        await self.authorize_caravan(caravan_id)
+        self.reply(await caravans.set_target(self.ctx, caravan_id, self.body, by=self.user_id))
+
+
 class VisitRequestsHandler(BaseHandler):
     @operation(
         "A site asks for a caravan visit within a date range (its admin, or a dispatcher)",
@@ -180,7 +209,8 @@ class VisitRequestsHandler(BaseHandler):
 
 class DeclineRequestHandler(BaseHandler):
     @operation(
-        "A dispatcher declines an open request, with a reason the site's admins are sent",
+        "A dispatcher declines a request, with a reason the site's admins are sent; a scheduled "
+        "one's visit is withdrawn (its activity cancelled, the crew told) unless a trip logged it",
         body=caravans.Decline,
         response=caravans.VisitRequestOut,
         errors=(403, 404, 409),
@@ -196,7 +226,8 @@ class DeclineRequestHandler(BaseHandler):
 
 class CancelRequestHandler(BaseHandler):
     @operation(
-        "The site's admin (or a dispatcher) cancels an open request",
+        "The site's admin (or a dispatcher) cancels a request; a scheduled one's visit is "
+        "withdrawn (its activity cancelled, the crew told) unless a trip logged it",
         response=caravans.VisitRequestOut,
         errors=(403, 404, 409),
         permission="visit.request",
@@ -467,6 +498,7 @@ ROUTES = [
     (rf"/api/v1/caravans/(?P<caravan_id>{ID})", CaravanHandler),
     (rf"/api/v1/caravans/(?P<caravan_id>{ID})/retire", RetireCaravanHandler),
     (rf"/api/v1/caravans/(?P<caravan_id>{ID})/unavailable", UnavailableHandler),
+    (rf"/api/v1/caravans/(?P<caravan_id>{ID})/targets", TargetHandler),
     (r"/api/v1/visit-requests", VisitRequestsHandler),
     (r"/api/v1/visit-requests/template\.xlsx", RequestTemplateHandler),
     (r"/api/v1/visit-requests/import", ImportRequestsHandler),

@@ -102,7 +102,10 @@ class ConsoleHandler(BaseHandler):
         self.staff_name = brief.get("real_name") or brief.get("phone_masked") or "工作人员"
         roles = {g["role"] for g in await access.grants_of(self.ctx, self.staff_id)}
         self.pages = [
-            p for p in NAV if p.permission is None or roles & access.roles_holding(p.permission)
+            p
+            for p in NAV
+            if p.permission is None
+            or any(roles & access.roles_holding(name) for name in p.permissions)
         ]
 
     def get_template_namespace(self) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """排程: caravan plans. The list of plans, starting one (period, caravans or a campaign,
 requests), and a plan's page: a progress bar polled while the solver runs (the page stays usable,
 showing the last result), the result on a map and per caravan-day, pins, exclusions, re-plan,
-publish, and after publishing the crew who joined each visit. A timeline per caravan shows
+publish, and after publishing the crew who joined each visit (or that the visit was
+withdrawn: its request cancelled by the site or declined). A timeline per caravan shows
 its days (maintenance days marked) with each visit from arrival to departure.
 
-The plan document keeps only its latest result (no earlier run), so the totals are the current
-run's alone.
+The totals are the latest run's, each beside its change from the run before (the plan keeps
+that run's totals, not its routes).
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ class PlanBase(StaffPage):
             timeline=_timeline(plan, fleet, days, doc, site_of_request),
             map_data=_map_data(plan, fleet, depots, site_docs, site_of_request, color),
             crews=await self._crews(plan) if plan.published_at else {},
+            withdrawn=await planning.withdrawn_visits(self.ctx, plan) if plan.published_at else {},
             statuses=STATUS_NAMES,
             reasons=REASONS,
             visits=sum(len(r.stops) for r in plan.routes),

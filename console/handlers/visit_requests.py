@@ -1,7 +1,11 @@
 """走访申请: the visit requests of the caller's scope (their organisations', and the sites they
 administer), by county, state and the dates they may be visited, with cursor paging through htmx;
 a dispatcher declines an open one with a reason, a site's admin cancels their own, and a county's
-season comes in as the workbook of `caravans.request_template`, every row or none."""
+season comes in as the workbook of `caravans.request_template`, every row or none.
+
+A scheduled request whose day has not passed is declined or cancelled the same way: its visit is
+withdrawn (the domain cancels its activity and tells the crew, and refuses once a trip logged
+it)."""
 
 from __future__ import annotations
 
@@ -24,7 +28,10 @@ STATUS_NAMES = {
     "declined": "已拒绝",
     "cancelled": "已取消",
 }
-DONE = {"declined": "已拒绝该申请，站点管理员会收到通知", "cancelled": "已取消该申请"}
+DONE = {
+    "declined": "已拒绝该申请，站点管理员会收到通知；已排期的走访已撤回，随车志愿者会收到通知",
+    "cancelled": "已取消该申请；已排期的走访已撤回，随车志愿者会收到通知",
+}
 
 
 def _day(value: str | None, field: str) -> date | None:
@@ -32,6 +39,12 @@ def _day(value: str | None, field: str) -> date | None:
         return date.fromisoformat(value) if value else None
     except ValueError:
         raise InvalidRequest("日期格式不正确", field=field) from None
+
+
+def _withdrawable(request: caravans.VisitRequestOut, today: str) -> bool:
+    """Scheduled for a day still to come: its visit may be withdrawn (a past day's took place or
+    was missed, which the domain refuses to withdraw)."""
+    return request.status == "scheduled" and (request.date or "") >= today
 
 
 class VisitRequestsPage(StaffPage):
@@ -67,6 +80,7 @@ class VisitRequestsPage(StaffPage):
             "org_id": org_id or "",
         }
         done = self.get_query_argument("done", "")
+        today = self.ctx.clock.local_now().date().isoformat()
         imported = self.get_query_argument("imported", "")
         self.set_status(400 if error else 200)
         self.render(
@@ -77,19 +91,21 @@ class VisitRequestsPage(StaffPage):
             orgs=everyone,
             dispatch_orgs=dispatching,
             dispatch_ids={o.id for o in dispatching},
-            cancellable=await self._cancellable(result.items, briefs),
+            cancellable=await self._cancellable(result.items, briefs, today),
+            withdrawable={r.id for r in result.items if _withdrawable(r, today)},
             org_names={o.id: o.name for o in everyone},
             site_names={str(k): v["name"] for k, v in briefs.items()},
             error=error,
             notice=f"已导入 {imported} 条申请" if imported else DONE.get(done, ""),
         )
 
-    async def _cancellable(self, items: list, briefs: dict) -> set[str]:
-        """The open requests whose site this caller may ask (and so cancel) for."""
+    async def _cancellable(self, items: list, briefs: dict, today: str) -> set[str]:
+        """The open (or still to come, scheduled) requests whose site this caller may ask (and
+        so cancel) for."""
         ids = set()
         for r in items:
             brief = briefs.get(parse_id(r.site_id))
-            if r.status == "open" and brief is not None:
+            if (r.status == "open" or _withdrawable(r, today)) and brief is not None:
                 site = {"_id": parse_id(r.site_id), "org_id": brief["org_id"]}
                 if await self.may(REQUEST, site=site):
                     ids.add(r.id)

@@ -13,6 +13,7 @@ import io
 import random
 from datetime import date, datetime, timedelta
 
+import pytest
 from bson import ObjectId
 from openpyxl import load_workbook
 from playwright.async_api import Error as PlaywrightError
@@ -192,6 +193,9 @@ async def test_a_month_for_eight_caravans_from_import_to_confirmed_kpis(
     await shot(page, "season-plan-map", element=page.locator("#plan-map"))
     await shot(page, "season-plan-timeline", element=timeline)
 
+    first_km = plan.total_distance_km
+    assert await page.locator("[data-change]").count() == 0  # nothing to compare with yet
+
     # Pin one visit to another school day in its window, and plan the month again.
     placed = {s.request_id: (r.caravan_id, r.date) for r in plan.routes for s in r.stops}
     requests = await caravans.requests_by_id(ctx, [ObjectId(r) for r in placed])
@@ -213,6 +217,12 @@ async def test_a_month_for_eight_caravans_from_import_to_confirmed_kpis(
     placed = {s.request_id: (r.caravan_id, r.date) for r in plan.routes for s in r.stops}
     assert placed[moved] == (caravan, day)
     assert await chart.evaluate(ROUTE_SERIES) == len(plan.routes)
+    # The totals beside the first run's: the same visits, the km the pin cost or saved.
+    assert plan.previous.run == 1 and plan.previous.visits == SCHOOLS
+    assert plan.previous.distance_km == pytest.approx(first_km, abs=0.05)
+    assert await page.locator('[data-change="visits"]').inner_text() == "较上次 +0"
+    km_change = await page.locator('[data-change="km"]').inner_text()
+    assert km_change == f"较上次 {plan.total_distance_km - plan.previous.distance_km:+.1f}"
 
     # Publish: every visit recruits its crew; a volunteer joins one from the mini-program.
     await page.locator("button", has_text="发布").click()

@@ -5,13 +5,16 @@ visits which site on which day) lives in server.domain.planning and reaches thes
 only through the functions here.
 
 Modules:
-- `fleet`: depots and caravans;
+- `fleet`: depots and caravans, and each caravan's targets for a year (field days, km);
 - `visit_requests`: the visits sites ask for, and their way through a plan's publication
-  (open → scheduling → scheduled), or declined or cancelled while open;
+  (open → scheduling → scheduled), or declined or cancelled (a scheduled one's visit withdrawn,
+  its activity cancelled);
 - `imports`: a season's requests from a county's workbook (and its template);
 - `trips`: trip logs (one caravan's duty day: odometer readings and the people reached per
   visit), the site's confirmation of each visit, which credits the crew confirmed on that
-  visit's activity its duration, and the facts statistics need of the trips;
+  visit's activity its duration, the visits awaiting confirmation, a caravan's year of trips,
+  and the facts statistics need of the trips;
+- `targets`: a caravan's progress toward its year's target.
 """
 
 from server.domain.caravans.fleet import (
@@ -26,6 +29,7 @@ from server.domain.caravans.fleet import (
     NewDepot,
     Unavailable,
     VehicleTypeIn,
+    YearTarget,
     caravans_by_id,
     caravans_for_plan,
     create_caravan,
@@ -38,9 +42,11 @@ from server.domain.caravans.fleet import (
     list_depots,
     retire_caravan,
     set_unavailable,
+    targeted_caravans,
 )
 from server.domain.caravans.imports import Imported, import_requests
 from server.domain.caravans.imports import template as request_template
+from server.domain.caravans.targets import TargetProgress, get_target, set_target, target_progress
 from server.domain.caravans.trips import (
     MAX_DAY_KM,
     NewTrip,
@@ -53,6 +59,8 @@ from server.domain.caravans.trips import (
     TripVisitIn,
     TripVisitOut,
     VisitConfirmed,
+    WaitingVisit,
+    awaiting_confirmation,
     confirm_visit,
     day_start,
     import_trips,
@@ -102,6 +110,7 @@ __all__ = [
     "RequestStatus",
     "SiteVisitOut",
     "SiteVisitPage",
+    "TargetProgress",
     "TripFacts",
     "TripOut",
     "TripPage",
@@ -112,6 +121,9 @@ __all__ = [
     "VisitConfirmed",
     "VisitRequestOut",
     "VisitRequestPage",
+    "WaitingVisit",
+    "YearTarget",
+    "awaiting_confirmation",
     "cancel",
     "caravans_by_id",
     "caravans_for_plan",
@@ -127,6 +139,7 @@ __all__ = [
     "get_caravan_doc",
     "get_depot_doc",
     "get_request_doc",
+    "get_target",
     "import_requests",
     "import_trips",
     "list_caravans",
@@ -142,7 +155,10 @@ __all__ = [
     "request_template",
     "requests_by_id",
     "retire_caravan",
+    "set_target",
     "set_unavailable",
     "site_visits",
+    "target_progress",
+    "targeted_caravans",
     "trip_facts",
 ]

@@ -4,6 +4,9 @@ A caravan is edited (name, plate, type, crew size, home depot) with the checks o
 registration, and retired rather than deleted: its trips and KPIs keep naming it, and no plan
 takes it again. Its maintenance days (`unavailable`, ISO dates) are days the planner makes no
 caravan-day of; they are set as a whole list, so the console's form is the list it shows.
+
+The association sets a caravan's target for a year (field days, km, or both) on the caravan's
+document, under `targets.<year>`; the progress toward it is the trips' (`trips.target_progress`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,15 @@ class Unavailable(msgspec.Struct, forbid_unknown_fields=True):
     """The caravan's maintenance days, all of them: the list replaces the one stored."""
 
     dates: Annotated[list[date], msgspec.Meta(max_length=366)]
+
+
+class YearTarget(msgspec.Struct, forbid_unknown_fields=True):
+    """A caravan's target for one year, as a whole: a field left out has no target, and both left
+    out remove the year's target."""
+
+    year: Annotated[int, msgspec.Meta(ge=2000, le=2100)]
+    field_days: Annotated[int, msgspec.Meta(ge=1, le=366)] | None = None
+    km: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] | None = None
 
 
 class DepotOut(msgspec.Struct):
@@ -213,6 +225,32 @@ async def set_unavailable(ctx, caravan_id, dates: list[date]) -> CaravanOut:
     days = sorted({d.isoformat() for d in dates})
     await ctx.db["caravans"].update_one({"_id": doc["_id"]}, {"$set": {"unavailable": days}})
     return _caravan_out(await get_caravan_doc(ctx, doc["_id"]))
+
+
+async def store_target(ctx, caravan_id, target: YearTarget, *, by: ObjectId | None) -> dict:
+    """Store (or, with neither figure, remove) a caravan's target for a year; the caravan's
+    document as it now is."""
+    doc = await get_caravan_doc(ctx, caravan_id)
+    key = f"targets.{target.year}"
+    if target.field_days is None and target.km is None:
+        change: dict = {"$unset": {key: ""}}
+    else:
+        figures = {"field_days": target.field_days, "km": target.km}
+        change = {"$set": {key: {**figures, "set_by": by, "set_at": ctx.clock.now()}}}
+    await ctx.db["caravans"].update_one({"_id": doc["_id"]}, change)
+    return await get_caravan_doc(ctx, doc["_id"])
+
+
+def target_of(caravan: dict, year: int) -> dict | None:
+    """The caravan's target for the year (field_days, km, set_by, set_at), if one was set."""
+    return caravan.get("targets", {}).get(str(year))
+
+
+async def targeted_caravans(ctx, org_ids: list[ObjectId], year: int) -> list[dict]:
+    """The caravans of these organisations with a target for the year (read by the org index;
+    an organisation keeps a handful of caravans)."""
+    query = {"org_id": {"$in": org_ids}, f"targets.{year}": {"$exists": True}}
+    return await ctx.db["caravans"].find(query).sort([("_id", 1)]).to_list(None)
 
 
 async def get_caravan_doc(ctx, caravan_id) -> dict:

@@ -1,7 +1,12 @@
 """Trip logs: one caravan's duty day, its odometer readings and the people reached per visit.
 The site's admin confirms each visit, and the crew who checked in on that visit's activity then
 have the hours their attendance earned confirmed (a crew member who signed up but never checked
-in earns nothing). Statistics read trips through `trip_facts`.
+in earns nothing). Statistics read trips through `trip_facts`, a caravan's year's target
+through `year_of_trips`.
+
+A visit whose request was declined or cancelled is not logged; a request with a logged visit
+is not withdrawn (visit_requests checks after its write, `log_trip` after its own, so of a
+withdrawal and a trip log racing one is refused).
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ from pymongo.errors import DuplicateKeyError
 from server.clock import SHANGHAI
 from server.domain import access, attendance, events, hours, orgs, sites
 from server.domain.caravans.fleet import get_caravan_doc
-from server.domain.caravans.visit_requests import check_range, request_doc, requests_by_id
+from server.domain.caravans.visit_requests import (
+    CLOSED,
+    check_range,
+    request_doc,
+    requests_by_id,
+)
 from server.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from server.domain.ids import parse_id
 from server.domain.paging import page_by_id
@@ -92,6 +102,8 @@ async def log_trip(ctx, new: NewTrip, *, logged_by: ObjectId) -> ObjectId:
         request = requests.get(request_id)
         if request is None:
             raise NotFound("走访申请不存在", field=field)
+        if request["status"] in CLOSED:
+            raise Conflict("走访申请已取消或被拒绝，不能登记", code="request_closed", field=field)
         scheduled_to = request.get("caravan_id")
         if scheduled_to is not None and scheduled_to != caravan["_id"]:
             raise InvalidRequest("该走访已排给另一辆大篷车", field=field)
@@ -107,6 +119,10 @@ async def log_trip(ctx, new: NewTrip, *, logged_by: ObjectId) -> ObjectId:
         await ctx.db["trips"].insert_one(doc)
     except DuplicateKeyError:
         raise Conflict("该车当天已登记出车", code="trip_logged", field="date") from None
+    withdrawn = [r for r in (await requests_by_id(ctx, ids)).values() if r["status"] in CLOSED]
+    if withdrawn:  # withdrawn while this was being logged (see the module's docstring)
+        await ctx.db["trips"].delete_one({"_id": doc["_id"]})
+        raise Conflict("走访申请已取消或被拒绝，不能登记", code="request_closed", field="visits")
     await ctx.db["caravans"].update_one(
         {"_id": caravan["_id"]}, {"$max": {"odometer_km": new.odometer_end_km}}
     )
@@ -410,3 +426,73 @@ async def pending_visits(ctx, year: int) -> list[PendingVisit]:
         for v in doc["visits"]
         if not v.get("confirmed")
     ]
+
+
+class WaitingVisit(msgspec.Struct):
+    """A logged visit its site has not confirmed, as the site's admin sees it."""
+
+    trip_id: str
+    request_id: str
+    site_id: str
+    caravan_id: str
+    date: str
+    duration_min: int
+    beneficiaries: int
+
+
+async def awaiting_confirmation(
+    ctx, org_ids: list[ObjectId], site_ids: list[ObjectId], *, limit: int
+) -> list[WaitingVisit]:
+    """The visits awaiting confirmation at these sites or at the sites of these organisations,
+    the earliest day first: what a site's admin has left to confirm. Read by the index on the
+    unconfirmed visits, which are few (sites confirm them)."""
+    fields = {"caravan_id": 1, "date": 1, "visits": 1}
+    docs = await ctx.db["trips"].find({"visits.confirmed": False}, fields).to_list(None)
+    unconfirmed = [(d, v) for d in docs for v in d["visits"] if not v["confirmed"]]
+    briefs = await sites.briefs(ctx, list({v["site_id"] for _, v in unconfirmed}))
+    orgs_in, sites_in = set(org_ids), set(site_ids)
+    mine = [
+        (d, v)
+        for d, v in unconfirmed
+        if v["site_id"] in sites_in or briefs.get(v["site_id"], {}).get("org_id") in orgs_in
+    ]
+    mine.sort(key=lambda dv: (dv[0]["date"], dv[0]["_id"], dv[1]["request_id"]))
+    return [
+        WaitingVisit(
+            trip_id=str(d["_id"]),
+            request_id=str(v["request_id"]),
+            site_id=str(v["site_id"]),
+            caravan_id=str(d["caravan_id"]),
+            date=d["date"],
+            duration_min=v["duration_min"],
+            beneficiaries=v["beneficiaries"],
+        )
+        for d, v in mine[:limit]
+    ]
+
+
+class YearOfTrips(msgspec.Struct, frozen=True):
+    """A caravan's logged days of one year: field days (a visit its site confirmed), days with
+    visits none of which is confirmed yet, and the km of every trip."""
+
+    field_days: int
+    waiting_days: int
+    km: float
+
+
+async def year_of_trips(ctx, caravan_id: ObjectId, year: int) -> YearOfTrips:
+    """Read by the (caravan_id, date) index: one caravan's trips of one year."""
+    days = {"$gte": f"{year}-01-01", "$lte": f"{year}-12-31"}
+    done = waiting = 0
+    km = 0.0
+    found = ctx.db["trips"].find(
+        {"caravan_id": caravan_id, "date": days}, {"km": 1, "visits.confirmed": 1}
+    )
+    async for trip in found:
+        km += trip["km"]
+        confirmed = [v["confirmed"] for v in trip["visits"]]
+        if any(confirmed):
+            done += 1
+        elif confirmed:
+            waiting += 1
+    return YearOfTrips(field_days=done, waiting_days=waiting, km=round(km, 1))

@@ -2,12 +2,13 @@
 
 A request moves open → scheduling → scheduled: `claim_for_publish` takes an open request (or one
 whose publication stalled) for one plan's publication, `record_activity` notes the activity made
-for it, `mark_scheduled` ends the publication. An open request may instead be declined (by a
+for it, `mark_scheduled` ends the publication. A request may instead be declined (by a
 dispatcher, with a reason the site's admins are told) or cancelled (by the site's admin or a
 dispatcher); neither is planned or published again.
 
-Only an open request is declined or cancelled: a scheduled one was published as an activity
-volunteers joined as crew, so it ends by cancelling that activity, not the request.
+A scheduled request was published as an activity volunteers joined as crew: declining or
+cancelling it withdraws the visit, which cancels that activity (its crew are told, their seats
+freed). Once a trip has logged the visit, or its activity has ended, it is no longer withdrawn.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Annotated, Literal
 import msgspec
 from bson import ObjectId
 
-from server.domain import events, orgs, sites
+from server.domain import activities, events, orgs, signups, sites
 from server.domain.errors import Conflict, InvalidRequest
 from server.domain.ids import fetch, parse_id
 from server.domain.paging import page_by_id_any
 
 RequestStatus = Literal["open", "scheduling", "scheduled", "declined", "cancelled"]
+CLOSED = ("declined", "cancelled")
 STALE_CLAIM = timedelta(minutes=2)
 
 
@@ -51,6 +53,7 @@ class VisitRequestOut(msgspec.Struct):
     activity_id: str | None
     created_at: datetime
     reason: str | None = None  # why it was declined
+    withdrawn_at: datetime | None = None  # when its scheduled visit was withdrawn
 
 
 class Decline(msgspec.Struct, forbid_unknown_fields=True):
@@ -219,7 +222,8 @@ async def mark_scheduled(
 
 
 async def decline(ctx, request_id, reason: str, *, by: ObjectId | None) -> VisitRequestOut:
-    """A dispatcher turns an open request down; the site's admins are told why."""
+    """A dispatcher turns a request down (withdrawing its visit if scheduled); the site's
+    admins are told why."""
     reason = reason.strip()
     if not reason:
         raise InvalidRequest("请填写拒绝理由", field="reason")
@@ -232,20 +236,24 @@ async def decline(ctx, request_id, reason: str, *, by: ObjectId | None) -> Visit
 
 
 async def cancel(ctx, request_id, *, by: ObjectId | None) -> VisitRequestOut:
-    """The site's admin (or a dispatcher) withdraws an open request."""
+    """The site's admin (or a dispatcher) withdraws a request, and its visit if scheduled."""
     return _out(await _close(ctx, request_id, "cancelled", by))
 
 
 _REFUSALS = {
     "scheduling": "申请正在发布中，不能{verb}",
-    "scheduled": "申请已排期发布，请取消对应的活动",
     "declined": "申请已被拒绝",
     "cancelled": "申请已取消",
+}
+_ACTIVITY_REASONS = {
+    "declined": "调度员撤回了这次大篷车走访",
+    "cancelled": "学校取消了这次大篷车走访",
 }
 
 
 async def _close(ctx, request_id, status: str, by: ObjectId | None, **extra) -> dict:
-    """Compare-and-set from open by `_id` (no findAndModify, no $or: see claim_for_publish)."""
+    """Compare-and-set from open, or from scheduled by withdrawing the visit, by `_id` (no
+    findAndModify, no $or: see claim_for_publish)."""
     requests = ctx.db["visit_requests"]
     doc = await get_request_doc(ctx, request_id)
     change = {"status": status, f"{status}_by": by, f"{status}_at": ctx.clock.now(), **extra}
@@ -253,8 +261,49 @@ async def _close(ctx, request_id, status: str, by: ObjectId | None, **extra) -> 
     current = await requests.find_one({"_id": doc["_id"]})
     if not done.matched_count:
         verb = "拒绝" if status == "declined" else "取消"
+        if current["status"] == "scheduled":
+            return await _withdraw(ctx, current, change, verb)
         raise Conflict(_REFUSALS[current["status"]].format(verb=verb), code="request_closed")
     return current
+
+
+async def _withdraw(ctx, doc: dict, change: dict, verb: str) -> dict:
+    """Close a scheduled request and cancel its visit's activity, unless the visit took place."""
+    requests = ctx.db["visit_requests"]
+    if await _visited(ctx, doc["_id"]):
+        raise Conflict(f"该走访已登记出车，不能{verb}", code="visit_logged")
+    activity = await activities.get_doc(ctx, doc["activity_id"])
+    if activities.effective_status(activity, ctx.clock.now()) == "finished":
+        raise Conflict(f"走访时间已过，不能{verb}", code="visit_over")
+    change = {**change, "withdrawn_at": ctx.clock.now()}
+    done = await requests.update_one({"_id": doc["_id"], "status": "scheduled"}, {"$set": change})
+    if not done.matched_count:
+        current = await requests.find_one({"_id": doc["_id"]})
+        raise Conflict(_REFUSALS[current["status"]].format(verb=verb), code="request_closed")
+    # Checked again after the write: a trip logged meanwhile keeps the visit (see trips).
+    if await _visited(ctx, doc["_id"]):
+        await _reschedule(ctx, doc["_id"], change)
+        raise Conflict(f"该走访已登记出车，不能{verb}", code="visit_logged")
+    try:
+        await signups.cancel_activity(
+            ctx, doc["activity_id"], reason=_ACTIVITY_REASONS[change["status"]]
+        )
+    except Conflict:  # the activity ended in the meantime
+        await _reschedule(ctx, doc["_id"], change)
+        raise Conflict(f"走访时间已过，不能{verb}", code="visit_over") from None
+    return await requests.find_one({"_id": doc["_id"]})
+
+
+async def _visited(ctx, request_id: ObjectId) -> bool:
+    return await ctx.db["trips"].find_one({"visits.request_id": request_id}, {"_id": 1}) is not None
+
+
+async def _reschedule(ctx, request_id: ObjectId, change: dict) -> None:
+    """Undo a withdrawal refused after its write."""
+    await ctx.db["visit_requests"].update_one(
+        {"_id": request_id, "status": change["status"]},
+        {"$set": {"status": "scheduled"}, "$unset": {k: "" for k in change if k != "status"}},
+    )
 
 
 def _out(d: dict) -> VisitRequestOut:
@@ -273,4 +322,5 @@ def _out(d: dict) -> VisitRequestOut:
         activity_id=str(d["activity_id"]) if d.get("activity_id") else None,
         created_at=d["created_at"],
         reason=d.get("reason"),
+        withdrawn_at=d.get("withdrawn_at"),
     )

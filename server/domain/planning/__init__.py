@@ -25,8 +25,9 @@ again, up to MAX_ATTEMPTS attempts, after which the plan fails with a reason.
 Modules
 -------
 * :mod:`~server.domain.planning.models`: the request and response types (:class:`NewPlan`,
-  :class:`NewPin`, :class:`Exclusion`, :class:`Queued`, :class:`PlanOut` and its parts,
-  :class:`PlanSummary`, :class:`PlanPage`, :class:`PublishOut`).
+  :class:`NewPin`, :class:`Exclusion`, :class:`Queued`, :class:`PlanOut` and its parts
+  (:class:`PlanTotals`: a run's km, visits and unassigned, for the run before too),
+  :class:`PlanSummary`, :class:`PlanPage`, :class:`PublishOut`) and ``MAX_TIME_LIMIT_S``.
 * :mod:`~server.domain.planning.plans`: creating, reading and listing plans; pins, exclusions
   and re-planning.
 * :mod:`~server.domain.planning.solving`: the solve lifecycle: :class:`Solves` (the tasks of
@@ -35,13 +36,15 @@ Modules
 * :mod:`~server.domain.planning.problem`: the plan's working days, the solver's problem built
   from its caravans, depots, requests and sites (with pins and exclusions), and the solver's
   result as the plan's routes.
-* :mod:`~server.domain.planning.publishing`: `publish`, planned visits as published activities.
+* :mod:`~server.domain.planning.publishing`: `publish`, planned visits as published activities;
+  `withdrawn_visits`, those whose request was cancelled or declined since.
 
 The public API is re-exported here: ``from server.domain import planning;
 planning.create_plan(...)``.
 """
 
 from server.domain.planning.models import (
+    MAX_TIME_LIMIT_S,
     Exclusion,
     NewPin,
     NewPlan,
@@ -49,6 +52,7 @@ from server.domain.planning.models import (
     PlanOut,
     PlanPage,
     PlanSummary,
+    PlanTotals,
     PublishedVisit,
     PublishOut,
     Queued,
@@ -69,12 +73,13 @@ from server.domain.planning.plans import (
     unpin,
 )
 from server.domain.planning.problem import REASON_ALREADY_SCHEDULED, working_days
-from server.domain.planning.publishing import publish
+from server.domain.planning.publishing import publish, withdrawn_visits
 from server.domain.planning.solving import MAX_ATTEMPTS, Solves, recover, start_solving
 
 __all__ = [
     "MAX_ATTEMPTS",
     "MAX_DAYS",
+    "MAX_TIME_LIMIT_S",
     "REASON_ALREADY_SCHEDULED",
     "Exclusion",
     "NewPin",
@@ -83,6 +88,7 @@ __all__ = [
     "PlanOut",
     "PlanPage",
     "PlanSummary",
+    "PlanTotals",
     "PublishOut",
     "PublishedVisit",
     "Queued",
@@ -102,5 +108,6 @@ __all__ = [
     "replan",
     "start_solving",
     "unpin",
+    "withdrawn_visits",
     "working_days",
 ]

@@ -1,5 +1,9 @@
 """Publishing a plan: every planned visit becomes a published activity at its site, which
-volunteers join as crew; once per plan, and safe to retry after an interrupted attempt."""
+volunteers join as crew; once per plan, and safe to retry after an interrupted attempt.
+
+A published visit may later be withdrawn (its request declined or cancelled: see
+caravans.visit_requests), which cancels its activity; `withdrawn_visits` says which of a
+plan's were, so its page shows them withdrawn rather than short of crew."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from bson import ObjectId
 
 from server.domain import activities, caravans, events, sites
 from server.domain.errors import Conflict
-from server.domain.planning.models import PublishedVisit, PublishOut, UnassignedOut
+from server.domain.ids import parse_id
+from server.domain.planning.models import PlanOut, PublishedVisit, PublishOut, UnassignedOut
 from server.domain.planning.plans import get_plan_doc
 from server.domain.planning.problem import REASON_ALREADY_SCHEDULED
 
@@ -141,3 +146,15 @@ def _published_out(doc: dict) -> PublishOut:
             for s in doc.get("skipped", [])
         ],
     )
+
+
+async def withdrawn_visits(ctx, plan: PlanOut) -> dict[str, str]:
+    """The plan's published visits withdrawn since: request id → the request's status
+    (`declined` or `cancelled`)."""
+    ids = [parse_id(p.request_id) for p in plan.published]
+    requests = await caravans.requests_by_id(ctx, ids)
+    return {
+        str(request_id): r["status"]
+        for request_id, r in requests.items()
+        if r.get("withdrawn_at") and str(r.get("plan_id")) == plan.id
+    }

@@ -1,6 +1,9 @@
 """The caravan KPIs, read from the organisations' roll-ups: an organisation's year keeps, beside
 its totals, the figures of every caravan whose trips count there, so a subtree's KPIs are one
-document, kept and checked like every other figure of the report."""
+document, kept and checked like every other figure of the report.
+
+A caravan with a target for the year (set by the association: field days, km) is listed even
+before its first trip, with its progress toward the target (`caravans.target_progress`)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import msgspec
 from bson import ObjectId
 
 from server.clock import SHANGHAI
-from server.domain import caravans
+from server.domain import caravans, orgs
 from server.domain.ids import parse_id
 from server.domain.stats.rollups import CARAVAN_FIGURES, ORGS, nodes_for, rollup_id
 
@@ -35,6 +38,7 @@ class CaravanKpi(Kpi):
     caravan_id: str
     name: str
     plate: str
+    target: caravans.TargetProgress | None = None  # with a target for the year
 
 
 class CountyKpi(Kpi):
@@ -91,7 +95,11 @@ async def kpis(ctx, year: int, org_id) -> Kpis:
     waiting = [v for v in waiting if org_id in trip_orgs[v.org_id].lineage]
     for visit in waiting:
         per_caravan.setdefault(visit.caravan_id, {})
+    targeted = await caravans.targeted_caravans(ctx, await orgs.subtree_ids(ctx, org_id), year)
+    for caravan in targeted:
+        per_caravan.setdefault(caravan["_id"], {})
     fleet = await caravans.caravans_by_id(ctx, list(per_caravan))
+    targets = {c["_id"]: await caravans.target_progress(ctx, c, year) for c in targeted}
     nodes = await nodes_for(ctx, [c["org_id"] for c in fleet.values()])
 
     def county_of(org: ObjectId | None) -> ObjectId | None:
@@ -124,6 +132,7 @@ async def kpis(ctx, year: int, org_id) -> Kpis:
                 plate=caravan.get("plate", ""),
                 **_kpi(figures),
                 pending=caravan_waiting[caravan_id].out(),
+                target=targets.get(caravan_id),
             )
         )
     county_rows = [
