@@ -4,12 +4,14 @@ pages: check-in code images and certificate verification."""
 
 from __future__ import annotations
 
+from html import escape
 from typing import Annotated, Literal
 
 import msgspec
 
+from server.clock import SHANGHAI
 from server.domain import adjustments, attendance, certificates, disputes, hours, sites
-from server.domain.errors import Conflict
+from server.domain.errors import Conflict, DomainError
 from server.web import ID, BaseHandler, operation
 
 
@@ -206,14 +208,65 @@ class CheckinCodeImageHandler(BaseHandler):
 
 
 class VerifyHandler(BaseHandler):
+    """JSON for programs (`Accept: application/json`, or none); a small page for a browser,
+    which is what the certificate's QR code opens."""
+
     @operation(
-        "Check a 志愿服务记录证明 by its code (public)",
+        "Check a 志愿服务记录证明 by its code (public): whose record (masked name), hours, "
+        "issuer, date, and whether it is still valid (a reissued certificate supersedes it). "
+        "A browser (Accept: text/html) gets the same as a page",
         response=certificates.Verification,
+        content_types=("text/html",),
         auth=False,
         errors=(404,),
     )
     async def get(self, code: str) -> None:
-        self.reply(await certificates.verify(self.ctx, code))
+        verification = await certificates.verify(self.ctx, code)
+        if self._wants_html():
+            self._send(200, _verification_page(verification).encode(), "text/html")
+        else:
+            self.reply(verification)
+
+    def _wants_html(self) -> bool:
+        accept = self.request.headers.get("Accept", "")
+        return "text/html" in accept and "application/json" not in accept
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if self._wants_html() and isinstance(exc, DomainError):
+            self._send(status_code, _page("证明查验失败", f"<p>{escape(exc.message)}</p>").encode(),
+                       "text/html")  # fmt: skip
+            return
+        super().write_error(status_code, **kwargs)
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>body{{font-family:sans-serif;max-width:32em;"
+        "margin:2em auto;padding:0 1em;line-height:1.6}.bad{color:#b00}.ok{color:#070}"
+        f"dt{{color:#666}}dd{{margin:0 0 .6em}}</style></head><body><h1>{escape(title)}</h1>"
+        f"{body}</body></html>"
+    )
+
+
+def _verification_page(v: certificates.Verification) -> str:
+    if v.valid:
+        state = '<p class="ok">此证明有效。</p>'
+    else:
+        when = v.superseded_at.astimezone(SHANGHAI).strftime("%Y-%m-%d")
+        state = f'<p class="bad">此证明已于 {when} 被重新出具的证明取代，不再有效。</p>'
+    issued = v.issued_at.astimezone(SHANGHAI).strftime("%Y年%m月%d日")
+    items = [
+        ("志愿者", v.volunteer),
+        ("志愿服务时长", f"{v.confirmed_hours:g} 小时（{v.records} 条记录）"),
+        ("出具单位", v.issuer),
+        ("出具日期", issued),
+        ("证明编号", v.code),
+    ]
+    listed = "".join(f"<dt>{escape(k)}</dt><dd>{escape(val)}</dd>" for k, val in items)
+    return _page("志愿服务记录证明查验", f"{state}<dl>{listed}</dl>")
 
 
 ROUTES = [

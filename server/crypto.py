@@ -64,6 +64,15 @@ def mask_phone(phone: str) -> str:
     return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
 
 
+def mask_id_number(number: str) -> str:
+    """4101**********1234: the first four and the last four characters stay visible (one
+    each of a short number)."""
+    keep = 4 if len(number) > 8 else 1
+    if len(number) <= 2 * keep:
+        return "*" * len(number)
+    return number[:keep] + "*" * (len(number) - 2 * keep) + number[-keep:]
+
+
 def load_or_create_keys(
     secret_key: str | None, data_key: str | None, data_dir: str
 ) -> tuple[bytes, bytes]:

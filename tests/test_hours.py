@@ -318,7 +318,7 @@ async def test_the_certificate_reads_back_and_verifies(ctx, http, scene, login):
     assert answer.headers["Content-Type"].startswith("application/pdf")
     text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(answer.content)).pages)
     assert "李四" in text and "3.5" in text and "科学实验秀" in text
-    code = text.split("验证编号：")[1].split("（")[0].strip()
+    code = text.split("证明编号：")[1].split()[0]
 
     verified = await http.get(f"/verify/{code}")
     assert verified.status_code == 200

@@ -428,6 +428,21 @@ async def credit_values(ctx, record_ids: list[ObjectId]) -> list[CreditValue]:
     ]
 
 
+async def confirmed_served(
+    ctx, org_ids: list[ObjectId], start: datetime, end: datetime
+) -> list[tuple[dict, float]]:
+    """The confirmed credits of these organisations served in [start, end) that still count
+    (a reversed one is worth nothing), each with its value, in the order served. Each credit
+    as stored: who, activity, site, organisation, `served_at`, `basis`, `confirmed_at`."""
+    query = {"org_id": {"$in": org_ids}, "status": "confirmed", "kind": "credit",
+             "served_at": {"$gte": start, "$lt": end}}  # fmt: skip
+    credits = sorted(
+        await _ledger(ctx).find(query).to_list(None), key=lambda c: (c["served_at"], c["_id"])
+    )
+    values = await _values(ctx, credits)
+    return [(c, values[c["_id"]]) for c in credits if values[c["_id"]] > 0]
+
+
 async def confirmed_entries(ctx, start: datetime, end: datetime):
     """Every confirmed ledger entry (credits and their corrections) served in [start, end), as
     CreditValues, streamed: at provincial scale this is the whole year's ledger. No index: a

@@ -21,14 +21,8 @@ from pymongo.errors import DuplicateKeyError
 
 from server import geo
 from server.crypto import mask_phone
-from server.domain import access, orgs, ratelimit
-from server.domain.errors import (
-    Forbidden,
-    InvalidRequest,
-    NotFound,
-    Unauthenticated,
-    UpstreamError,
-)
+from server.domain import access, id_documents, orgs, ratelimit
+from server.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated, UpstreamError
 from server.wechat.client import WeChatError
 
 log = structlog.get_logger(__name__)
@@ -81,7 +75,7 @@ class Session(msgspec.Struct):
     user: UserSummary
 
 
-class Profile(msgspec.Struct):
+class Profile(id_documents.Documented):
     id: str
     roles: list[access.RoleGrant]
     phone_bound: bool
@@ -91,10 +85,10 @@ class Profile(msgspec.Struct):
     region_code: str | None
     region_name: str | None
     privacy_version: str | None
-    admin_site_ids: list[str] = []  # the sites this user was named admin of
+    admin_site_ids: list[str] = msgspec.field(default_factory=list)  # the sites they administer
 
 
-class ProfileChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+class ProfileChange(id_documents.Change, forbid_unknown_fields=True, omit_defaults=True):
     real_name: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
     expertise: Annotated[list[Tag], msgspec.Meta(max_length=20)] | None = None
     region_code: Annotated[str, msgspec.Meta(pattern=r"^\d{6}$")] | None = None
@@ -472,12 +466,14 @@ async def profile(ctx, user_id: ObjectId) -> Profile:
         region_code=user.get("region_code"),
         region_name=region["name"] if region else None,
         privacy_version=user.get("privacy_version"),
+        **id_documents.profile_fields(user),
     )
 
 
 async def update_profile(ctx, user_id: ObjectId, change: ProfileChange) -> Profile:
     fields = msgspec.structs.asdict(change)
     fields = {k: v for k, v in fields.items() if v is not None}
+    fields |= await id_documents.changes(ctx, user_id, fields)
     if "region_code" in fields and geo.adcode_lookup(fields["region_code"]) is None:
         raise InvalidRequest("region_code 不是有效的行政区划代码", field="region_code")
     if "real_name" in fields:
