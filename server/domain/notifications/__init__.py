@@ -17,7 +17,11 @@ Modules:
 
 from server.domain.notifications.dispatch import dispatch_due
 from server.domain.notifications.outbox import OutboxSummary, retry, schedule, summary
-from server.domain.notifications.reactions import register, remind_pending_hours
+from server.domain.notifications.reactions import (
+    register,
+    remind_pending_hours,
+    tell_expert_of_visit,
+)
 from server.domain.notifications.subscriptions import (
     Accepted,
     Quota,
@@ -42,5 +46,6 @@ __all__ = [
     "retry",
     "schedule",
     "summary",
+    "tell_expert_of_visit",
     "templates",
 ]

@@ -173,6 +173,18 @@ async def on_dispute(ctx, kind: str, *, dispute_id, activity_id=None, **known) -
         )  # fmt: skip
 
 
+async def tell_expert_of_visit(ctx, *, user_id, request_id, activity_id, place: str) -> bool:
+    """An expert was sent to a county's request (its activity published): tell them at once,
+    once per request."""
+    data, doc = await _activity_data(ctx, activity_id, place)
+    data["thing3"] = _thing(place)
+    return await schedule(
+        ctx, user_id=user_id, key="expert_visit", data=data, due_at=ctx.clock.now(),
+        dedupe=f"expert_visit:{request_id}:{user_id}", activity_id=activity_id,
+        stale_after=doc["starts_at"],
+    )  # fmt: skip
+
+
 def register(bus: events.EventBus) -> None:
     """Hook the outbox to the domain events (called once at start)."""
     bus.subscribe(events.SIGNUP_CONFIRMED, on_confirmed)

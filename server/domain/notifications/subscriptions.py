@@ -23,6 +23,7 @@ TEMPLATE_TITLES = {
     "visit_declined": "走访申请未通过通知",
     "dispute_resolved": "时长异议处理结果通知",
     "dispute_overdue": "时长异议待处理提醒",
+    "expert_visit": "专家派遣通知",
 }
 PAGES = {
     "activity_reminder": "pages/activity/detail?id={activity_id}",
@@ -33,6 +34,7 @@ PAGES = {
     "visit_declined": "pages/caravan/requests",
     "dispute_resolved": "pages/hours/index",
     "dispute_overdue": "pages/hours/disputes",
+    "expert_visit": "pages/activity/detail?id={activity_id}",
 }
 IN_CHUNK = 100  # keys per $in list (see in_chunks)
 
