@@ -9,6 +9,7 @@ import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
 
+from server import metrics
 from server.domain.errors import NotFound
 from server.web import BaseHandler, operation
 
@@ -38,7 +39,7 @@ class HealthHandler(BaseHandler):
 class MetricsHandler(BaseHandler):
     async def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(generate_latest())
+        self.finish(generate_latest(metrics.exposed()))
 
 
 class DevClock(msgspec.Struct):

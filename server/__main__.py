@@ -1,4 +1,5 @@
-"""`python -m server`: run the service (default), or an operator's sub-command."""
+"""`python -m server`: run the service (default; `--processes N` for N service processes on one
+database, server/supervisor.py), or an operator's sub-command."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
@@ -15,6 +17,9 @@ from config import Settings, SettingsError, load_settings
 from server.domain.access import STAFF_ROLES
 from server.logs import configure_logging
 
+if TYPE_CHECKING:
+    from server.supervisor import Worker
+
 log = structlog.get_logger("ikepu")
 
 # Hundreds of volunteers tap 报名 in the same second when a popular activity opens.
@@ -23,8 +28,20 @@ LISTEN_BACKLOG = 2048
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
-    commands = parser.add_subparsers(dest="command")
+    parser.add_argument(
+        "--processes", type=int, help="service processes on one database (IKEPU_PROCESSES)"
+    )
+    parser.add_argument(
+        "--process-ports",
+        choices=("shared", "each"),
+        help="all on IKEPU_PORT (shared), or process i on IKEPU_PORT+i (IKEPU_PROCESS_PORTS)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="run the service (the default)")
+    # What the supervisor starts N of (server/supervisor.py); not for operators.
+    worker = commands.add_parser("worker")
+    worker.add_argument("--index", type=int, required=True)
+    worker.add_argument("--ready-fd", type=int, required=True)
     commands.add_parser("seed-demo", help="load the demo data into an empty database")
     commands.add_parser("scheduler", help="run only the scheduler (reminders, daily jobs)")
     scale = commands.add_parser(
@@ -40,14 +57,21 @@ def main(argv: list[str] | None = None) -> int:
     grant.add_argument("--role", required=True, choices=sorted(STAFF_ROLES))
     grant.add_argument("--org", required=True, help="organisation id, or 'root'")
     args = parser.parse_args(argv)
+    overrides = {"processes": args.processes, "process_ports": args.process_ports}
     try:
-        settings = load_settings()
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     except SettingsError as exc:
         print(f"ikepu: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
     if args.command in (None, "run"):
+        if settings.processes > 1:
+            return asyncio.run(supervise(settings))
         return asyncio.run(serve(settings))
+    if args.command == "worker":
+        from server.supervisor import Worker
+
+        return asyncio.run(serve(settings, worker=Worker(args.index, args.ready_fd)))
     if args.command == "scheduler":
         return asyncio.run(serve(settings, http=False))
     return asyncio.run(operate(settings, args))
@@ -134,16 +158,33 @@ def _print_console(settings: Settings) -> None:
     print("\n".join(lines), flush=True)
 
 
-async def serve(settings: Settings, *, http: bool = True) -> int:
+async def supervise(settings: Settings) -> int:
+    """Several service processes (server/supervisor.py) beside one emulator and database."""
+    from server.supervisor import Supervisor
+
+    emulator, served = _start_emulator(settings, settings.wechat_emulator_port)
+    env = {"IKEPU_WECHAT_API_BASE": served.wechat_api_base} if emulator is not None else {}
+    try:
+        return await Supervisor(settings, env).run(on_ready=lambda: _print_console(settings))
+    finally:
+        if emulator is not None:
+            emulator.stop()
+
+
+async def serve(settings: Settings, *, http: bool = True, worker: Worker | None = None) -> int:
+    """The service in this process; as one of several (`worker`), without the emulator and
+    the database, which the supervisor keeps, on the port it was given."""
     from jobs.scheduler import Scheduler
     from server.app import make_app
     from server.context import Context
     from server.domain.wiring import wire
 
-    emulator, settings = _start_emulator(settings, settings.wechat_emulator_port)
+    emulator = None
+    if worker is None:
+        emulator, settings = _start_emulator(settings, settings.wechat_emulator_port)
     ctx = await Context.start(settings)
     await wire(ctx)
-    if settings.demo:
+    if settings.demo and (worker is None or worker.index == 0):
         from server.demo import seed_demo
 
         await seed_demo(ctx)
@@ -151,18 +192,27 @@ async def serve(settings: Settings, *, http: bool = True) -> int:
     if http:
         # No xheaders: forwarded headers are believed only from trusted proxies (BaseHandler).
         server = HTTPServer(make_app(ctx))
+        port = worker.port(settings) if worker else settings.port
         try:
-            server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
+            server.listen(
+                port,
+                settings.host,
+                backlog=LISTEN_BACKLOG,
+                reuse_port=worker is not None and worker.reuse_port(settings),
+            )
         except OSError as exc:
-            log.error("cannot_listen", host=settings.host, port=settings.port, error=str(exc))
+            log.error("cannot_listen", host=settings.host, port=port, error=str(exc))
             await ctx.close()
             return 1
-        log.info("listening", url=f"http://{settings.host}:{settings.port}/")
-        _print_console(settings)
+        log.info("listening", url=f"http://{settings.host}:{port}/")
+        if worker is None:
+            _print_console(settings)
     scheduler = None
     if settings.scheduler or not http:
         scheduler = Scheduler(ctx)
         scheduler.start()
+    if worker is not None:
+        worker.ready()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
