@@ -52,6 +52,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     min_coverage: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.6
     star_thresholds: tuple[PositiveFloat, ...] = (100.0, 300.0, 600.0, 1000.0, 1500.0)
     certificate_issuer: str = "河南省科学技术协会"
+    # The issuer's 负责人, 经办人 and 联系方式 a 志愿服务记录证明 names (民发〔2015〕149号);
+    # left empty, the certificate leaves a line to sign or fill in by hand.
+    certificate_person_in_charge: str = ""
+    certificate_handler: str = ""
+    certificate_contact: str = ""
+    # Where the public reaches this service: a certificate's QR code and printed link point at
+    # {public_base_url}/verify/{code}. Unset: http://{host}:{port}, right only on one machine.
+    public_base_url: (
+        Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")] | None
+    ) = None
 
     # Reminders through WeChat subscribe messages (template ids from the mini-program's account).
     template_activity_reminder: str = "tmpl_activity_reminder"
@@ -62,6 +72,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     template_visit_declined: str = "tmpl_visit_declined"
     template_dispute_resolved: str = "tmpl_dispute_resolved"
     template_dispute_overdue: str = "tmpl_dispute_overdue"
+    template_expert_visit: str = "tmpl_expert_visit"
     reminder_leads_h: tuple[PositiveFloat, ...] = (24.0, 2.0)
     hours_pending_after_h: PositiveFloat = 48.0
     dispatch_interval_s: PositiveFloat = 15.0
@@ -70,6 +81,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     reminder_max_attempts: PositiveInt = 5
     reminder_claim_s: PositiveFloat = 60.0
     scheduler_lease_s: PositiveFloat = 45.0
+
+    # 百名首席科普专家进百县: how many county visits one expert makes a month at most.
+    expert_visits_per_month: Annotated[int, msgspec.Meta(ge=1, le=31)] = 4
 
     # Secrets; when unset they are created once under data_dir (fine for development, set them
     # explicitly in production so every process shares them).
@@ -83,6 +97,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_s: PositiveFloat = 10.0
+    # Service processes (`python -m server --processes N`): with more than one, a supervisor
+    # starts the embedded database and the emulator once and N service processes beside them,
+    # all on `port` (SO_REUSEPORT: the kernel spreads connections) or, with "each", process i
+    # on `port + i` for a proxy in front (server/supervisor.py).
+    processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    process_ports: Literal["shared", "each"] = "shared"
 
     access_token_ttl_s: PositiveInt = 7200
     refresh_token_ttl_s: PositiveInt = 30 * 86400
@@ -91,6 +111,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Addresses or networks of the reverse proxies in front of the service: only from these is
     # X-Forwarded-For believed (IKEPU_TRUSTED_PROXIES=10.0.0.5,10.1.0.0/16). None by default.
     trusted_proxies: tuple[str, ...] = ()
+
+    @property
+    def public_url(self) -> str:
+        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def uses_wechat_emulator(self) -> bool:
@@ -149,6 +173,17 @@ def load_settings(environ: dict[str, str] | None = None, **overrides) -> Setting
             raise SettingsError(
                 f"invalid setting {name}: {proxy!r} is no address or network"
             ) from None
+    if settings.processes > 1 and settings.dev_clock:
+        # Each process keeps its own clock: one moved by a call would disagree with the rest.
+        raise SettingsError(
+            f"{_env_name('dev_clock')}=1 needs {_env_name('processes')}=1 "
+            "(each process has its own development clock)"
+        )
+    if settings.process_ports == "each" and settings.port + settings.processes - 1 > 65535:
+        raise SettingsError(
+            f"{_env_name('port')}={settings.port} leaves no room for {settings.processes} "
+            f"consecutive ports ({_env_name('process_ports')}=each)"
+        )
     if settings.geocoder == "baidu" and not settings.baidu_ak:
         raise SettingsError(f"{_env_name('baidu_ak')} is required when IKEPU_GEOCODER=baidu")
     return settings

@@ -10,6 +10,8 @@ import tornado.web
 import console
 import handlers
 import miniprogram_api
+from handlers import experts, records
+from miniprogram_api import experts as my_expert
 from server.context import Context
 from server.web import ErrorEnvelope, NotFoundHandler, encode_json
 from server.web.openapi import OpenApiHandler, build_document
@@ -19,7 +21,8 @@ CONSOLE_DIR = Path(console.__file__).parent
 
 
 def all_routes() -> list[tuple]:
-    return [*handlers.ROUTES, *miniprogram_api.ROUTES]
+    staff = [*handlers.ROUTES, *records.ROUTES, *experts.ROUTES]
+    return [*staff, *miniprogram_api.ROUTES, *my_expert.ROUTES]
 
 
 def make_app(ctx: Context) -> tornado.web.Application:

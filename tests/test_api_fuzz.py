@@ -122,6 +122,8 @@ async def test_no_input_makes_a_server_error_or_an_undocumented_answer(
         "plan_id": world.plan,
         "request_id": world.request,
         "trip_id": world.trip,
+        "expert_id": world.expert,
+        "match_id": world.match,
         "scene": code.scene,
     }
     document = (await http.get("/openapi.json")).json()

@@ -21,10 +21,14 @@ from server.domain import (
     campaigns,
     caravans,
     disputes,
+    experts,
     hours,
+    identity,
+    national_records,
     orgs,
     planning,
     signups,
+    stats,
 )
 from server.domain import sites as sites_
 from server.domain.paging import page_by_id_any
@@ -82,7 +86,7 @@ async def _paged_operations(http) -> list[tuple[str, list[str]]]:
 async def world(ctx, login):
     """Two of everything that pages, in one county, and callers who may read it all."""
     root = await orgs.create_org(ctx, "省科协", "province", None)
-    city = await orgs.create_org(ctx, "新乡市科协", "city", root)
+    city = await orgs.create_org(ctx, "新乡市科协", "city", root, adcode="410700")
     county = await orgs.create_org(ctx, "辉县市科协", "county", city)
     staff = await login("o_cursor_staff")
     await access.grant_role(ctx, ObjectId(staff.user_id), "org_admin", root)
@@ -163,6 +167,23 @@ async def world(ctx, login):
             ),
             created_by=ObjectId(staff.user_id), start=False,
         )  # fmt: skip
+        expert = await identity.ensure_user(ctx, f"o_cursor_expert_{n}")
+        await experts.register_expert(
+            ctx,
+            experts.NewExpert(user_id=str(expert), name=f"专家{n}", fields=["农业"],
+                              home_city_id=str(city), free_dates=[today + timedelta(days=10)]),
+            by=None,
+        )  # fmt: skip
+        await experts.create_request(
+            ctx,
+            experts.NewExpertRequest(
+                org_id=str(county), fields=["农业"], dates=[today + timedelta(days=10 + n)],
+                audience="种植户", place="辉县市科技馆", location=place,
+            ),
+            by=None,
+        )  # fmt: skip
+        year = stats.parse_period(today.year, None, None, today)
+        await national_records.export(ctx, ObjectId(staff.user_id), str(county), "cast", year)
     return {
         "path": {"site_id": str(site)},
         "callers": {

@@ -24,6 +24,7 @@ from server.domain import (
     campaigns,
     caravans,
     disputes,
+    experts,
     hours,
     identity,
     orgs,
@@ -57,6 +58,10 @@ class World:
     dead_reminder: str = ""  # a reminder that gave up
     adjustment: str = ""  # a pending request to raise `record` above its bound
     dispute: str = ""  # `someone`'s open dispute of `record`
+    expert: str = ""  # a registered expert (农业, from the city), free on the request's date
+    expert_request: str = ""  # the county's open expert request (农业) in 10 days
+    match: str = ""  # a proposed match of `expert_request` to `expert`, not published
+    candidates: tuple[str, ...] = ()  # volunteers not yet experts (calls 1, 2)
 
 
 @dataclass(frozen=True)
@@ -411,6 +416,18 @@ TABLE += [
         lambda w: f"/api/v1/caravans/{w.caravan}/unavailable",
         lambda w, n: {"dates": [_days_ahead(w, 20 + n)]},
     ),
+    Row(
+        "GET",
+        _CARAVAN + "/targets",
+        lambda w: f"/api/v1/caravans/{w.caravan}/targets?year={w.today[:4]}",
+        lambda w, n: None,
+    ),
+    Row(
+        "PUT",
+        _CARAVAN + "/targets",
+        lambda w: f"/api/v1/caravans/{w.caravan}/targets",
+        lambda w, n: {"year": int(w.today[:4]), "field_days": 100 + n, "km": 12000},
+    ),
 ]
 
 _CAMPAIGN = r"/api/v1/campaigns/(?P<campaign_id>[0-9a-f]{24})"
@@ -487,6 +504,86 @@ TABLE += [
     ),
 ]
 
+# Service records in the national systems' forms.
+TABLE += [
+    Row(
+        "GET",
+        r"/api/v1/service-records/export",
+        lambda w: f"/api/v1/service-records/export?org_id={w.county}&form=cast&year={w.today[:4]}",
+        lambda w, n: None,
+    ),
+    Row(
+        "GET",
+        r"/api/v1/service-records/exports",
+        lambda w: f"/api/v1/service-records/exports?org_id={w.county}",
+        lambda w, n: None,
+    ),
+]
+
+_EXPERT_PLACE = {"lng": 113.806, "lat": 35.462}
+_MATCH = r"/api/v1/expert-matches/(?P<match_id>[0-9a-f]{24})"
+
+# 百名首席科普专家进百县: the county asks; the association (at the root) registers and matches.
+TABLE += [
+    Row(
+        "POST",
+        r"/api/v1/experts",
+        lambda w: "/api/v1/experts",
+        lambda w, n: {
+            "user_id": w.candidates[n - 1],
+            "name": f"专家{n}",
+            "fields": ["农业"],
+            "home_city_id": w.city,
+            "free_dates": [_days_ahead(w, 10)],
+        },
+        at="root",
+    ),
+    Row("GET", r"/api/v1/experts", lambda w: "/api/v1/experts", lambda w, n: None, at="root"),
+    Row(
+        "PUT",
+        r"/api/v1/experts/(?P<expert_id>[0-9a-f]{24})/free-dates",
+        lambda w: f"/api/v1/experts/{w.expert}/free-dates",
+        lambda w, n: {"dates": [_days_ahead(w, 10), _days_ahead(w, 20 + n)]},
+        at="root",
+    ),
+    Row(
+        "POST",
+        r"/api/v1/expert-requests",
+        lambda w: "/api/v1/expert-requests",
+        lambda w, n: {
+            "org_id": w.county,
+            "fields": ["农业"],
+            "dates": [_days_ahead(w, 10 + n)],
+            "audience": "种植户",
+            "place": f"辉县市科技馆{n}",
+            "location": _EXPERT_PLACE,
+        },
+    ),
+    _listing(r"/api/v1/expert-requests"),
+    Row(
+        "POST",
+        r"/api/v1/expert-matches",
+        lambda w: "/api/v1/expert-matches",
+        lambda w, n: {"from": _days_ahead(w, 1), "to": _days_ahead(w, 30)},
+        at="root",
+    ),
+    Row("GET", _MATCH, lambda w: f"/api/v1/expert-matches/{w.match}", lambda w, n: None, at="root"),
+    Row(
+        "POST",
+        _MATCH + "/swap",
+        lambda w: f"/api/v1/expert-matches/{w.match}/swap",
+        lambda w, n: {"request_id": w.expert_request, "expert_id": w.expert},
+        at="root",
+    ),
+    Row(
+        "POST",
+        _MATCH + "/publish",
+        lambda w: f"/api/v1/expert-matches/{w.match}/publish",
+        lambda w, n: None,
+        at="root",
+    ),
+]
+
 ROUTES = {
     (method, pattern): getattr(handler, method.lower()).operation
     for pattern, handler in all_routes()
@@ -523,7 +620,8 @@ def test_no_role_is_named_in_the_http_layers():
 @pytest.fixture
 async def world(ctx):
     root = await orgs.create_org(ctx, "省科协", "province", None)
-    city = await orgs.create_org(ctx, "新乡市科协", "city", root)
+    # An expert's home city is measured from its seat: the city needs its adcode.
+    city = await orgs.create_org(ctx, "新乡市科协", "city", root, adcode="410700")
     county = await orgs.create_org(ctx, "辉县市科协", "county", city)
     other_city = await orgs.create_org(ctx, "安阳市科协", "city", root)
     site = await sites.create_site(
@@ -630,6 +728,32 @@ async def world(ctx):
         {"state": "dead", "template_key": "activity_reminder", "user_id": someone, "attempts": 5,
          "due_at": yesterday, "dedupe": "dead:1", "last_error": "45009 reach max api daily quota"}
     )  # fmt: skip
+    expert = await experts.register_expert(
+        ctx,
+        experts.NewExpert(
+            user_id=str(await identity.ensure_user(ctx, "o_expert")),
+            name="张农",
+            fields=["农业"],
+            home_city_id=str(city),
+            free_dates=[today + timedelta(days=10)],
+        ),
+        by=None,
+    )
+    expert_request = await experts.create_request(
+        ctx,
+        experts.NewExpertRequest(
+            org_id=str(county),
+            fields=["农业"],
+            dates=[today + timedelta(days=10)],
+            audience="种植户",
+            place="辉县市科技馆",
+            location=sites.LocationIn(**_EXPERT_PLACE),
+        ),
+        by=someone,
+    )
+    period = experts.NewMatch(from_=today + timedelta(days=1), to=today + timedelta(days=30))
+    match = await experts.propose(ctx, period, by=None)
+    candidates = [await identity.ensure_user(ctx, f"o_candidate_{n}") for n in (1, 2)]
     yield World(
         str(root),
         str(city),
@@ -651,6 +775,10 @@ async def world(ctx):
         dead_reminder=str(dead.inserted_id),
         adjustment=adjustment,
         dispute=dispute.dispute_id,
+        expert=str(expert),
+        expert_request=str(expert_request),
+        match=match.id,
+        candidates=tuple(str(c) for c in candidates),
     )
     await ctx.solves.drain()
 

@@ -15,6 +15,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         # The console's user search: by masked phone, by the start of a name (people.search).
         IndexModel([("phone_masked", ASCENDING)], sparse=True),
         IndexModel([("real_name", ASCENDING)], sparse=True),
+        # The ID-number look-up, by its keyed hash (id_documents, on PATCH /mp/v1/me).
+        IndexModel([("id_hash", ASCENDING)], sparse=True),
     ],
     "sessions": [
         IndexModel([("user_id", ASCENDING)]),
@@ -168,6 +170,26 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("caravan_days", ASCENDING)], unique=True),
         IndexModel([("org_id", ASCENDING)]),
     ],
+    # 百名首席科普专家进百县 (server/domain/experts/).
+    "experts": [
+        IndexModel([("user_id", ASCENDING)], unique=True),
+        IndexModel([("active", ASCENDING)]),
+        IndexModel([("fields", ASCENDING), ("_id", ASCENDING)]),
+    ],
+    "expert_requests": [
+        IndexModel([("org_id", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("status", ASCENDING), ("date", ASCENDING)]),
+        IndexModel([("expert_id", ASCENDING), ("status", ASCENDING), ("date", ASCENDING)]),
+        # An expert is at one visit a day, even for two matches published at once.
+        IndexModel(
+            [("expert_id", ASCENDING), ("date", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"status": "scheduled"},
+            name="one_visit_per_expert_day",
+        ),
+    ],
+    # The export log pages by _id under the scope's organisations (national_records).
+    "record_exports": [IndexModel([("org_id", ASCENDING), ("_id", ASCENDING)])],
 }
 
 

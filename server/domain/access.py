@@ -53,6 +53,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "hours.read": _SITE_STAFF,
     "hours.confirm": _SITE_STAFF,
     "stats.read": _ORGANISERS,
+    # Service records in the national systems' forms. Organisers prepare and check them with
+    # ID numbers masked; the numbers themselves go out only with the admin who submits them
+    # (every export is logged, and that log is theirs to read).
+    "records.export": _ORGANISERS,
+    "records.export_identity": frozenset({"org_admin"}),
     # 科普大篷车.
     "fleet.manage": _DISPATCH,
     "visit.request": _DISPATCH | {"site_admin"},
@@ -60,8 +65,15 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "visit.confirm": frozenset({"org_admin", "site_admin"}),
     "plan.dispatch": _DISPATCH,
     "trip.log": _DISPATCH,
+    # A caravan's year target comes from the association, not from those it measures.
+    "target.set": frozenset({"org_admin"}),
     # The province's reminder outbox (checked at the root organisation).
     "outbox.manage": frozenset({"org_admin"}),
+    # 百名首席科普专家进百县: a county's staff ask for an expert; the association registers the
+    # experts, matches them to requests and publishes (both checked at the root organisation).
+    "expert.request": _DISPATCH,
+    "expert.manage": frozenset({"org_admin"}),
+    "expert.match": frozenset({"org_admin"}),
 }
 
 
