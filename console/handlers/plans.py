@@ -157,10 +157,11 @@ class PlanBase(StaffPage):
 
 
 def _timeline(plan, fleet, days, doc, site_of_request) -> list[dict]:
-    """Per caravan of the plan, a row per working day: off for maintenance, idle (a run of days
-    without a route in one row, so a month of 30 caravans stays readable), or its route's visits
-    placed on the duty window (`at`/`span` in minutes from its start, positioned by
-    static/js/timeline.js, since the page's policy allows no inline style)."""
+    """Per caravan of the plan, a row per working day: off for maintenance, at a stay (set-up,
+    opening or tear-down), idle (a run of days without a route in one row, so a month of 30
+    caravans stays readable), or its route's visits placed on the duty window (`at`/`span` in
+    minutes from its start, positioned by static/js/timeline.js, since the page's policy allows
+    no inline style)."""
     start = sites.minutes(doc["duty_start"])
     window = sites.minutes(doc["duty_end"]) - start
 
@@ -169,6 +170,12 @@ def _timeline(plan, fleet, days, doc, site_of_request) -> list[dict]:
         return min(max(local.hour * 60 + local.minute - start, 0), window)
 
     route_of = {(r.caravan_id, r.date): r for r in plan.routes}
+    stay_on: dict[tuple[str, str], str] = {}  # (caravan, day) → what the unit does at its stay
+    for stay in plan.stays:
+        for day in days:
+            if stay.setup_from <= day <= stay.teardown_until:
+                doing = "驻留" if stay.first_day <= day <= stay.last_day else "布展/撤展"
+                stay_on[(stay.caravan_id, day)] = f"{doing}：{stay.site_name}"
     rows = []
     for n, cid in enumerate(plan.caravan_ids):
         caravan = fleet.get(parse_id(cid), {})
@@ -186,12 +193,14 @@ def _timeline(plan, fleet, days, doc, site_of_request) -> list[dict]:
                 }
                 for s in (route.stops if route else [])
             ]
-            if route is None and day not in off and lines and lines[-1].get("idle"):
+            stay = stay_on.get((cid, day))
+            idle = route is None and day not in off and stay is None
+            if idle and lines and lines[-1].get("idle"):
                 lines[-1]["until"] = day
                 continue
             lines.append(
-                {"date": day, "off": day in off, "visits": visits,
-                 "idle": route is None and day not in off, "until": None,
+                {"date": day, "off": day in off, "visits": visits, "stay": stay,
+                 "idle": idle, "until": None,
                  "leave": minute(route.leave_at) if route else None,
                  "back": minute(route.return_at) if route else None}
             )  # fmt: skip

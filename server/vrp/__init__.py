@@ -8,7 +8,8 @@ Modules
 -------
 * :mod:`~server.vrp.model`: the problem and result types (msgspec Structs: :class:`Depot`,
   :class:`CaravanDay`, :class:`Request`, :class:`Pin`, :class:`PlanProblem`, :class:`Stop`,
-  :class:`CaravanRoute`, :class:`Unassigned`, :class:`PlanResult`), the day and reason
+  :class:`CaravanRoute`, :class:`Unassigned`, :class:`PlanResult`; for stays :class:`Stay`,
+  :class:`Unit`, :class:`StayPlacement`), the day and reason
   constants, :class:`ProgressToQueue`, :class:`StopWhenSet`, the scaled default time limit
   (:func:`scaled_time_limit_s`) and :func:`travel_matrices`.
 * :mod:`~server.vrp.assembly`: building PyVRP ``ProblemData`` from client and vehicle-type
@@ -16,6 +17,8 @@ Modules
 * :mod:`~server.vrp.search`: PyVRP's iterated local search with our neighbourhood, the
   stopping criterion that reports progress, the penalty-free objective and the repair of an
   infeasible best solution.
+* :mod:`~server.vrp.stays`: placing stays (:class:`Stay` on a :class:`Unit`, days or weeks at
+  one site) by branch and bound before the day visits are routed: :func:`place_stays`.
 * :mod:`~server.vrp.caravan`: the caravan model (one vehicle per caravan-day, one optional
   client per request, day and opening window, pins) and :func:`solve_plan`; its docstring
   describes the model.
@@ -46,12 +49,16 @@ from server.vrp.model import (
     PlanResult,
     ProgressToQueue,
     Request,
+    Stay,
+    StayPlacement,
     Stop,
     StopWhenSet,
     Unassigned,
+    Unit,
     scaled_time_limit_s,
     travel_matrices,
 )
+from server.vrp.stays import StayOutcome, place_stays
 
 __all__ = [
     "DAY_S",
@@ -71,9 +78,14 @@ __all__ = [
     "PlanResult",
     "ProgressToQueue",
     "Request",
+    "Stay",
+    "StayOutcome",
+    "StayPlacement",
     "Stop",
     "StopWhenSet",
     "Unassigned",
+    "Unit",
+    "place_stays",
     "scaled_time_limit_s",
     "solve_plan",
     "travel_matrices",

@@ -31,6 +31,10 @@ The model
 * Travel: great-circle distance (``server.geo.distance_matrix_m``) times ``road_factor``,
   integer metres; durations are those metres at ``speed_kmh``, integer seconds.
 
+Stays (a unit's days or weeks at one site) are placed first (:mod:`server.vrp.stays`); the
+caravan-days they occupy are left out of the model above, which routes the day visits on the
+caravan-days that remain.
+
 The search is PyVRP's iterated local search with a neighbourhood of our own that knows days
 and alternatives (see :func:`day_neighbours`), started from an empty plan, and a stopping
 criterion that also reports progress: ``on_progress(fraction_of_time_limit, best_cost)``.
@@ -43,6 +47,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Final
 
+import msgspec
 import numpy as np
 import pyvrp
 from pyvrp import Solution
@@ -69,6 +74,7 @@ from server.vrp.model import (
     travel_matrices,
 )
 from server.vrp.search import Budget, objective, repair, search
+from server.vrp.stays import place_stays
 
 _MAX_PENALTY: Final = 1e8
 """Upper bound of the time-warp and load penalties (per second, per show) in the planner: high
@@ -423,6 +429,15 @@ def solve_plan(
     (None while no feasible plan is known), and once more at the end with fraction 1.0.
     """
     started = time.perf_counter()
+    stays = place_stays(problem, started + min(0.2 * problem.time_limit_s, 5.0))
+    if stays.occupied:
+        calendar = problem.calendar_days
+        free = tuple(
+            v
+            for v in problem.caravan_days
+            if (v.caravan_id, calendar[v.day] if calendar else v.day) not in stays.occupied
+        )
+        problem = msgspec.structs.replace(problem, caravan_days=free)
     model = _PlanModel(problem)
     # Leave a little of the limit for reading the solution back.
     reserve = min(0.05 * problem.time_limit_s, 0.5)
@@ -450,6 +465,10 @@ def solve_plan(
         if not sol.is_feasible():
             sol, repaired = repair(data, sol)
     result = model.read(sol, started, iterations, repaired, budget.interrupted)
+    if problem.stays:
+        result = msgspec.structs.replace(
+            result, stays=stays.placed, unassigned=result.unassigned + stays.unassigned
+        )
     if budget.on_progress is not None:
         budget.on_progress(1.0, result.cost)
     return result

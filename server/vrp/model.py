@@ -95,11 +95,49 @@ class Pin(msgspec.Struct, frozen=True, kw_only=True):
     day: int
 
 
+class Unit(msgspec.Struct, frozen=True, kw_only=True):
+    """A caravan as a host of stays: its depot and its maintenance days (calendar-day indices of
+    the horizon), which no stay may include."""
+
+    unit_id: str
+    depot_id: str
+    blocked_days: tuple[int, ...] = ()
+
+
+class Stay(msgspec.Struct, frozen=True, kw_only=True):
+    """A site asking for a unit (a 流动科技馆 tour) for ``open_days`` consecutive days, every
+    one of them in ``[earliest, latest]`` (calendar-day indices of the horizon; they may reach
+    beyond it). The unit occupies the site ``setup_days`` before the first opening day and
+    ``teardown_days`` after the last; that whole occupancy lies inside the horizon, and the
+    unit moves between stays during those days."""
+
+    request_id: str
+    site_id: str
+    lng: float
+    lat: float
+    earliest: int
+    latest: int
+    open_days: int
+    setup_days: int = 0
+    teardown_days: int = 0
+    priority: int = 1
+
+    @property
+    def occupied_days(self) -> int:
+        return self.setup_days + self.open_days + self.teardown_days
+
+
 class PlanProblem(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything one plan needs. ``excluded`` requests are left out (reported as such, and
-    an exclusion beats a pin of the same request); ``pins`` hold what the dispatcher fixed;
-    ``time_limit_s`` bounds the wall-clock time of :func:`solve_plan`. Prizes and costs are in
-    metres."""
+    """Everything one plan needs. ``excluded`` requests (day visits or stays) are left out
+    (reported as such, and an exclusion beats a pin of the same request); ``pins`` hold what the
+    dispatcher fixed; ``time_limit_s`` bounds the wall-clock time of :func:`solve_plan`. Prizes
+    and costs are in metres.
+
+    Stays count days of the calendar (``horizon_days`` of them, day 0 the first), not working
+    days: a tour stays open at weekends. ``calendar_days[i]`` is the calendar day of working
+    day ``i`` (empty: every day a working day), so the unit-days stays take are removed from
+    ``caravan_days``. ``stay_pins`` fix a stay's unit (``caravan_id``) and first opening day
+    (``day``, a calendar day)."""
 
     depots: tuple[Depot, ...]
     caravan_days: tuple[CaravanDay, ...]
@@ -113,6 +151,11 @@ class PlanProblem(msgspec.Struct, frozen=True, kw_only=True):
     prize_per_priority_m: int = 1_000_000
     caravan_day_cost_m: int = 0
     """Fixed cost (in metres) of sending a caravan out on a day; 0 plans by distance alone."""
+    stays: tuple[Stay, ...] = ()
+    units: tuple[Unit, ...] = ()
+    stay_pins: tuple[Pin, ...] = ()
+    horizon_days: int = 0
+    calendar_days: tuple[int, ...] = ()
 
 
 class Stop(msgspec.Struct, frozen=True, kw_only=True):
@@ -134,6 +177,22 @@ class CaravanRoute(msgspec.Struct, frozen=True, kw_only=True):
     stops: tuple[Stop, ...]
     distance_m: int
     duration_s: int
+
+
+class StayPlacement(msgspec.Struct, frozen=True, kw_only=True):
+    """A stay as placed: its unit occupies the site from ``first_day`` to ``last_day`` and it is
+    open from ``open_day`` to ``close_day`` (calendar days, both ends included);
+    ``distance_m`` is the unit's drive from its depot there and back."""
+
+    request_id: str
+    site_id: str
+    unit_id: str
+    depot_id: str
+    first_day: int
+    open_day: int
+    close_day: int
+    last_day: int
+    distance_m: int
 
 
 class Unassigned(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,6 +218,8 @@ class PlanResult(msgspec.Struct, frozen=True, kw_only=True):
     """Visits dropped after the search because the best solution was not feasible (normally 0)."""
     interrupted: bool = False
     """The search was told to stop before its time limit (see :class:`StopWhenSet`)."""
+    stays: tuple[StayPlacement, ...] = ()
+    """The stays placed; ``routes`` and ``distance_m`` are the day visits'."""
 
 
 class ProgressToQueue:

@@ -4,9 +4,10 @@ have the hours their attendance earned confirmed (a crew member who signed up bu
 in earns nothing). Statistics read trips through `trip_facts`, a caravan's year's target
 through `year_of_trips`.
 
-A visit whose request was declined or cancelled is not logged; a request with a logged visit
-is not withdrawn (visit_requests checks after its write, `log_trip` after its own, so of a
-withdrawal and a trip log racing one is refused).
+A stay is logged as a visit on the trip of each opening day, with that day's visitors and
+activity. A visit whose request was declined or cancelled is not logged; a request with a
+logged visit is not withdrawn (visit_requests checks after its write, `log_trip` after its
+own, so of a withdrawal and a trip log racing one is refused).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from server.domain.caravans.fleet import get_caravan_doc
 from server.domain.caravans.visit_requests import (
     CLOSED,
     check_range,
+    is_stay,
     request_doc,
     requests_by_id,
 )
@@ -109,9 +111,12 @@ async def log_trip(ctx, new: NewTrip, *, logged_by: ObjectId) -> ObjectId:
             raise InvalidRequest("该走访已排给另一辆大篷车", field=field)
         if scheduled_to is None and request["org_id"] not in subtree:
             raise InvalidRequest("走访申请不属于该大篷车的组织", field=field)
-        if await ctx.db["trips"].find_one({"visits.request_id": request_id}, {"_id": 1}):
+        if is_stay(request):  # logged once per opening day: its unit has one trip a day
+            if new.date.isoformat() not in request.get("stay_activities", {}):
+                raise InvalidRequest("该日期不是这次驻留已发布的开放日", field=field)
+        elif await ctx.db["trips"].find_one({"visits.request_id": request_id}, {"_id": 1}):
             raise Conflict("该走访已登记在另一次出车中", code="visit_logged", field=field)
-        visits.append(_visit_entry(request, visit.beneficiaries))
+        visits.append(_visit_entry(request, visit.beneficiaries, day=new.date.isoformat()))
     doc = _trip_doc(
         ctx, caravan, new.date, new.odometer_start_km, new.odometer_end_km, visits, logged_by
     )
@@ -133,11 +138,11 @@ async def log_trip(ctx, new: NewTrip, *, logged_by: ObjectId) -> ObjectId:
     return doc["_id"]
 
 
-def _visit_entry(request: dict, beneficiaries: int, *, confirmed: bool = False) -> dict:
+def _visit_entry(request: dict, beneficiaries: int, *, confirmed=False, day=None) -> dict:
     return {
         "request_id": request["_id"],
         "site_id": request["site_id"],
-        "activity_id": request.get("activity_id"),
+        "activity_id": request.get("stay_activities", {}).get(day, request.get("activity_id")),
         "duration_min": request["duration_min"],
         "beneficiaries": beneficiaries,
         "confirmed": confirmed,
@@ -187,18 +192,8 @@ async def import_trips(ctx, trips: list[PastTrip]) -> int:
     for trip in trips:
         visits = []
         for site, people in trip.visits:
-            request = request_doc(
-                ctx,
-                site,
-                trip.date,
-                trip.date,
-                trip.duration_min,
-                None,
-                5,
-                None,
-                status="scheduled",
-                caravan_id=trip.caravan["_id"],
-            )
+            request = request_doc(ctx, site, trip.date, trip.date, trip.duration_min, None, 5, None,
+                                  status="scheduled", caravan_id=trip.caravan["_id"])  # fmt: skip
             requests.append(request)
             visits.append(_visit_entry(request, people, confirmed=True))
         docs.append(

@@ -1,4 +1,12 @@
-"""Visit requests: a site asks for a caravan visit within a range of days.
+"""Visit requests: a site asks for a caravan visit within a range of days, or for a stay.
+
+A stay (a 流动科技馆 tour at the site) asks for `duration_days` consecutive opening days within
+the range, open `open_from`–`open_until` every one of them (weekends included), with
+`shift_volunteers` volunteers wanted each day. The unit occupies the site `setup_days` before
+the first opening day and `teardown_days` after the last (set-up and tear-down, 0–7 days
+each, one by default); these lie outside the range but inside the plan's period. A stay's
+`duration_min` is the length of its opening day. Once published, `stay_activities` maps each
+opening day (ISO date) to its activity; `activity_id` is the first day's.
 
 A request moves open → scheduling → scheduled: `claim_for_publish` takes an open request (or one
 whose publication stalled) for one plan's publication, `record_activity` notes the activity made
@@ -29,13 +37,26 @@ CLOSED = ("declined", "cancelled")
 STALE_CLAIM = timedelta(minutes=2)
 
 
+HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+StayDays = Annotated[int, msgspec.Meta(ge=0, le=7)]
+
+
 class NewVisitRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A day visit (`duration_min`, 30–480) or a stay (`duration_days`, 1–60, with its daily
+    opening hours, set-up and tear-down days and volunteers per day); exactly one of the two."""
+
     site_id: str
     earliest_date: date
     latest_date: date
-    duration_min: Annotated[int, msgspec.Meta(ge=30, le=480)]
+    duration_min: Annotated[int, msgspec.Meta(ge=30, le=480)] | None = None
     audience: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     priority: Annotated[int, msgspec.Meta(ge=1, le=10)] = 5
+    duration_days: Annotated[int, msgspec.Meta(ge=1, le=60)] | None = None
+    open_from: HHMM = "09:00"
+    open_until: HHMM = "17:00"
+    setup_days: StayDays = 1
+    teardown_days: StayDays = 1
+    shift_volunteers: Annotated[int, msgspec.Meta(ge=1, le=200)] = 6
 
 
 class VisitRequestOut(msgspec.Struct):
@@ -54,6 +75,18 @@ class VisitRequestOut(msgspec.Struct):
     created_at: datetime
     reason: str | None = None  # why it was declined
     withdrawn_at: datetime | None = None  # when its scheduled visit was withdrawn
+    stay: StayOut | None = None  # a stay's days, hours and volunteers; None for a day visit
+
+
+class StayOut(msgspec.Struct):
+    """What a stay asks for; `date` of the request is then its first opening day."""
+
+    duration_days: int
+    open_from: str
+    open_until: str
+    setup_days: int
+    teardown_days: int
+    shift_volunteers: int
 
 
 class Decline(msgspec.Struct, forbid_unknown_fields=True):
@@ -68,23 +101,56 @@ class VisitRequestPage(msgspec.Struct):
 async def create_request(
     ctx, new: NewVisitRequest, *, created_by: ObjectId | None = None
 ) -> ObjectId:
+    stay = _stay_fields(new)
     site = await sites.get_site_doc(ctx, new.site_id)
     if new.latest_date < new.earliest_date:
         raise InvalidRequest("最晚日期不能早于最早日期", field="latest_date")
     if new.latest_date < ctx.clock.local_now().date():
         raise InvalidRequest("最晚日期已过", field="latest_date")
+    duration_min = new.duration_min
+    if stay:
+        if (new.latest_date - new.earliest_date).days + 1 < new.duration_days:
+            raise InvalidRequest("日期范围短于驻留天数", field="duration_days")
+        duration_min = sites.minutes(new.open_until) - sites.minutes(new.open_from)
     doc = request_doc(
         ctx,
         site,
         new.earliest_date,
         new.latest_date,
-        new.duration_min,
+        duration_min,
         new.audience,
         new.priority,
         created_by,
+        **stay,
     )
     await ctx.db["visit_requests"].insert_one(doc)
     return doc["_id"]
+
+
+def _stay_fields(new: NewVisitRequest) -> dict:
+    """The stay's fields of a new request (none for a day visit), checked."""
+    if new.duration_days is None:
+        if new.duration_min is None:
+            raise InvalidRequest(
+                "请填写走访时长 duration_min，或驻留天数 duration_days", field="duration_min"
+            )
+        return {}
+    if new.duration_min is not None:
+        raise InvalidRequest("驻留按天计，不能同时填写 duration_min", field="duration_min")
+    if sites.minutes(new.open_from) >= sites.minutes(new.open_until):
+        raise InvalidRequest("每天开放时间的开始须早于结束", field="open_from")
+    return {
+        "duration_days": new.duration_days,
+        "open_from": new.open_from,
+        "open_until": new.open_until,
+        "setup_days": new.setup_days,
+        "teardown_days": new.teardown_days,
+        "shift_volunteers": new.shift_volunteers,
+    }
+
+
+def is_stay(request: dict) -> bool:
+    return request.get("duration_days") is not None
 
 
 def request_doc(
@@ -203,6 +269,13 @@ async def record_activity(ctx, request_id: ObjectId, activity_id: ObjectId) -> N
     )
 
 
+async def record_stay_activity(ctx, request_id: ObjectId, day: str, activity_id: ObjectId) -> None:
+    """Notes the activity of one opening day of a stay being published."""
+    await ctx.db["visit_requests"].update_one(
+        {"_id": request_id}, {"$set": {f"stay_activities.{day}": activity_id}}
+    )
+
+
 async def mark_scheduled(
     ctx, request_id: ObjectId, *, caravan_id: ObjectId, day: str, activity_id: ObjectId
 ) -> None:
@@ -285,9 +358,12 @@ async def _withdraw(ctx, doc: dict, change: dict, verb: str) -> dict:
         await _reschedule(ctx, doc["_id"], change)
         raise Conflict(f"该走访已登记出车，不能{verb}", code="visit_logged")
     try:
-        await signups.cancel_activity(
-            ctx, doc["activity_id"], reason=_ACTIVITY_REASONS[change["status"]]
-        )
+        # The first day's first: whether it is over decides, as for a day visit.
+        later = [a for a in doc.get("stay_activities", {}).values() if a != doc["activity_id"]]
+        for activity_id in [doc["activity_id"], *later]:
+            await signups.cancel_activity(
+                ctx, activity_id, reason=_ACTIVITY_REASONS[change["status"]]
+            )
     except Conflict:  # the activity ended in the meantime
         await _reschedule(ctx, doc["_id"], change)
         raise Conflict(f"走访时间已过，不能{verb}", code="visit_over") from None
@@ -323,4 +399,8 @@ def _out(d: dict) -> VisitRequestOut:
         created_at=d["created_at"],
         reason=d.get("reason"),
         withdrawn_at=d.get("withdrawn_at"),
+        stay=StayOut(**{f: d[f] for f in _STAY_FIELDS}) if is_stay(d) else None,
     )
+
+
+_STAY_FIELDS = tuple(StayOut.__struct_fields__)

@@ -77,6 +77,24 @@ class RouteOut(msgspec.Struct):
     duration_min: float
 
 
+class StayOut(msgspec.Struct):
+    """A stay as planned: its unit (`caravan_id`, from its depot `depot_id`) occupies the site
+    from `setup_from` to `teardown_until` and it is open from `first_day` to `last_day` (both
+    ends included, weekends too); no route of that unit falls on those days. `distance_km`
+    is the unit's drive from its depot and back, not in the plan's `total_distance_km`."""
+
+    request_id: str
+    site_id: str
+    caravan_id: str
+    depot_id: str
+    setup_from: str
+    first_day: str
+    last_day: str
+    teardown_until: str
+    distance_km: float
+    site_name: str = ""
+
+
 class UnassignedOut(msgspec.Struct):
     request_id: str
     reason: str
@@ -90,18 +108,22 @@ class PinOut(msgspec.Struct):
 
 
 class PublishedVisit(msgspec.Struct):
+    """A published visit's activity; a stay has one per opening day, each with its `date`."""
+
     request_id: str
     activity_id: str
+    date: str | None = None
 
 
 class PlanTotals(msgspec.Struct):
     """What one run of a plan planned: its number (`runs` counts them), the km driven, the
-    visits planned and the requests left unassigned."""
+    visits and stays planned and the requests left unassigned."""
 
     run: int
     distance_km: float
     visits: int
     unassigned: int
+    stays: int = 0
 
 
 class PlanOut(msgspec.Struct):
@@ -139,6 +161,7 @@ class PlanOut(msgspec.Struct):
     finished_at: datetime | None
     published_at: datetime | None
     published: list[PublishedVisit]
+    stays: list[StayOut] = []
 
 
 class PlanSummary(msgspec.Struct):

@@ -9,6 +9,7 @@ from bson import ObjectId
 
 from server import vrp
 from server.domain import access, campaigns, caravans, orgs, sites
+from server.domain.caravans.visit_requests import is_stay
 from server.domain.errors import Conflict, InvalidRequest, NotFound
 from server.domain.ids import fetch, parse_id
 from server.domain.paging import page_by_id
@@ -24,6 +25,7 @@ from server.domain.planning.models import (
     PublishedVisit,
     Queued,
     RouteOut,
+    StayOut,
     StopOut,
     UnassignedOut,
 )
@@ -173,6 +175,7 @@ async def plan_org(ctx, plan_id) -> ObjectId:
 
 async def _plan_out(ctx, doc: dict) -> PlanOut:
     stop_sites = {s["site_id"] for r in doc["routes"] for s in r["stops"]}
+    stop_sites |= {s["site_id"] for s in doc.get("stays", [])}
     names = await sites.briefs(ctx, list(stop_sites)) if stop_sites else {}
     return PlanOut(
         id=str(doc["_id"]),
@@ -232,8 +235,21 @@ async def _plan_out(ctx, doc: dict) -> PlanOut:
         finished_at=doc.get("finished_at"),
         published_at=doc.get("published_at"),
         published=[
-            PublishedVisit(request_id=str(p["request_id"]), activity_id=str(p["activity_id"]))
+            PublishedVisit(
+                request_id=str(p["request_id"]),
+                activity_id=str(p["activity_id"]),
+                date=p.get("date"),
+            )
             for p in doc.get("published", [])
+        ],
+        stays=[
+            StayOut(
+                **{f: str(s[f]) for f in ("request_id", "site_id", "caravan_id", "depot_id")},
+                **{f: s[f] for f in ("setup_from", "first_day", "last_day", "teardown_until")},
+                distance_km=s["distance_km"],
+                site_name=names.get(s["site_id"], {}).get("name", ""),
+            )
+            for s in doc.get("stays", [])
         ],
     )
 
@@ -302,7 +318,11 @@ async def pin(ctx, plan_id, new: NewPin) -> PlanOut:
     if caravan_id not in plan["caravan_ids"]:
         raise InvalidRequest("该大篷车不在本计划中", field="caravan_id")
     day = new.date.isoformat()
-    if day not in working_days(plan):
+    if is_stay(await caravans.get_request_doc(ctx, request_id)):
+        # A stay's pin is its first opening day, on any day of the period.
+        if not plan["start_date"] <= day <= plan["end_date"]:
+            raise InvalidRequest("该日期不在计划期内", field="date")
+    elif day not in working_days(plan):
         raise InvalidRequest("该日期不是计划期内的工作日", field="date")
     pins = [p for p in plan["pins"] if p["request_id"] != request_id]
     pins.append({"request_id": request_id, "caravan_id": caravan_id, "date": day})

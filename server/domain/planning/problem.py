@@ -8,6 +8,11 @@ fields of the plan document, in UTC times, with the totals of the run and of the
 
 The search's time limit is the one the dispatcher asked for, or else the default scaled to the
 plan as it stands (open visits, not excluded, times caravan-days on duty).
+
+A stay request becomes a :class:`server.vrp.Stay` on the calendar of the plan's period (day 0
+its start date, weekends included), every caravan of the plan a :class:`server.vrp.Unit` that
+may host it; the days a placed stay occupies are no caravan-days for day visits. Stays are
+stored on the plan as `stays`, one per request: its unit (`caravan_id`), site and days.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from bson import ObjectId
 from server import vrp
 from server.clock import SHANGHAI
 from server.domain import caravans, sites
+from server.domain.caravans.visit_requests import is_stay
 from server.domain.planning.models import MAX_TIME_LIMIT_S
 
 SITE_BATCH = 8
@@ -47,7 +53,9 @@ async def build_problem(ctx, plan: dict) -> tuple[vrp.PlanProblem, list[str], li
     requests = [stored[r] for r in plan["request_ids"] if r in stored]
     gone = [r["_id"] for r in requests if r["status"] != "open"]
     requests = [r for r in requests if r["status"] == "open"]
-    site_ids = list({r["site_id"] for r in requests})
+    stays = [r for r in requests if is_stay(r)]
+    requests = [r for r in requests if not is_stay(r)]
+    site_ids = list({r["site_id"] for r in requests + stays})
     site_of: dict[ObjectId, dict] = {}
     for i in range(0, len(site_ids), SITE_BATCH):  # a few at a time: leave the pool to requests
         batch = site_ids[i : i + SITE_BATCH]
@@ -99,7 +107,14 @@ async def build_problem(ctx, plan: dict) -> tuple[vrp.PlanProblem, list[str], li
                 open_hours_by_day=by_day,
             )
         )
+    first = date.fromisoformat(plan["start_date"])
+    horizon = (date.fromisoformat(plan["end_date"]) - first).days + 1
+
+    def calendar_day(day: str) -> int:
+        return (date.fromisoformat(day) - first).days
+
     open_ids = {r["_id"] for r in requests}
+    stay_ids = {r["_id"] for r in stays}
     pins = tuple(
         vrp.Pin(
             request_id=str(p["request_id"]), caravan_id=str(p["caravan_id"]), day=index[p["date"]]
@@ -107,7 +122,42 @@ async def build_problem(ctx, plan: dict) -> tuple[vrp.PlanProblem, list[str], li
         for p in plan["pins"]
         if p["request_id"] in open_ids and p["date"] in index
     )
-    excluded = tuple(str(r) for r in plan["excluded"] if r in open_ids)
+    stay_pins = tuple(
+        vrp.Pin(
+            request_id=str(p["request_id"]),
+            caravan_id=str(p["caravan_id"]),
+            day=calendar_day(p["date"]),
+        )
+        for p in plan["pins"]
+        if p["request_id"] in stay_ids
+    )
+    units = tuple(
+        vrp.Unit(
+            unit_id=str(c["_id"]),
+            depot_id=str(c["depot_id"]),
+            blocked_days=tuple(
+                calendar_day(d) for d in c.get("unavailable", ()) if 0 <= calendar_day(d) < horizon
+            ),
+        )
+        for c in fleet.values()
+        if c.get("active", True) and c["depot_id"] in depots
+    )
+    problem_stays = tuple(
+        vrp.Stay(
+            request_id=str(r["_id"]),
+            site_id=str(r["site_id"]),
+            lng=site_of[r["site_id"]]["location"]["coordinates"][0],
+            lat=site_of[r["site_id"]]["location"]["coordinates"][1],
+            earliest=calendar_day(r["earliest_date"]),
+            latest=calendar_day(r["latest_date"]),
+            open_days=r["duration_days"],
+            setup_days=r["setup_days"],
+            teardown_days=r["teardown_days"],
+            priority=r["priority"],
+        )
+        for r in stays
+    )
+    excluded = tuple(str(r) for r in plan["excluded"] if r in open_ids | stay_ids)
     requested = plan.get("requested_time_limit_s", plan["time_limit_s"])
     time_limit_s = requested or vrp.scaled_time_limit_s(
         len(problem_requests) - len(excluded), len(caravan_days), MAX_TIME_LIMIT_S
@@ -127,6 +177,11 @@ async def build_problem(ctx, plan: dict) -> tuple[vrp.PlanProblem, list[str], li
         excluded=excluded,
         time_limit_s=float(time_limit_s),
         seed=plan["runs"] - 1,  # the runs before this one: 0 for the first
+        stays=problem_stays,
+        units=units,
+        stay_pins=stay_pins,
+        horizon_days=horizon,
+        calendar_days=tuple(calendar_day(d) for d in days),
     )
     return problem, days, gone
 
@@ -165,6 +220,25 @@ def result_fields(
         for r in result.routes
         if r.stops
     ]
+    first = date.fromisoformat(plan["start_date"])
+
+    def on(day: int) -> str:
+        return (first + timedelta(days=day)).isoformat()
+
+    stays = [
+        {
+            "request_id": ObjectId(s.request_id),
+            "site_id": ObjectId(s.site_id),
+            "caravan_id": ObjectId(s.unit_id),
+            "depot_id": ObjectId(s.depot_id),
+            "setup_from": on(s.first_day),
+            "first_day": on(s.open_day),
+            "last_day": on(s.close_day),
+            "teardown_until": on(s.last_day),
+            "distance_km": round(s.distance_m / 1000, 1),
+        }
+        for s in result.stays
+    ]
     unassigned = [
         {"request_id": ObjectId(u.request_id), "reason": u.reason, "detail": u.detail}
         for u in result.unassigned
@@ -179,6 +253,7 @@ def result_fields(
         "best_cost": result.cost,
         "feasible": result.feasible,
         "routes": routes,
+        "stays": stays,
         "unassigned": unassigned,
         "total_distance_km": total_distance_km,
         "runtime_s": round(result.runtime_s, 3),
@@ -188,6 +263,7 @@ def result_fields(
             "run": plan["runs"],
             "distance_km": total_distance_km,
             "visits": sum(len(r["stops"]) for r in routes),
+            "stays": len(stays),
             "unassigned": len(unassigned),
         },
         "previous": plan.get("totals"),

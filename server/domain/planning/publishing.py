@@ -3,15 +3,21 @@ volunteers join as crew; once per plan, and safe to retry after an interrupted a
 
 A published visit may later be withdrawn (its request declined or cancelled: see
 caravans.visit_requests), which cancels its activity; `withdrawn_visits` says which of a
-plan's were, so its page shows them withdrawn rather than short of crew."""
+plan's were, so its page shows them withdrawn rather than short of crew.
+
+A planned stay becomes one activity per opening day (its opening hours, `shift_volunteers`
+seats), so each day's volunteers earn that day's hours; each day's activity is noted on the
+request as it is made, so a retried publication makes none twice."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from bson import ObjectId
 
+from server.clock import SHANGHAI
 from server.domain import activities, caravans, events, sites
+from server.domain.caravans.visit_requests import record_stay_activity
 from server.domain.errors import Conflict
 from server.domain.ids import parse_id
 from server.domain.planning.models import PlanOut, PublishedVisit, PublishOut, UnassignedOut
@@ -59,6 +65,22 @@ async def publish(ctx, plan_id, *, by: ObjectId, publisher_openid: str) -> Publi
                     )
                 else:
                     published.append({"request_id": stop["request_id"], "activity_id": activity_id})
+        for stay in claimed.get("stays", []):
+            days = await _publish_stay(
+                ctx, claimed, fleet[stay["caravan_id"]], stay, by, publisher_openid
+            )
+            if days is None:
+                skipped.append(
+                    {
+                        "request_id": stay["request_id"],
+                        "reason": REASON_ALREADY_SCHEDULED,
+                        "detail": "已由其他计划排期",
+                    }
+                )
+            else:
+                published.extend(
+                    {"request_id": stay["request_id"], "activity_id": a, "date": d} for d, a in days
+                )
     except BaseException:
         await ctx.db["plans"].update_one({"_id": plan["_id"]}, {"$set": {"publishing_until": None}})
         raise
@@ -134,11 +156,78 @@ async def _publish_visit(
     return activity_id
 
 
+async def _publish_stay(
+    ctx, plan: dict, caravan: dict, stay: dict, by, openid
+) -> list[tuple[str, ObjectId]] | None:
+    """The stay's activities, (day, activity id) per opening day; None when it is (being)
+    scheduled by another plan."""
+    request = await caravans.claim_for_publish(ctx, stay["request_id"], plan["_id"])
+    if request is None:
+        current = await caravans.get_request_doc(ctx, stay["request_id"])
+        if current.get("plan_id") == plan["_id"] and current.get("stay_activities"):
+            return sorted(current["stay_activities"].items())  # an earlier attempt's
+        return None
+    site = await sites.get_site_doc(ctx, stay["site_id"])
+    made = dict(request.get("stay_activities", {}))
+    first = date.fromisoformat(stay["first_day"])
+    total = (date.fromisoformat(stay["last_day"]) - first).days + 1
+    for n in range(total):
+        day = (first + timedelta(days=n)).isoformat()
+        if day not in made:
+            made[day] = await activities.create_activity(
+                ctx,
+                activities.NewActivity(
+                    title=f"流动科技馆进{site['name']}·第{n + 1}天"[:60],
+                    description=(
+                        f"{caravan['name']}在{site['name']}巡展第 {n + 1} 天（共 {total} 天），"
+                        f"{request['open_from']}–{request['open_until']} 开放。"
+                        f"招募当日志愿者 {request['shift_volunteers']} 名。"
+                    ),
+                    org_id=str(caravan["org_id"]),
+                    site_id=str(site["_id"]),
+                    starts_at=_local(day, request["open_from"]),
+                    ends_at=_local(day, request["open_until"]),
+                    capacity=request["shift_volunteers"],
+                    tags=[activities.CARAVAN_TAG],
+                ),
+                created_by=by,
+            )
+            await record_stay_activity(ctx, request["_id"], day, made[day])
+        await activities.publish(ctx, made[day], publisher_openid=openid)
+    first_activity = made[stay["first_day"]]
+    await caravans.mark_scheduled(
+        ctx,
+        request["_id"],
+        caravan_id=caravan["_id"],
+        day=stay["first_day"],
+        activity_id=first_activity,
+    )
+    await events.emit(
+        ctx,
+        events.VISIT_SCHEDULED,
+        request_id=request["_id"],
+        site_id=stay["site_id"],
+        activity_id=first_activity,
+        caravan_id=caravan["_id"],
+        plan_id=plan["_id"],
+    )
+    return sorted(made.items())
+
+
+def _local(day: str, hhmm: str) -> datetime:
+    at = datetime.combine(date.fromisoformat(day), time(), tzinfo=SHANGHAI)
+    return (at + timedelta(minutes=sites.minutes(hhmm))).astimezone(UTC)
+
+
 def _published_out(doc: dict) -> PublishOut:
     return PublishOut(
         status="published",
         published=[
-            PublishedVisit(request_id=str(p["request_id"]), activity_id=str(p["activity_id"]))
+            PublishedVisit(
+                request_id=str(p["request_id"]),
+                activity_id=str(p["activity_id"]),
+                date=p.get("date"),
+            )
             for p in doc.get("published", [])
         ],
         skipped=[
