@@ -147,11 +147,24 @@ class OrgTree:
 
     def __init__(self) -> None:
         self._held = Snapshot(VERSIONS, "orgs", _load_nodes, check_s=CHECK_S)
+        self._subtrees: dict[ObjectId, tuple[OrgNode, ...]] = {}
+        self._subtrees_of: dict | None = None  # the snapshot they were drawn from
 
     async def all(self, ctx) -> dict[ObjectId, OrgNode]:
         """Every organisation, at most CHECK_S behind other processes' creations. The mapping
         is a snapshot, replaced and never changed in place: read it, don't modify it."""
         return await self._held.value(ctx)
+
+    async def subtree(self, ctx, org_id: ObjectId) -> tuple[OrgNode, ...]:
+        """The organisation and all below it, by id; kept until the tree changes, since a
+        province's report would otherwise walk every organisation's lineage each time."""
+        held = await self.all(ctx)
+        if self._subtrees_of is not held:
+            self._subtrees, self._subtrees_of = {}, held
+        if org_id not in self._subtrees:
+            below = (n for n in held.values() if org_id in n.lineage)
+            self._subtrees[org_id] = tuple(sorted(below, key=lambda n: str(n.id)))
+        return self._subtrees[org_id]
 
     async def some(self, ctx, org_ids: list[ObjectId]) -> dict[ObjectId, OrgNode]:
         held = await self.all(ctx)
@@ -173,6 +186,11 @@ class OrgTree:
 async def _load_nodes(ctx) -> dict[ObjectId, OrgNode]:
     found = ctx.db["orgs"].find({}, _FIELDS, batch_size=10_000)
     return {doc["_id"]: _node(doc) async for doc in found}
+
+
+async def subtree_nodes(ctx, org_id: ObjectId) -> tuple[OrgNode, ...]:
+    """An organisation and all below it, from the tree in memory, by id."""
+    return await ctx.org_tree.subtree(ctx, org_id)
 
 
 async def nodes(ctx, org_ids: list[ObjectId] | None = None) -> dict[ObjectId, OrgNode]:

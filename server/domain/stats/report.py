@@ -292,7 +292,7 @@ async def report(ctx, org_id, period: Period) -> Report:
     nodes = await orgs.nodes(ctx)
     if org_id not in nodes:
         raise NotFound("组织不存在", field="org_id")
-    subtree = [n for n in nodes.values() if org_id in n.lineage]
+    subtree = await orgs.subtree_nodes(ctx, org_id)
     if period.year is not None:
         source, label = _Stored(ctx, period.year), period.year
     else:
@@ -301,10 +301,10 @@ async def report(ctx, org_id, period: Period) -> Report:
     own = await source.get(ORGS, rollup_id(org_id, label)) or {"totals": {}, "months": {}}
     totals = own["totals"]
 
+    start, end = period.start, period.end
+
     def existing(kind: str) -> int:
-        return sum(
-            1 for n in subtree if n.kind == kind and (n.created_at or period.start) < period.end
-        )
+        return sum(1 for n in subtree if n.kind == kind and (n.created_at or start) < end)
 
     team_count = existing("team")
     by_hours = sorted(
@@ -352,7 +352,7 @@ async def report(ctx, org_id, period: Period) -> Report:
             by_county.get(str(n.id), {}),
             int(by_county.get(str(n.id), {}).get("volunteers", 0)),
         )
-        for n in sorted(subtree, key=lambda n: str(n.id))
+        for n in subtree  # by id
         if n.kind == "county"
     ]
     reached = totals.get("beneficiaries", 0) + totals.get("caravan_beneficiaries", 0)
@@ -365,7 +365,7 @@ async def report(ctx, org_id, period: Period) -> Report:
         key=lambda d: (-d["beneficiaries"], str(d["site_id"])),
     )[:TOP]
     site_names = await sites.briefs(ctx, [d["site_id"] for d in site_docs])
-    project_count = await projects.count_projects(ctx, {n.id for n in subtree}, period.end)
+    project_count = await projects.count_projects(ctx, {n.id for n in subtree}, end)
     project_docs = sorted(
         (
             d
