@@ -117,6 +117,7 @@ async def test_without_a_limit_the_plan_states_the_scaled_one_and_compares_with_
         "distance_km": first["total_distance_km"],
         "visits": len(spots),
         "unassigned": 0,
+        "stays": 0,
     }
     assert first["previous"] is None
 
@@ -131,6 +132,7 @@ async def test_without_a_limit_the_plan_states_the_scaled_one_and_compares_with_
         "distance_km": second["total_distance_km"],
         "visits": len(spots) - 1,
         "unassigned": 1,
+        "stays": 0,
     }
     assert second["time_limit_s"] == vrp.scaled_time_limit_s(
         len(spots) - 1, 2 * 5, planning.MAX_TIME_LIMIT_S
