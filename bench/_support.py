@@ -10,7 +10,6 @@ import ast
 import asyncio
 import base64
 import contextlib
-import ctypes
 import dataclasses
 import fcntl
 import hashlib
@@ -43,6 +42,7 @@ from server.context import Context  # noqa: E402
 from server.db import EmbeddedDatabase  # noqa: E402
 from server.db.embedded import free_port  # noqa: E402
 from server.domain.wiring import wire  # noqa: E402
+from server.processes import die_with_parent  # noqa: E402
 from server.wechat.emulator import EmulatorState, start_emulator  # noqa: E402
 
 KEY = base64.urlsafe_b64encode(b"b" * 32).decode()  # fixed keys: benchmark data is thrown away
@@ -93,19 +93,12 @@ def say(bench: str, *parts: object) -> None:
 # -- the service as its own process -----------------------------------------------------------
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """In the child between fork and exec: the service must not outlive the bench."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
 class Service:
     """`python -m server` on the database at `uri` (named `db_name`), with its own WeChat
-    emulator, the bench's fixed keys, logging warnings to `data_dir/service.log`."""
+    emulator, the bench's fixed keys, logging warnings to `data_dir/service.log`; `settings`
+    adds IKEPU_* variables (e.g. IKEPU_PROCESSES)."""
 
-    def __init__(self, uri: str, db_name: str, data_dir: Path) -> None:
+    def __init__(self, uri: str, db_name: str, data_dir: Path, **settings: str) -> None:
         self.port = free_port()
         self.emulator_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -121,6 +114,7 @@ class Service:
             IKEPU_LOG_LEVEL="warning",
             IKEPU_LOG_FORMAT="json",
             IKEPU_DATA_DIR=str(data_dir / "var"),
+            **settings,
         )
         parent = os.getpid()
         with open(self.log_path, "ab") as log_file:
@@ -131,7 +125,7 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                preexec_fn=lambda: _die_with_parent(parent),
+                preexec_fn=lambda: die_with_parent(parent),
             )
 
     def log_tail(self, lines: int = 20) -> str:
@@ -426,7 +420,7 @@ async def loading_server(storage: Path) -> AsyncIterator[tuple[str, int]]:
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
-            preexec_fn=lambda: _die_with_parent(parent),
+            preexec_fn=lambda: die_with_parent(parent),
         )
     uri = f"mongodb://127.0.0.1:{port}/?directConnection=true&retryWrites=false"
     try:

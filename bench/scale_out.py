@@ -34,9 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -48,8 +46,8 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 from _support import (  # noqa: E402
-    KEY,
     KeepAlivePool,
+    Service,
     audit,
     cpu_seconds,
     percentile,
@@ -64,9 +62,8 @@ from signup_burst import (  # noqa: E402
     round_robin,
 )
 
-from server.db.embedded import EmbeddedDatabase, free_port  # noqa: E402
+from server.db.embedded import EmbeddedDatabase  # noqa: E402
 from server.logs import configure_logging  # noqa: E402
-from server.processes import die_with_parent  # noqa: E402
 from server.wechat.emulator import start_emulator  # noqa: E402
 
 
@@ -85,39 +82,12 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-class Cluster:
+class Cluster(Service):
     """`python -m server --processes P` on the bench's database, with its emulator."""
 
     def __init__(self, uri: str, db_name: str, processes: int, data_dir: Path) -> None:
-        self.port = free_port()
-        self.emulator_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True)
-        self.log_path = data_dir / "service.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IKEPU_")}
-        env.update(
-            IKEPU_PROCESSES=str(processes),
-            IKEPU_MONGODB_URI=uri,
-            IKEPU_MONGODB_DB=db_name,
-            IKEPU_PORT=str(self.port),
-            IKEPU_WECHAT_EMULATOR_PORT=str(self.emulator_port),
-            IKEPU_SECRET_KEY=KEY,
-            IKEPU_DATA_KEY=KEY,
-            IKEPU_LOG_LEVEL="warning",
-            IKEPU_LOG_FORMAT="json",
-            IKEPU_DATA_DIR=str(data_dir / "var"),
-        )
-        parent = os.getpid()
-        with open(self.log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "server"],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                preexec_fn=lambda: die_with_parent(parent),
-            )
+        super().__init__(uri, db_name, data_dir, IKEPU_PROCESSES=str(processes))
         self.processes = processes
 
     def service_pids(self) -> list[int]:
@@ -146,15 +116,6 @@ class Cluster:
                 if loop.time() > deadline:
                     raise RuntimeError("the service did not become ready")
                 await asyncio.sleep(0.2)
-
-    async def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(self.proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def _cpu(pids: list[int]) -> float:
@@ -214,7 +175,7 @@ async def one_run(args, processes: int, scratch: Path) -> dict:
     finally:
         if ctx is not None:
             await ctx.close()
-        await cluster.stop()
+        await cluster.stop(timeout_s=30)
         await database.stop()
 
 

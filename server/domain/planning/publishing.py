@@ -56,13 +56,7 @@ async def publish(ctx, plan_id, *, by: ObjectId, publisher_openid: str) -> Publi
                     ctx, claimed, caravan, route, stop, by, publisher_openid
                 )
                 if activity_id is None:
-                    skipped.append(
-                        {
-                            "request_id": stop["request_id"],
-                            "reason": REASON_ALREADY_SCHEDULED,
-                            "detail": "已由其他计划排期",
-                        }
-                    )
+                    skipped.append(_already_scheduled(stop["request_id"]))
                 else:
                     published.append({"request_id": stop["request_id"], "activity_id": activity_id})
         for stay in claimed.get("stays", []):
@@ -70,13 +64,7 @@ async def publish(ctx, plan_id, *, by: ObjectId, publisher_openid: str) -> Publi
                 ctx, claimed, fleet[stay["caravan_id"]], stay, by, publisher_openid
             )
             if days is None:
-                skipped.append(
-                    {
-                        "request_id": stay["request_id"],
-                        "reason": REASON_ALREADY_SCHEDULED,
-                        "detail": "已由其他计划排期",
-                    }
-                )
+                skipped.append(_already_scheduled(stay["request_id"]))
             else:
                 published.extend(
                     {"request_id": stay["request_id"], "activity_id": a, "date": d} for d, a in days
@@ -235,6 +223,11 @@ def _published_out(doc: dict) -> PublishOut:
             for s in doc.get("skipped", [])
         ],
     )
+
+
+def _already_scheduled(request_id) -> dict:
+    detail = "已由其他计划排期"
+    return {"request_id": request_id, "reason": REASON_ALREADY_SCHEDULED, "detail": detail}
 
 
 async def withdrawn_visits(ctx, plan: PlanOut) -> dict[str, str]:
