@@ -82,7 +82,14 @@ async def new_page(browser, base_url):
                 problems.append(f"console {message.type}: {message.text}")
 
         page.on("console", on_console)
-        page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
+        # The stack's first frames name the script and line, which the message alone does not.
+        page.on(
+            "pageerror",
+            lambda exc: problems.append(
+                f"pageerror on {page.url}: {exc.message}\n"
+                + "\n".join((exc.stack or "").splitlines()[1:6])
+            ),
+        )
         return page
 
     yield open_page

@@ -189,3 +189,25 @@ async def test_the_map_module_draws_routes_and_marked_points(world, new_page, si
     assert after == [["points:school", "route:r2", "marks:unassigned"]] * 2
     assert legend == ["学校", "未安排"]
     await shot(page, "site-map-routes")
+
+
+async def test_a_hidden_map_survives_a_resize_and_draws_when_shown(world, new_page, sign_in):
+    """ECharts 6.1.0 throws on every frame of a geo chart resized to no height or no width
+    (apache/echarts#21706): a map folded away (a collapsed card, a tab, an element swapped out)
+    must wait, not break the page, and take its size again when shown. The page's own error
+    check is the assertion, with the chart's size after."""
+    page = await new_page()
+    await sign_in(page, COUNTY_ADMIN)
+    chart = await open_map(page)
+    await chart.evaluate("el => { el.style.height = '0px'; }")
+    await page.set_viewport_size({"width": 1100, "height": 800})
+    await page.evaluate("() => new Promise(r => requestAnimationFrame(() => setTimeout(r, 300)))")
+    await chart.evaluate("el => { el.style.height = ''; }")
+    await page.set_viewport_size({"width": 1280, "height": 860})
+    await page.evaluate("() => new Promise(r => requestAnimationFrame(() => setTimeout(r, 300)))")
+    size = await chart.evaluate(
+        "el => { const c = echarts.getInstanceByDom(el);"
+        " return [c.getWidth(), c.getHeight(), el.clientWidth, el.clientHeight]; }"
+    )
+    assert size[:2] == size[2:] and size[1] == 640
+    assert await chart.evaluate(CHART_POINTS) != []

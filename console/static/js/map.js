@@ -11,7 +11,8 @@
    are drawn one series per kind (the legend toggles kinds); a point with a url opens it on click.
 
    API, for pages that draw more (the caravan plan):
-     ikepuMap.ready(elementOrId) -> Promise<MapView>  resolves once the outlines are drawn
+     ikepuMap.ready(elementOrId) -> Promise<MapView>  resolves once the outlines are drawn (a
+                                      map not laid out yet waits until it has a size)
      view.setPoints(points, kinds?)   replace the points (as in the block)
      view.addRoute({id, name, color, coords: [[lng, lat], ...], width?, legend?, tip?})
                                       one coloured polyline, e.g. a caravan-day's route
@@ -58,6 +59,27 @@
       coords.forEach(function (c) { boundsOf(c, bounds); });
     }
     return bounds;
+  }
+
+  function hasSize(el) {
+    return el.clientWidth > 0 && el.clientHeight > 0;
+  }
+
+  // Resolves once the element is laid out with a size, the first moment a chart can start.
+  function sized(el) {
+    return new Promise(function (resolve) {
+      if (hasSize(el)) {
+        resolve();
+        return;
+      }
+      var observer = new ResizeObserver(function () {
+        if (hasSize(el)) {
+          observer.disconnect();
+          resolve();
+        }
+      });
+      observer.observe(el);
+    });
   }
 
   function loadOutlines(url) {
@@ -137,7 +159,22 @@
         window.location.assign(params.data.url);
       }
     });
-    window.addEventListener("resize", function () { chart.resize(); });
+    // Follow the element, not the window, and never at no size: ECharts 6.1.0 throws on every
+    // frame of a geo chart resized to no height or width (apache/echarts#21706), as a folded
+    // card or an element swapped out of the page would be. It keeps its last size meanwhile.
+    var pending = false;
+    new ResizeObserver(function () {
+      if (pending) {
+        return;
+      }
+      pending = true;
+      requestAnimationFrame(function () {
+        pending = false;
+        if (hasSize(el) && (el.clientWidth !== chart.getWidth() || el.clientHeight !== chart.getHeight())) {
+          chart.resize();
+        }
+      });
+    }).observe(el);
   }
 
   MapView.prototype.setPoints = function (points, kinds) {
@@ -275,8 +312,8 @@
       return null;
     }
     if (!views[el.id] || views[el.id].el !== el) {
-      var promise = loadOutlines(el.dataset.geo).then(function (outline) {
-        var view = new MapView(el, outline);
+      var promise = Promise.all([loadOutlines(el.dataset.geo), sized(el)]).then(function (ready) {
+        var view = new MapView(el, ready[0]);
         var source = el.dataset.source && document.getElementById(el.dataset.source);
         if (source) {
           var data = JSON.parse(source.textContent);
