@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from server.domain import activities, activity_lists, projects, rosters, signups
+from server.domain import activities, activity_lists, projects, rosters, signups, sites
 from server.domain.ids import parse_id
 from server.web import ID, XLSX, BaseHandler, Created, ListQuery, operation
 
@@ -53,13 +53,15 @@ class ProjectsHandler(BaseHandler):
 
 
 class ActivityQuery(ListQuery, forbid_unknown_fields=True):
-    """`from`/`to`: activities starting within these times."""
+    """`from`/`to`: activities starting within these times; `coord_type`: the system of the
+    locations (WGS-84 unless asked; gcj02 for WeChat maps)."""
 
     status: activities.Status | None = None
     tag: activities.Tag | None = None
     site_id: str | None = None
     from_: activities.AwareDatetime | None = msgspec.field(default=None, name="from")
     to: activities.AwareDatetime | None = None
+    coord_type: sites.CoordType = "wgs84"
 
 
 class ActivitiesHandler(BaseHandler):
@@ -97,20 +99,24 @@ class ActivitiesHandler(BaseHandler):
                 end=q.to,
                 cursor=q.cursor,
                 limit=q.limit,
+                coord_type=q.coord_type,
             )
         )
 
 
 class ActivityHandler(ActivityStaffHandler):
     @operation(
-        "An activity, as its organisers see it",
+        "An activity, as its organisers see it, its location in the coord_type asked for",
+        query=sites.CoordQuery,
         response=activities.Activity,
         errors=(403, 404),
         permission="activity.organise",
     )
     async def get(self, activity_id: str) -> None:
         await self.authorize_activity(activity_id)
-        self.reply(await activities.get_activity(self.ctx, activity_id))
+        self.reply(
+            await activities.get_activity(self.ctx, activity_id, coord_type=self.query.coord_type)
+        )
 
     @operation(
         "Change an activity: its text, tags, deadline and check-in; its times while a draft",

@@ -16,10 +16,12 @@ class NewSiteAdmin(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class SiteQuery(ListQuery, forbid_unknown_fields=True):
-    """`name`: sites whose name contains it; `kind`: school, village, community or base."""
+    """`name`: sites whose name contains it; `kind`: school, village, community or base;
+    `coord_type`: the system of the locations (WGS-84 unless asked; gcj02 for WeChat maps)."""
 
     kind: sites.SiteKind | None = None
     name: Annotated[str, msgspec.Meta(max_length=50)] | None = None
+    coord_type: sites.CoordType = "wgs84"
 
 
 class SitesHandler(BaseHandler):
@@ -56,6 +58,7 @@ class SitesHandler(BaseHandler):
                 name=q.name,
                 cursor=q.cursor,
                 limit=q.limit,
+                coord_type=q.coord_type,
             )
         )
 

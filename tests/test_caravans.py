@@ -385,6 +385,20 @@ async def test_trip_confirmed_by_the_site_credits_the_crew_who_attended_and_coun
     nothing = await hours.my_hours(ctx, ObjectId(absent.user_id))
     assert (nothing.confirmed_hours, nothing.pending_hours, nothing.records) == (0.0, 0.0, [])
 
+    # A crew's day is the drive there and back: up to the plan's 9-hour duty day the school
+    # corrects it alone; beyond that a second staff member must approve.
+    [record] = mine.records
+    adjust = f"/api/v1/hours/{record.record_id}/adjust"
+    day = await world.post(
+        adjust, {"hours": 8.5, "reason": "随车往返全天"}, session=world.site_admin
+    )
+    assert day["hours"] == 8.5
+    beyond = await world.post(
+        adjust, {"hours": 9.5, "reason": "随车往返全天"}, session=world.site_admin, status=409
+    )
+    assert beyond["error"]["code"] == "needs_approval"
+    assert (await hours.my_hours(ctx, ObjectId(volunteer.user_id))).confirmed_hours == 8.5
+
     kpis = (await http.get(kpi_path, headers=world.dispatcher.headers)).json()
     nothing_waits = {"visits": 0, "beneficiaries": 0, "oldest_days": None}
     assert kpis["total"] == {

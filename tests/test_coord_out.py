@@ -72,3 +72,23 @@ async def test_a_site_speaks_the_callers_coord_type(ctx, scene, login):
         assert _lnglat(site["location"]) == pytest.approx(
             geo.from_wgs84(*SITE, coord_type), abs=1e-9
         )
+
+
+async def test_the_staff_lists_and_an_activity_speak_the_callers_coord_type(ctx, scene, login):
+    staff = await login("o_list_reader")
+    await access.grant_role(ctx, ObjectId(staff.user_id), "org_admin", scene.county)
+    shifted = pytest.approx(geo.wgs84_to_gcj02(*SITE), abs=1e-9)
+    for path, listed in (("/api/v1/sites", scene.site), ("/api/v1/activities", scene.activity)):
+        plain = await _get(scene.http, path, staff)
+        [item] = [i for i in plain["items"] if i["id"] == str(listed)]
+        assert item["coord_type"] == "wgs84"
+        assert _lnglat(item["location"]) == pytest.approx(SITE, abs=1e-9)
+        gcj = await _get(scene.http, path, staff, coord_type="gcj02")
+        [item] = [i for i in gcj["items"] if i["id"] == str(listed)]
+        assert (item["coord_type"], _lnglat(item["location"])) == ("gcj02", shifted)
+    one = await _get(scene.http, f"/api/v1/activities/{scene.activity}", staff, coord_type="gcj02")
+    assert (one["coord_type"], _lnglat(one["location"])) == ("gcj02", shifted)
+    bad = await scene.http.get(
+        "/api/v1/sites", params={"coord_type": "mars"}, headers=staff.headers
+    )
+    assert (bad.status_code, bad.json()["error"]["field"]) == (400, "coord_type")

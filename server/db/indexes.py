@@ -123,6 +123,7 @@ INDEXES: dict[str, list[IndexModel]] = {
     "visit_requests": [
         IndexModel([("org_id", ASCENDING), ("status", ASCENDING), ("earliest_date", ASCENDING)]),
         IndexModel([("site_id", ASCENDING), ("status", ASCENDING)]),
+        IndexModel([("activity_id", ASCENDING)]),  # a crew credit's duty day
     ],
     "trips": [
         IndexModel([("caravan_id", ASCENDING), ("date", ASCENDING)], unique=True),

@@ -34,9 +34,11 @@ async def list_activities(
     end: datetime | None = None,
     cursor: str | None = None,
     limit: int,
+    coord_type: str = "wgs84",
 ) -> ActivityList:
     """Activities of these organisations, the latest created first; `start`/`end` bound their
-    start time. The stored status is filtered on (the daily job moves it on with the clock)."""
+    start time. The stored status is filtered on (the daily job moves it on with the clock).
+    Locations are in `coord_type`, which each item names."""
     root = await orgs.root_org(ctx)
     # The province's whole tree needs no organisation filter, and the _id index alone serves it.
     query: dict = {} if root and root["_id"] in org_ids else {"org_id": {"$in": org_ids}}
@@ -56,4 +58,6 @@ async def list_activities(
         ctx.db["activities"], query, cursor, limit, newest_first=True
     )
     now = ctx.clock.now()
-    return ActivityList(items=[activity_out(d, now) for d in docs], next_cursor=following)
+    return ActivityList(
+        items=[activity_out(d, now, coord_type) for d in docs], next_cursor=following
+    )

@@ -1,5 +1,6 @@
 """Adjustments of hours, bounded: a correction takes a credit to at most the activity's length
-(the credit's own hours when it has no activity), never below zero, always with a reason.
+(a caravan crew's: the plan's duty day; the credit's own hours when it has no activity), never
+below zero, always with a reason.
 Anything beyond waits for a second staff member: a pending request that another holder of
 `hours.confirm` where the credit lies approves (not the one who asked) or rejects.
 
@@ -15,7 +16,7 @@ from typing import Annotated, Literal
 import msgspec
 from bson import ObjectId
 
-from server.domain import activities, hours, identity
+from server.domain import activities, caravans, hours, identity
 from server.domain.errors import Conflict, Forbidden, NotFound
 from server.domain.ids import parse_id
 from server.domain.paging import DEFAULT_LIMIT, page_by_id_any
@@ -54,15 +55,20 @@ def _requests(ctx):
 
 
 async def bound_of(ctx, credit: dict) -> float:
-    """The most a credit may be made without a second approver: its activity's length (a
-    caravan crew's credit is the visit's activity: the same rule). Without an activity, what
-    was credited: lowering it is always possible, raising it takes two."""
+    """The most a credit may be made without a second approver: its activity's length, or for
+    a caravan visit's crew the plan's duty day if longer (their day is the drive there and
+    back). Without an activity, what was credited: lowering it is always possible, raising it
+    takes two."""
     if credit.get("activity_id"):
         try:
             doc = await activities.get_doc(ctx, credit["activity_id"])
         except NotFound:
             return credit["hours"]
-        return round((doc["ends_at"] - doc["starts_at"]).total_seconds() / 3600, 2)
+        length = round((doc["ends_at"] - doc["starts_at"]).total_seconds() / 3600, 2)
+        if activities.CARAVAN_TAG in doc.get("tags", ()):
+            duty = await caravans.crew_duty_h(ctx, doc["_id"])
+            return max(length, duty or 0.0)
+        return length
     return credit["hours"]
 
 

@@ -201,9 +201,10 @@ async def list_sites(
     name: str | None = None,
     cursor: str | None = None,
     limit: int,
+    coord_type: str = "wgs84",
 ) -> SitePage:
     """Sites of these organisations and these sites themselves, in the order registered;
-    `name` finds those whose name contains it."""
+    `name` finds those whose name contains it; locations in `coord_type`."""
     query: dict = {}
     if kind is not None:
         query["kind"] = kind
@@ -216,7 +217,7 @@ async def list_sites(
         ctx.db["sites"], [{**query, **scope} for scope in scopes], cursor, limit
     )
     admins = await access.site_admins_of(ctx, [d["_id"] for d in docs])
-    items = [_site_out(d, admins.get(d["_id"], [])) for d in docs]
+    items = [_site_out(d, admins.get(d["_id"], []), coord_type) for d in docs]
     return SitePage(items=items, next_cursor=following)
 
 

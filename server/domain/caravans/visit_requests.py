@@ -277,8 +277,16 @@ async def record_stay_activity(ctx, request_id: ObjectId, day: str, activity_id:
 
 
 async def mark_scheduled(
-    ctx, request_id: ObjectId, *, caravan_id: ObjectId, day: str, activity_id: ObjectId
+    ctx,
+    request_id: ObjectId,
+    *,
+    caravan_id: ObjectId,
+    day: str,
+    activity_id: ObjectId,
+    crew_duty_h: float | None = None,
 ) -> None:
+    """Ends the publication. ``crew_duty_h`` is the longest duty day of the plan the visit is
+    in: the crew's day is the drive there and back, not only the show (the activity)."""
     await ctx.db["visit_requests"].update_one(
         {"_id": request_id},
         {
@@ -287,11 +295,19 @@ async def mark_scheduled(
                 "caravan_id": caravan_id,
                 "date": day,
                 "activity_id": activity_id,
+                "crew_duty_h": crew_duty_h,
                 "scheduled_at": ctx.clock.now(),
             },
             "$unset": {"claim_until": ""},
         },
     )
+
+
+async def crew_duty_h(ctx, activity_id: ObjectId) -> float | None:
+    """The crew's duty day of the visit whose activity this is (None: no such visit, or one
+    scheduled before duty days were kept)."""
+    doc = await ctx.db["visit_requests"].find_one({"activity_id": activity_id}, {"crew_duty_h": 1})
+    return doc.get("crew_duty_h") if doc else None
 
 
 async def decline(ctx, request_id, reason: str, *, by: ObjectId | None) -> VisitRequestOut:

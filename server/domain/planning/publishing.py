@@ -130,7 +130,12 @@ async def _publish_visit(
         await caravans.record_activity(ctx, request["_id"], activity_id)
     await activities.publish(ctx, activity_id, publisher_openid=openid)
     await caravans.mark_scheduled(
-        ctx, request["_id"], caravan_id=caravan["_id"], day=route["date"], activity_id=activity_id
+        ctx,
+        request["_id"],
+        caravan_id=caravan["_id"],
+        day=route["date"],
+        activity_id=activity_id,
+        crew_duty_h=plan["max_duty_h"],
     )
     await events.emit(
         ctx,
