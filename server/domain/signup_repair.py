@@ -8,7 +8,8 @@ counters off by the requests that were in flight. Every counter write marks the 
 (seats.py); a marked activity whose counters disagree with its records the same way at two looks
 `REPAIR_SETTLE_S` apart (so no sign-up is in flight there) gets the recount by a compare-and-set
 on the counters as read, then its free seats go to the head of the waitlist. Run at start (in
-the background) and by the daily job.
+the background), by the daily job, and on an activity whose sign-up failed to write its record
+(`events.SIGNUP_WRITE_FAILED`), so its seat is not held until the night.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import msgspec
 import structlog
 from bson import ObjectId
 
-from server.domain import activities, rosters, seats, signups
+from server.domain import activities, events, rosters, seats, signups
 
 log = structlog.get_logger(__name__)
 
@@ -95,11 +96,24 @@ async def _fill(ctx, activity_id: ObjectId, look: _Look) -> int:
     return len(await signups.promote(ctx, activity_id))
 
 
+def register(bus: events.EventBus) -> None:
+    bus.subscribe(events.SIGNUP_WRITE_FAILED, _on_write_failed)
+
+
+async def _on_write_failed(ctx, kind: str, *, activity_id: ObjectId) -> None:
+    ctx.background.spawn(repair(ctx, since=None, activity_ids=[activity_id]), "signup_repair")
+
+
 async def repair(
-    ctx, *, since: datetime | None, settle: Callable[[], Awaitable[None]] | None = None
+    ctx,
+    *,
+    since: datetime | None,
+    settle: Callable[[], Awaitable[None]] | None = None,
+    activity_ids: list[ObjectId] | None = None,
 ) -> dict[str, int]:
     """Counters that a crash left out of step with the records, on the activities touched since
-    `since` (all, with None): each is recounted once it reads the same at two looks a settle
+    `since` (all, with None; only `activity_ids` when given): each is recounted once it reads
+    the same at two looks a settle
     apart (`REPAIR_SETTLE_S`; `settle` replaces the wait), by a compare-and-set on the counters
     as read, so a sign-up in flight is never repaired away; then free seats go to the waitlist.
 
@@ -109,7 +123,8 @@ async def repair(
     settle = settle or (lambda: asyncio.sleep(REPAIR_SETTLE_S))
     tally = {"checked": 0, "repaired": 0, "promoted": 0, "busy": 0}
     waiting: dict[ObjectId, _Look] = {}
-    for activity_id in await seats.touched_since(ctx, since):
+    ids = activity_ids if activity_ids is not None else await seats.touched_since(ctx, since)
+    for activity_id in ids:
         tally["checked"] += 1
         look = await _look(ctx, activity_id)
         if look is not None and look.drifted():

@@ -22,7 +22,7 @@ from typing import Literal
 import msgspec
 import structlog
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from server.domain import activities, events, seats
 from server.domain.errors import Conflict, NotFound, Unavailable
@@ -140,6 +140,11 @@ async def sign_up(ctx, user_id: ObjectId, activity_id) -> tuple[SignupOut, bool]
         if not created:
             await _give_back(ctx, activity_id, status)
             return await _out(ctx, record), False
+    except PyMongoError:
+        # Whether the record landed is unknown (a timeout may have written it): not given back
+        # here, but recounted by the repair once nothing is in flight.
+        await events.emit(ctx, events.SIGNUP_WRITE_FAILED, activity_id=activity_id)
+        raise
     if await _overlapping(ctx, user_id, record):
         await _undo(ctx, record, status)
         raise Conflict("与您已确认的另一活动时间冲突", code="time_conflict")

@@ -17,6 +17,7 @@ async def wire(ctx, *, recover_plans: bool = True) -> None:
     notifications.register(ctx.events)
     stats.register(ctx.events)
     catalogue.register(ctx.events)
+    signup_repair.register(ctx.events)
     await access.migrate(ctx)
     await seats.backfill(ctx)
     since = ctx.clock.now() - REPAIR_LOOKBACK
