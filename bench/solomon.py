@@ -1,7 +1,7 @@
 """Solomon VRPTW benchmark for the caravan planner's solver path.
 
     python bench/solomon.py [PATH ...] [--time-limit S] [--iterations N] [--seed N]
-                            [--long-routes] [--update-reference]
+                            [--searches N] [--long-routes] [--update-reference]
 
 PATH: instance files or folders of them (default: ../shared/data/solomon/*.txt when that folder
 exists, else bench/data/solomon/*.txt). Prints one JSON line per instance, in the hierarchical
@@ -27,9 +27,14 @@ their reference is the best plan this planner has found (bench/data/solomon/long
 fewest vehicles then distance), and ``--update-reference`` writes a better one found by the run
 into that table.
 
+``--searches N`` (default: 2 on a machine with two cores or more, else 1) runs N searches of
+each instance side by side, with seeds ``seed``, ``seed + 1``, …, each in a process of its own,
+and keeps the best, as the service does with a plan when it has a core to spare; ``iterations``
+is then the sum over the searches and ``seconds`` the wall clock.
+
 A last line summarises: {"bench": "solomon_summary", "instances", "mean_gap_pct",
 "worst_gap_pct", "worst_instance", "vehicles_match_pct", "time_limit_s", "iteration_limit",
-"mean_iterations"}.
+"searches", "mean_iterations"}.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
+from concurrent.futures import Executor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +53,13 @@ if str(ROOT) not in sys.path:
 
 import vrplib  # noqa: E402
 
-from server.vrp.solomon import long_route_instance, solve_vrptw_instance  # noqa: E402
+from server import processes  # noqa: E402
+from server.vrp.solomon import (  # noqa: E402
+    VrptwResult,
+    best_of,
+    long_route_instance,
+    solve_vrptw_instance,
+)
 
 SHARED = ROOT.parent / "shared" / "data" / "solomon"
 BUNDLED = ROOT / "bench" / "data" / "solomon"
@@ -86,12 +99,38 @@ def write_long_routes(table: Reference) -> None:
             out.writerow([name, vehicles, f"{distance:.2f}"])
 
 
+def solve(inst: dict, args: argparse.Namespace, pool: Executor | None) -> VrptwResult:
+    """One instance, by ``args.searches`` searches (in ``pool`` when more than one)."""
+    arguments = (
+        inst["node_coord"],
+        inst["demand"],
+        int(inst["capacity"]),
+        int(inst["vehicles"]),
+        inst["time_window"],
+        inst["service_time"],
+    )
+    options = {"time_limit_s": args.time_limit, "iteration_limit": args.iterations}
+    if pool is None:
+        return solve_vrptw_instance(*arguments, seed=args.seed, **options)
+    futures = [
+        pool.submit(solve_vrptw_instance, *arguments, seed=args.seed + k, **options)
+        for k in range(args.searches)
+    ]
+    return best_of([f.result() for f in futures])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", help="instance files or folders")
     parser.add_argument("--time-limit", type=float, default=10.0, help="seconds per instance")
-    parser.add_argument("--iterations", type=int, default=None, help="iterations per instance")
+    parser.add_argument("--iterations", type=int, default=None, help="iterations per search")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--searches",
+        type=int,
+        default=2 if (os.cpu_count() or 1) >= 2 else 1,
+        help="searches side by side, the best kept",
+    )
     parser.add_argument("--long-routes", action="store_true", help="long-route variants")
     parser.add_argument(
         "--update-reference", action="store_true", help="keep better long-route plans"
@@ -104,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     gaps: list[tuple[float, str]] = []
     matches: list[bool] = []
     iterations: list[int] = []
+    pool = processes.process_pool(args.searches) if args.searches > 1 else None
     for path in instance_paths(args.paths):
         inst = vrplib.read_instance(str(path), instance_format="solomon")
         name = path.stem.upper()
@@ -115,17 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             if path.parent not in bks_cache:
                 bks_cache[path.parent] = read_table(path.parent / "bks.csv")
             bks = bks_cache[path.parent].get(name)
-        res = solve_vrptw_instance(
-            inst["node_coord"],
-            inst["demand"],
-            int(inst["capacity"]),
-            int(inst["vehicles"]),
-            inst["time_window"],
-            inst["service_time"],
-            time_limit_s=args.time_limit,
-            iteration_limit=args.iterations,
-            seed=args.seed,
-        )
+        res = solve(inst, args, pool)
         gap = None
         if bks is not None:
             gap = round(100.0 * (res.distance - bks[1]) / bks[1], 3) + 0.0  # no -0.0
@@ -152,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             "feasible": res.feasible,
         }
         print(json.dumps(line), flush=True)
+    if pool is not None:
+        pool.shutdown()
     if improved:
         write_long_routes(long_routes)
 
@@ -165,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "vehicles_match_pct": round(100.0 * sum(matches) / len(matches), 1) if matches else None,
         "time_limit_s": args.time_limit,
         "iteration_limit": args.iterations,
+        "searches": args.searches,
         "mean_iterations": round(sum(iterations) / len(iterations)) if iterations else None,
     }
     print(json.dumps(summary), flush=True)

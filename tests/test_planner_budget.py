@@ -14,7 +14,7 @@ import pytest
 
 from server import vrp
 from server.domain import planning
-from server.vrp.solomon import long_route_instance, solve_vrptw_instance
+from server.vrp.solomon import VrptwResult, best_of, long_route_instance, solve_vrptw_instance
 from tests.test_caravans import offset, settings_overrides, world  # noqa: F401 (fixtures)
 from tests.test_routing import check_plan, month_problem, small_problem
 
@@ -145,3 +145,18 @@ async def test_a_limit_asked_for_is_the_limit_used(world):  # noqa: F811 (the fi
     plan = await world.until_done(await world.plan(time_limit_s=2))
     assert plan["time_limit_s"] == plan["requested_time_limit_s"] == 2
     assert plan["iterations"] > 0
+
+
+def test_the_best_of_several_searches_is_feasible_then_fewest_vehicles_then_shortest():
+    def result(vehicles: int, distance: float, feasible: bool = True) -> VrptwResult:
+        routes = tuple((n,) for n in range(1, vehicles + 1))
+        return VrptwResult(
+            routes=routes, vehicles=vehicles, distance=distance, feasible=feasible,
+            seconds=float(vehicles), iterations=100 * vehicles, fleet_iterations=vehicles,
+        )  # fmt: skip
+
+    shortest, fewer, infeasible = result(11, 900.0), result(10, 950.0), result(9, 800.0, False)
+    best = best_of([shortest, infeasible, fewer])
+    assert (best.vehicles, best.distance, best.feasible) == (10, 950.0, True)
+    assert (best.iterations, best.fleet_iterations, best.seconds) == (3000, 30, 11.0)
+    assert best_of([result(10, 951.0), fewer]).distance == 950.0

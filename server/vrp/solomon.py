@@ -184,6 +184,18 @@ def _eliminate_routes(
     return data, best, spent
 
 
+def best_of(results: Sequence[VrptwResult]) -> VrptwResult:
+    """The best of several searches of one instance, in the hierarchical convention (feasible,
+    fewest vehicles, least distance); its iterations are those of every search."""
+    best = min(results, key=lambda r: (not r.feasible, r.vehicles, r.distance))
+    return msgspec.structs.replace(
+        best,
+        iterations=sum(r.iterations for r in results),
+        fleet_iterations=sum(r.fleet_iterations for r in results),
+        seconds=max(r.seconds for r in results),
+    )
+
+
 def solve_vrptw_instance(
     coords: np.ndarray,
     demand: np.ndarray,
