@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from datetime import date, timedelta
@@ -82,8 +83,18 @@ def test_the_database_killed_under_load_is_restarted_and_calls_recover(service):
                     answers.append((time.monotonic(), 0, type(exc).__name__))
                 time.sleep(0.05)
 
-    worker = threading.Thread(target=load)
+    health: list[dict] = []
+
+    def watch() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    health.append(client.get(svc.url + "/healthz").json())
+                time.sleep(0.05)
+
+    worker, watcher = threading.Thread(target=load), threading.Thread(target=watch)
     worker.start()
+    watcher.start()
     try:
         time.sleep(1)
         database = svc.database_pid()
@@ -95,7 +106,10 @@ def test_the_database_killed_under_load_is_restarted_and_calls_recover(service):
     finally:
         stop.set()
         worker.join()
+        watcher.join()
     assert svc.proc.poll() is None, "the service itself kept running"
+    # While the database was down, /healthz said so rather than failing or claiming "ok".
+    assert {"status": "degraded", "db": "restarting"} in health, health[-5:]
     # A call that met the outage got a clear 503; most were retried by the driver unseen.
     during = [a for a in answers if a[0] > killed_at and a[1] != 200]
     assert {(status, code) for _, status, code in during} <= {(503, "unavailable")}, during
