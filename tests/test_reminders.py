@@ -236,7 +236,10 @@ async def test_activity_cancellation_tells_everyone_and_drops_reminders(
     for i in range(3):
         [message] = emulator.messages(f"o_c{i}")
         assert message["template_id"] == "tmpl_activity_changed"
+        assert message["data"]["thing3"] == {"value": "已取消：暴雨"}  # the organiser's reason
     assert await ctx.db.reminders.count_documents({"state": "pending"}) == 0
+    shown = await activities.get_activity(ctx, activity)
+    assert (shown.status, shown.cancel_reason) == ("cancelled", "暴雨")
 
 
 async def _many_due(ctx, emulator, n: int, prefix: str) -> None:

@@ -71,6 +71,7 @@ class Activity(msgspec.Struct):
     checkin_radius_m: int
     checkin: str
     coord_type: str = "wgs84"  # the system `location` is in
+    cancel_reason: str | None = None  # the organiser's, once cancelled
 
 
 class StatusOut(msgspec.Struct):
@@ -137,6 +138,7 @@ def activity_out(doc: dict, now: datetime, coord_type: str = "wgs84") -> Activit
         checkin_radius_m=doc.get("checkin_radius_m", DEFAULT_CHECKIN_RADIUS_M),
         checkin=checkin_policy(doc),
         coord_type=coord_type,
+        cancel_reason=doc.get("cancel_reason"),
     )
 
 

@@ -71,10 +71,14 @@ async def on_left(ctx, kind: str, *, activity_id, user_id, **_) -> None:
     )
 
 
-async def on_activity_cancelled(ctx, kind: str, *, activity_id, user_ids, **_) -> None:
+async def on_activity_cancelled(
+    ctx, kind: str, *, activity_id, user_ids, reason: str | None = None, **_
+) -> None:
+    """Those signed up are told, with the organiser's reason (as far as WeChat's 20 characters
+    hold it; the activity's page has it whole)."""
     await cancel_pending(ctx, activity_id=activity_id)
     data, doc = await _activity_data(ctx, activity_id, "活动已取消")
-    data["thing3"] = _thing("活动已取消")
+    data["thing3"] = _thing(f"已取消：{reason}" if reason else "活动已取消")
     for user_id in user_ids:
         await schedule(
             ctx, user_id=user_id, key="activity_changed", data=data, due_at=ctx.clock.now(),
