@@ -29,8 +29,8 @@ test: install
 	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk >/dev/null; \
 	fi
-	$(PY) -m pytest -q -n 2 -m 'not solo' $(PYTEST_ARGS)
-	$(PY) -m pytest -q -m solo $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rs -n 2 -m 'not solo' $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rs -m solo $(PYTEST_ARGS)
 
 bench: install
 	@for b in bench/[!_]*.py; do $(PY) $$b || exit 1; done

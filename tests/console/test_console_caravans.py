@@ -164,3 +164,21 @@ async def test_a_dispatcher_plans_pins_replans_publishes_and_logs_a_trip(
     await page.goto("/console/fleet")
     assert await page.locator("#caravans-table tbody tr").count() == 2
     await shot(page, "caravans-fleet")
+
+
+async def test_the_dispatchers_pages_fit_a_tablet(ctx, new_page, sign_in):
+    """At 768 px (a tablet held upright) no page is wider than the screen: a wide table scrolls
+    inside its card, the page itself does not."""
+    await World().build(ctx)
+    page = await new_page()
+    await page.set_viewport_size({"width": 768, "height": 1024})
+    await sign_in(page, DISPATCHER)
+    paths = await page.locator(".sidebar a").evaluate_all("links => links.map(a => a.pathname)")
+    assert "/console/visit-requests" in paths and "/console/kpis" in paths
+    for path in paths:
+        response = await page.goto(path)
+        assert response.status == 200, path
+        overflow = await page.evaluate(
+            "() => document.documentElement.scrollWidth - window.innerWidth"
+        )
+        assert overflow <= 0, f"{path} is {overflow} px wider than the screen"
