@@ -1,6 +1,7 @@
 """Demo data for `make run`: a province, three cities with their counties (from the offline
-gazetteer), teams, bases, sites and staff, a few published activities, and a city's caravans
-with a season of visit requests to plan, so a fresh install shows a populated system.
+gazetteer), teams, bases, sites and staff, a few published activities, today's hours waiting at
+one school (and a dispute), and a city's caravans with a season of visit requests to plan, so a
+fresh install shows a populated system.
 
 Loaded only into an empty database (one without a root organisation), through the domain
 functions, so it obeys the same rules as data entered through the API.
@@ -15,7 +16,7 @@ from datetime import timedelta
 import structlog
 
 from server import geo
-from server.domain import access, activities, caravans, identity, orgs, sites
+from server.domain import access, activities, caravans, disputes, hours, identity, orgs, sites
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +102,7 @@ async def seed_demo(ctx, *, seed: int = 2026) -> bool:
                 if counts["sites"] == 1:
                     await sites.add_admin(ctx, site_id, site_admin)
     counts["activities"] = await _demo_activities(ctx, admin_openid)
+    counts["pending_hours"] = await _demo_hours(ctx, site_admin, admin_openid)
     counts["caravans"], counts["visit_requests"] = await _demo_caravans(ctx, *first_city)
     log.info("demo_loaded", admin_openid=admin_openid, **counts)
     return True
@@ -138,6 +140,55 @@ async def _demo_activities(ctx, publisher_openid: str) -> int:
         )
         await activities.publish(ctx, activity_id, publisher_openid=publisher_openid)
     return min(len(school_sites), len(DEMO_ACTIVITIES))
+
+
+DEMO_VOLUNTEERS = [
+    "张伟", "王芳", "李娜", "刘洋", "陈静", "杨帆", "赵磊", "黄敏", "周杰", "吴婷", "徐强", "孙丽",
+]  # fmt: skip
+
+
+async def _demo_hours(ctx, site_admin, publisher_openid: str) -> int:
+    """Today's activity at the site admin's school, under way, with the volunteers' hours
+    waiting for the school to confirm and one volunteer's dispute of a confirmed record, so 服务时长
+    has its day's work on a fresh install. Returns the credits left pending."""
+    [site] = await ctx.db["sites"].find({"kind": "school"}).limit(1).to_list(1)
+    start = ctx.clock.now() - timedelta(hours=2)
+    activity_id = await activities.create_activity(
+        ctx,
+        activities.NewActivity(
+            title="科普进校园·机器人体验课",
+            description="志愿者带领学生动手搭建和编程小机器人",
+            org_id=str(site["org_id"]),
+            site_id=str(site["_id"]),
+            starts_at=start,
+            ends_at=start + timedelta(hours=3),
+            capacity=len(DEMO_VOLUNTEERS),
+            tags=["青少年", "信息技术"],
+        ),
+        created_by=None,
+    )
+    await activities.publish(ctx, activity_id, publisher_openid=publisher_openid)
+    credits = []
+    for n, name in enumerate(DEMO_VOLUNTEERS):
+        volunteer = await identity.ensure_user(ctx, f"demo_volunteer_{n + 1:02d}")
+        await identity.update_profile(ctx, volunteer, identity.ProfileChange(real_name=name))
+        credits.append(
+            await hours.credit(
+                ctx,
+                user_id=volunteer,
+                hours=2.0,
+                org_id=site["org_id"],
+                site_id=site["_id"],
+                source="activity",
+                activity_id=activity_id,
+                served_at=start,
+            )
+        )
+    await hours.confirm(ctx, site_admin, [str(credits[0])])
+    first = await ctx.db["users"].find_one({"openid": "demo_volunteer_01"}, {"_id": 1})
+    reason = "我服务了两个半小时，记录少了半小时"
+    await disputes.raise_dispute(ctx, first["_id"], credits[0], reason)
+    return len(credits) - 1
 
 
 DEMO_CARAVANS = 3

@@ -35,9 +35,16 @@ async def test_demo_data_is_a_populated_province_loaded_once(ctx):
     assert await ctx.db.orgs.count_documents({"kind": "county"}) == expected_counties
     assert await ctx.db.sites.count_documents({}) == 3 * expected_counties
     assert await ctx.db.orgs.count_documents({"kind": "base"}) == 3
-    assert await ctx.db.activities.count_documents({"status": "published"}) == len(
-        demo.DEMO_ACTIVITIES
+    assert (
+        await ctx.db.activities.count_documents({"status": "published"})
+        == len(demo.DEMO_ACTIVITIES) + 1
     )
+    # Today's hours at the site admin's school wait for it, and one confirmed record is disputed.
+    site_admin = await ctx.db.users.find_one({"openid": demo.DEMO_SITE_ADMIN_OPENID})
+    [school] = await access.sites_administered(ctx, site_admin["_id"])
+    pending = {"kind": "credit", "status": "pending", "site_id": school}
+    assert await ctx.db.hours_ledger.count_documents(pending) == len(demo.DEMO_VOLUNTEERS) - 1
+    assert await ctx.db.hours_disputes.count_documents({"status": "open", "site_id": school}) == 1
     # A city's caravans and a season of requests, ready for its dispatcher to plan.
     first_city_sites = 3 * _henan_counties(demo.CITIES[0][1])
     assert await ctx.db.caravans.count_documents({}) == demo.DEMO_CARAVANS
