@@ -141,8 +141,7 @@ async def sign_up(ctx, user_id: ObjectId, activity_id) -> tuple[SignupOut, bool]
             await _give_back(ctx, activity_id, status)
             return await _out(ctx, record), False
     except PyMongoError:
-        # Whether the record landed is unknown (a timeout may have written it): not given back
-        # here, but recounted by the repair once nothing is in flight.
+        # It may have landed all the same (a timeout): the repair recounts, not a give-back.
         await events.emit(ctx, events.SIGNUP_WRITE_FAILED, activity_id=activity_id)
         raise
     if await _overlapping(ctx, user_id, record):
