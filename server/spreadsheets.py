@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
@@ -31,6 +32,10 @@ def _cell(value: Any) -> Any:
     # Excel has no time zones: show local (Asia/Shanghai) time, which is what staff read.
     if isinstance(value, datetime):
         return value.astimezone(SHANGHAI).replace(tzinfo=None)
+    if isinstance(value, str):
+        # A control character (pasted into a name) cannot be stored in a sheet at all: drop it
+        # rather than fail the whole export.
+        return ILLEGAL_CHARACTERS_RE.sub("", value)
     return value
 
 
@@ -45,7 +50,7 @@ def workbook(sheets: Sequence[Sheet]) -> bytes:
     bold = Font(bold=True)
     for sheet in sheets:
         ws = book.create_sheet(sheet.title[:31])
-        ws.append(list(sheet.headers))
+        ws.append([_cell(h) for h in sheet.headers])
         for cell in ws[1]:
             cell.font = bold
         for row in sheet.rows:

@@ -67,7 +67,9 @@ async def test_a_school_cancels_a_scheduled_visit_and_a_dispatcher_declines_one(
     told = await ctx.db.reminders.find_one(
         {"user_id": ObjectId(crew.user_id), "template_key": "activity_changed"}
     )
-    assert told is not None and told["data"]["thing3"]["value"] == "活动已取消"
+    # The crew is told why, as far as WeChat's 20 characters go.
+    assert told is not None
+    assert told["data"]["thing3"]["value"] == "已取消：学校取消了这次大篷车走访"
 
     again = await world.post(path, session=world.site_admin, status=409)
     assert again["error"] == {"code": "request_closed", "message": "申请已取消", "field": None}
