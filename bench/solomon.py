@@ -58,7 +58,7 @@ from server.vrp.solomon import (  # noqa: E402
     VrptwResult,
     best_of,
     long_route_instance,
-    solve_vrptw_instance,
+    solve_read_instance,
 )
 
 SHARED = ROOT.parent / "shared" / "data" / "solomon"
@@ -101,19 +101,11 @@ def write_long_routes(table: Reference) -> None:
 
 def solve(inst: dict, args: argparse.Namespace, pool: Executor | None) -> VrptwResult:
     """One instance, by ``args.searches`` searches (in ``pool`` when more than one)."""
-    arguments = (
-        inst["node_coord"],
-        inst["demand"],
-        int(inst["capacity"]),
-        int(inst["vehicles"]),
-        inst["time_window"],
-        inst["service_time"],
-    )
     options = {"time_limit_s": args.time_limit, "iteration_limit": args.iterations}
     if pool is None:
-        return solve_vrptw_instance(*arguments, seed=args.seed, **options)
+        return solve_read_instance(inst, seed=args.seed, **options)
     futures = [
-        pool.submit(solve_vrptw_instance, *arguments, seed=args.seed + k, **options)
+        pool.submit(solve_read_instance, inst, seed=args.seed + k, **options)
         for k in range(args.searches)
     ]
     return best_of([f.result() for f in futures])

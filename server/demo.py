@@ -151,7 +151,8 @@ async def _demo_hours(ctx, site_admin, publisher_openid: str) -> int:
     """Today's activity at the site admin's school, under way, with the volunteers' hours
     waiting for the school to confirm and one volunteer's dispute of a confirmed record, so 服务时长
     has its day's work on a fresh install. Returns the credits left pending."""
-    [site] = await ctx.db["sites"].find({"kind": "school"}).limit(1).to_list(1)
+    [site_id] = await access.sites_administered(ctx, site_admin)
+    site = await sites.get_site_doc(ctx, site_id)
     start = ctx.clock.now() - timedelta(hours=2)
     activity_id = await activities.create_activity(
         ctx,
@@ -168,9 +169,10 @@ async def _demo_hours(ctx, site_admin, publisher_openid: str) -> int:
         created_by=None,
     )
     await activities.publish(ctx, activity_id, publisher_openid=publisher_openid)
-    credits = []
+    credits, volunteers = [], []
     for n, name in enumerate(DEMO_VOLUNTEERS):
         volunteer = await identity.ensure_user(ctx, f"demo_volunteer_{n + 1:02d}")
+        volunteers.append(volunteer)
         await identity.update_profile(ctx, volunteer, identity.ProfileChange(real_name=name))
         credits.append(
             await hours.credit(
@@ -185,9 +187,8 @@ async def _demo_hours(ctx, site_admin, publisher_openid: str) -> int:
             )
         )
     await hours.confirm(ctx, site_admin, [str(credits[0])])
-    first = await ctx.db["users"].find_one({"openid": "demo_volunteer_01"}, {"_id": 1})
     reason = "我服务了两个半小时，记录少了半小时"
-    await disputes.raise_dispute(ctx, first["_id"], credits[0], reason)
+    await disputes.raise_dispute(ctx, volunteers[0], credits[0], reason)
     return len(credits) - 1
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from server import vrp
 from server.domain import planning
-from server.vrp.solomon import VrptwResult, best_of, long_route_instance, solve_vrptw_instance
+from server.vrp.solomon import VrptwResult, best_of, long_route_instance, solve_read_instance
 from tests.test_caravans import offset, settings_overrides, world  # noqa: F401 (fixtures)
 from tests.test_routing import check_plan, month_problem, small_problem
 
@@ -70,17 +70,7 @@ def test_route_removal_stops_when_it_stalls_and_leaves_the_rest_to_distance():
     vrplib = pytest.importorskip("vrplib")
     inst = vrplib.read_instance(str(SOLOMON / "R101.txt"), instance_format="solomon")
     budget = 2_000
-    result = solve_vrptw_instance(
-        inst["node_coord"],
-        inst["demand"],
-        int(inst["capacity"]),
-        int(inst["vehicles"]),
-        inst["time_window"],
-        inst["service_time"],
-        time_limit_s=60.0,
-        iteration_limit=budget,
-        fleet_patience=20,
-    )
+    result = solve_read_instance(inst, time_limit_s=60.0, iteration_limit=budget, fleet_patience=20)
     assert result.feasible
     assert result.seconds < 60.0, "the iterations ran out first"
     assert result.fleet_iterations > 0

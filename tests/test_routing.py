@@ -36,7 +36,7 @@ from server.vrp import (
     solve_plan,
     travel_matrices,
 )
-from server.vrp.solomon import solve_vrptw_instance
+from server.vrp.solomon import solve_read_instance
 
 H = 3600
 # County seats (adcode table): 林州市, 辉县市, 卫辉市, 修武县.
@@ -475,15 +475,7 @@ def test_bad_input_is_refused():
 def test_solomon_c101_reaches_ten_vehicles():
     vrplib = pytest.importorskip("vrplib")
     inst = vrplib.read_instance(str(SOLOMON / "C101.txt"), instance_format="solomon")
-    result = solve_vrptw_instance(
-        inst["node_coord"],
-        inst["demand"],
-        int(inst["capacity"]),
-        int(inst["vehicles"]),
-        inst["time_window"],
-        inst["service_time"],
-        time_limit_s=2.0,
-    )
+    result = solve_read_instance(inst, time_limit_s=2.0)
     assert result.feasible
     assert result.vehicles == 10
     assert sorted(c for route in result.routes for c in route) == list(range(1, 101))

@@ -113,9 +113,9 @@ async def repair(
 ) -> dict[str, int]:
     """Counters that a crash left out of step with the records, on the activities touched since
     `since` (all, with None; only `activity_ids` when given): each is recounted once it reads
-    the same at two looks a settle
-    apart (`REPAIR_SETTLE_S`; `settle` replaces the wait), by a compare-and-set on the counters
-    as read, so a sign-up in flight is never repaired away; then free seats go to the waitlist.
+    the same at two looks a settle apart (`REPAIR_SETTLE_S`; `settle` replaces the wait), by a
+    compare-and-set on the counters as read, so a sign-up in flight is never repaired away;
+    then free seats go to the waitlist.
 
     Returns counts: checked, repaired, promoted, and busy (still moving after the last round,
     left to the next repair). Several processes may run it at once.

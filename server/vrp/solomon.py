@@ -317,3 +317,17 @@ def solve_vrptw_instance(
         fleet_iterations=fleet_iterations,
         fleet_seconds=fleet_seconds,
     )
+
+
+def solve_read_instance(inst: dict, **options) -> VrptwResult:
+    """:func:`solve_vrptw_instance` on an instance as ``vrplib.read_instance(path,
+    instance_format="solomon")`` returns it; ``options`` are that function's keywords."""
+    return solve_vrptw_instance(
+        inst["node_coord"],
+        inst["demand"],
+        int(inst["capacity"]),
+        int(inst["vehicles"]),
+        inst["time_window"],
+        inst["service_time"],
+        **options,
+    )
