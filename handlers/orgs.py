@@ -97,7 +97,7 @@ class OrgRoleHandler(BaseHandler):
     @operation(
         "End a role held in this organisation, at once (sessions included)",
         response=Revoked,
-        errors=(403, 404),
+        errors=(403, 404, 409),
         permission="role.grant",
     )
     async def delete(self, org_id: str, user_id: str, role: str) -> None:

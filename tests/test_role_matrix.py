@@ -5,6 +5,7 @@ The table must name every /api/v1 route: a new staff endpoint without a row fail
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 from dataclasses import dataclass
@@ -873,6 +874,46 @@ async def test_a_revoked_role_ends_at_once(ctx, http, login, world):
     assert after.status_code == 403
     again = await http.delete(path, headers=admin.headers)
     assert again.status_code == 404
+
+
+async def test_the_root_keeps_its_last_admin_even_when_two_revoke_each_other_at_once(
+    ctx, http, login, world
+):
+    root = ObjectId(world.root)
+    for round_ in range(5):
+        await ctx.db.role_grants.delete_many({"role": "org_admin", "org_id": root})
+        a, b = await login(), await login()
+        for admin in (a, b):
+            await access.grant_role(ctx, ObjectId(admin.user_id), "org_admin", root)
+        answers = await asyncio.gather(
+            http.delete(
+                f"/api/v1/orgs/{world.root}/roles/{b.user_id}/org_admin", headers=a.headers
+            ),
+            http.delete(
+                f"/api/v1/orgs/{world.root}/roles/{a.user_id}/org_admin", headers=b.headers
+            ),
+        )
+        codes = sorted(r.status_code for r in answers)
+        left = await ctx.db.role_grants.count_documents({"role": "org_admin", "org_id": root})
+        assert left == 1, (round_, codes)
+        # The one whose grant went first may find itself no longer allowed (403) before its own
+        # transaction starts; either way exactly one revocation took effect.
+        assert codes[0] == 200 and codes[1] in (403, 409), (round_, codes)
+    survivor = await ctx.db.role_grants.find_one({"role": "org_admin", "org_id": root})
+    me = next(s for s in (a, b) if ObjectId(s.user_id) == survivor["user_id"])
+    last = await http.delete(
+        f"/api/v1/orgs/{world.root}/roles/{me.user_id}/org_admin", headers=me.headers
+    )
+    assert last.status_code == 409 and last.json()["error"]["code"] == "last_admin"
+    assert "最后一位管理员" in last.json()["error"]["message"]
+    assert await ctx.db.role_grants.count_documents({"role": "org_admin", "org_id": root}) == 1
+    # A county's admins are not the province's last line: its last one may go.
+    county_admin = await login()
+    await access.grant_role(
+        ctx, ObjectId(county_admin.user_id), "org_admin", ObjectId(world.county)
+    )
+    path = f"/api/v1/orgs/{world.county}/roles/{county_admin.user_id}/org_admin"
+    assert (await http.delete(path, headers=me.headers)).status_code == 200
 
 
 async def test_references_outside_the_callers_scope_are_refused(ctx, http, login, world):

@@ -20,10 +20,11 @@ from typing import Literal
 import msgspec
 import structlog
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
+from server.db import transaction
 from server.domain import orgs
-from server.domain.errors import Forbidden, InvalidRequest
+from server.domain.errors import Conflict, Forbidden, InvalidRequest
 from server.domain.ids import parse_id
 
 log = structlog.get_logger(__name__)
@@ -124,10 +125,35 @@ async def grant_role(
 async def revoke_role(
     ctx, user_id: ObjectId, role: str, org_id: ObjectId, *, site_id: ObjectId | None = None
 ) -> bool:
-    result = await ctx.db["role_grants"].delete_one(
-        {"user_id": user_id, "role": role, "org_id": org_id, "site_id": site_id}
-    )
-    return result.deleted_count == 1
+    """True when the grant was held. The root organisation keeps an org_admin: revoking its
+    last one is refused (409 ``last_admin``), since no one could then grant a role again."""
+    grant = {"user_id": user_id, "role": role, "org_id": org_id, "site_id": site_id}
+    root = await orgs.root_org(ctx)
+    if role != "org_admin" or root is None or org_id != root["_id"]:
+        return (await ctx.db["role_grants"].delete_one(grant)).deleted_count == 1
+    # Two admins revoking each other at once must not both succeed: each transaction rewrites
+    # the grants it leaves, so the two conflict and the one retried sees the other's removal.
+    while True:
+        try:
+            async with transaction(ctx.client) as session:
+                deleted = await ctx.db["role_grants"].delete_one(grant, session=session)
+                if deleted.deleted_count == 0:
+                    return False
+                left = await ctx.db["role_grants"].update_many(
+                    {"role": "org_admin", "org_id": org_id, "site_id": None},
+                    {"$set": {"checked_at": ctx.clock.now()}},
+                    session=session,
+                )
+                if left.matched_count == 0:
+                    raise Conflict(
+                        "这是省级组织的最后一位管理员，撤销后将无人能授予角色；请先授予另一位",
+                        code="last_admin",
+                    )
+        except PyMongoError as exc:
+            if exc.has_error_label("TransientTransactionError"):
+                continue
+            raise
+        return True
 
 
 async def grants_of(ctx, user_id: ObjectId) -> list[dict]:
