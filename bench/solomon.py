@@ -14,8 +14,8 @@ convention (fewest vehicles, then unrounded Euclidean distance):
 as seconds do), ``fleet_iterations`` and ``fleet_seconds`` what went to removing routes. With
 ``--iterations N`` a solve ends after N iterations or the time limit, whichever comes first,
 and its phases share out both the same way: on a shared machine, a run with an iteration budget
-measures the search itself (on an idle core, 10 s are about 5,000 iterations of type 1 and
-3,000 of the long-route variants).
+measures the search itself (on a core of its own, 10 s are about 10,000 iterations of type 1
+and 8,000 of the long-route variants).
 
 The bks_* fields and gap_pct (distance against the BKS distance) come from a bks.csv beside the
 instance file (its hier_* columns) and are null without one.

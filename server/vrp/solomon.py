@@ -36,6 +36,12 @@ and a removal that works is found at once."""
 FLEET_PATIENCE_CAP: Final = 3_500
 FLEET_SHARE: Final = 0.7
 """At most this share of the time limit goes to removing routes."""
+NEIGHBOURS: Final = 30
+"""Each customer's granular neighbourhood: its 30 nearest (PyVRP's proximity), not PyVRP's
+default 50, so an iteration is about 1.5 times as fast. On the twelve hardest of type 1 and its
+long-route variants at 10 s (six seeds each), the best-known fleet came out as often as with 50
+or more often, and routes were shorter (a search's mean: R107 +1.3 % instead of +2.2 %, R111
++1.6 % instead of +4.0 %). 40 was between the two; 50 for route removal alone lost vehicles."""
 
 
 class VrptwResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -176,7 +182,9 @@ def _eliminate_routes(
 
         allowed = best.num_routes() - 1
         stop = _Counted(until_feasible, min(patience * allowed, FLEET_PATIENCE_CAP))
-        found, iterations = search(fewer, neighbours, stop, seed + attempt, None)
+        # Seeds of their own: with ``seed + attempt``, the second attempt of the search seeded 0
+        # was the first of the one seeded 1, and both failed or succeeded alike.
+        found, iterations = search(fewer, neighbours, stop, seed * 1_000 + attempt, None)
         spent += iterations
         if not found.is_feasible():
             break
@@ -264,7 +272,7 @@ def solve_vrptw_instance(
     )
     asm = assemble([tuple(p) for p in coords], dist, dur, 1, clients, [], [vtype])
     data = asm.data
-    neighbours = compute_neighbours(data, NeighbourhoodParams())
+    neighbours = compute_neighbours(data, NeighbourhoodParams(num_neighbours=NEIGHBOURS))
     deadline = started + time_limit_s
     budget = Budget(started, time_limit_s, deadline, on_progress)
     effort = _Effort(started, time_limit_s, iteration_limit)
