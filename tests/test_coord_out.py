@@ -92,3 +92,20 @@ async def test_the_staff_lists_and_an_activity_speak_the_callers_coord_type(ctx,
         "/api/v1/sites", params={"coord_type": "mars"}, headers=staff.headers
     )
     assert (bad.status_code, bad.json()["error"]["field"]) == (400, "coord_type")
+
+
+async def test_a_point_that_leaves_the_globe_once_converted_is_refused(ctx, scene, login):
+    """BD-09 shifts a point by about 0.0065°: at -180° that is past the range (the API fuzzer
+    found it as a 500)."""
+    staff = await login("o_site_mover")
+    await access.grant_role(ctx, ObjectId(staff.user_id), "org_admin", scene.county)
+    path = f"/api/v1/sites/{scene.site}"
+    before = await _get(scene.http, path, staff)
+    moved = await scene.http.patch(
+        path,
+        json={"location": {"coord_type": "bd09", "lng": -180.0, "lat": 0.8}},
+        headers=staff.headers,
+    )
+    assert moved.status_code == 400, moved.text
+    assert moved.json()["error"]["field"] == "location"
+    assert await _get(scene.http, path, staff) == before

@@ -29,7 +29,10 @@ class LocationIn(msgspec.Struct, forbid_unknown_fields=True):
     coord_type: CoordType = "wgs84"
 
     def to_geojson(self) -> dict:
-        return geo.geojson_point(*geo.to_wgs84(self.lng, self.lat, self.coord_type))
+        try:
+            return geo.geojson_point(*geo.to_wgs84(self.lng, self.lat, self.coord_type))
+        except ValueError:  # BD-09's offset can carry a point at ±180° past the range
+            raise InvalidRequest("坐标换算为 WGS-84 后超出经纬度范围", field="location") from None
 
 
 class CoordQuery(msgspec.Struct, forbid_unknown_fields=True):
