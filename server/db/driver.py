@@ -8,14 +8,16 @@ rest, so it runs unchanged under both.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
-from typing import Any
+from typing import Any, TypeVar
 
 from bson.codec_options import CodecOptions
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
 DRIVERS = ("pymongo", "motor")
+T = TypeVar("T")
 
 
 def make_client(uri: str, driver: str = "pymongo", **kwargs: Any):
@@ -59,3 +61,17 @@ async def transaction(client) -> AsyncIterator[Any]:
             started = await started
         async with started:
             yield session
+
+
+async def in_transaction(client, work: Callable[[Any], Awaitable[T]], *, attempts: int = 3) -> T:
+    """``work(session)`` in a transaction, run again from the start when the error is transient
+    (a write conflict with another transaction, a dropped connection), at most ``attempts``
+    times: after that the database is failing, and the error is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with transaction(client) as session:
+                return await work(session)
+        except PyMongoError as exc:
+            if attempt == attempts or not exc.has_error_label("TransientTransactionError"):
+                raise
+    raise ValueError("attempts must be at least 1")

@@ -20,9 +20,9 @@ from typing import Literal
 import msgspec
 import structlog
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from server.db import transaction
+from server.db import in_transaction
 from server.domain import orgs
 from server.domain.errors import Conflict, Forbidden, InvalidRequest
 from server.domain.ids import parse_id
@@ -131,29 +131,26 @@ async def revoke_role(
     root = await orgs.root_org(ctx)
     if role != "org_admin" or root is None or org_id != root["_id"]:
         return (await ctx.db["role_grants"].delete_one(grant)).deleted_count == 1
+
     # Two admins revoking each other at once must not both succeed: each transaction rewrites
     # the grants it leaves, so the two conflict and the one retried sees the other's removal.
-    while True:
-        try:
-            async with transaction(ctx.client) as session:
-                deleted = await ctx.db["role_grants"].delete_one(grant, session=session)
-                if deleted.deleted_count == 0:
-                    return False
-                left = await ctx.db["role_grants"].update_many(
-                    {"role": "org_admin", "org_id": org_id, "site_id": None},
-                    {"$set": {"checked_at": ctx.clock.now()}},
-                    session=session,
-                )
-                if left.matched_count == 0:
-                    raise Conflict(
-                        "这是省级组织的最后一位管理员，撤销后将无人能授予角色；请先授予另一位",
-                        code="last_admin",
-                    )
-        except PyMongoError as exc:
-            if exc.has_error_label("TransientTransactionError"):
-                continue
-            raise
+    async def revoke(session) -> bool:
+        deleted = await ctx.db["role_grants"].delete_one(grant, session=session)
+        if deleted.deleted_count == 0:
+            return False
+        left = await ctx.db["role_grants"].update_many(
+            {"role": "org_admin", "org_id": org_id, "site_id": None},
+            {"$set": {"checked_at": ctx.clock.now()}},
+            session=session,
+        )
+        if left.matched_count == 0:
+            raise Conflict(
+                "这是省级组织的最后一位管理员，撤销后将无人能授予角色；请先授予另一位",
+                code="last_admin",
+            )
         return True
+
+    return await in_transaction(ctx.client, revoke)
 
 
 async def grants_of(ctx, user_id: ObjectId) -> list[dict]:

@@ -14,9 +14,9 @@ from typing import Annotated, Literal
 
 import msgspec
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
-from server.db import aggregate, transaction
+from server.db import aggregate, in_transaction
 from server.domain import access, activities, events, identity, sites
 from server.domain.errors import Forbidden, InvalidRequest, NotFound
 from server.domain.ids import parse_id
@@ -260,30 +260,23 @@ async def confirm(ctx, by: ObjectId, record_ids: list[str]) -> int:
     # once: each credit is announced exactly once, so the statistics count it once.
     token = ObjectId()
     confirming = {"status": "confirmed", "confirmed_by": by, "confirmed_at": now}
-    for attempt in range(CONFIRM_ATTEMPTS):
-        try:
-            # One transaction: a credit and the corrections made while it was pending (which
-            # follow it into the confirmed total) are confirmed together or not at all.
-            async with transaction(ctx.client) as session:
-                await _ledger(ctx).update_many(
-                    {"ref": {"$in": ids}, "status": "pending"},
-                    {"$set": {"status": "confirmed"}},
-                    session=session,
-                )
-                result = await _ledger(ctx).update_many(
-                    {"_id": {"$in": ids}, "status": "pending"},
-                    {"$set": {**confirming, "confirmation": token}},
-                    session=session,
-                )
-            break
-        except PyMongoError as exc:
-            # A write conflict (another confirmation of the same records got there first) or a
-            # dropped connection: the next round confirms what is left. Anything else, or the
-            # same again and again, is the database failing.
-            if not exc.has_error_label("TransientTransactionError"):
-                raise
-            if attempt + 1 == CONFIRM_ATTEMPTS:
-                raise
+
+    # One transaction: a credit and the corrections made while it was pending (which follow it
+    # into the confirmed total) are confirmed together or not at all. A write conflict (another
+    # confirmation of the same records got there first) runs it again on what is left.
+    async def confirm_pending(session):
+        await _ledger(ctx).update_many(
+            {"ref": {"$in": ids}, "status": "pending"},
+            {"$set": {"status": "confirmed"}},
+            session=session,
+        )
+        return await _ledger(ctx).update_many(
+            {"_id": {"$in": ids}, "status": "pending"},
+            {"$set": {**confirming, "confirmation": token}},
+            session=session,
+        )
+
+    result = await in_transaction(ctx.client, confirm_pending, attempts=CONFIRM_ATTEMPTS)
     if result.modified_count:
         mine = (
             await _ledger(ctx)

@@ -9,9 +9,8 @@ from typing import Annotated
 import msgspec
 from bson import ObjectId
 from pymongo import UpdateOne
-from pymongo.errors import PyMongoError
 
-from server.db import transaction
+from server.db import in_transaction
 from server.domain.errors import InvalidRequest
 
 TEMPLATE_TITLES = {
@@ -37,6 +36,9 @@ PAGES = {
     "expert_visit": "pages/activity/detail?id={activity_id}",
 }
 IN_CHUNK = 100  # keys per $in list (see in_chunks)
+QUOTA_ATTEMPTS = 10
+"""Rounds of a batch's quota transaction: each conflict means another batch took quotas of
+the same users, so a few dispatchers settle in a few rounds; more is the database failing."""
 
 
 class Template(msgspec.Struct):
@@ -126,28 +128,26 @@ async def take_quotas(ctx, reminders: list[dict]) -> set[ObjectId]:
         wanted[quota_key(reminder["user_id"], reminder["template_id"])].append(reminder["_id"])
     if not wanted:
         return set()
-    while True:
-        try:
-            async with transaction(ctx.client) as session:
-                left: dict[str, int] = {}
-                for keys in in_chunks(list(wanted)):
-                    found = ctx.db["subscriptions"].find(
-                        {"_id": {"$in": keys}}, {"remaining": 1}, session=session
-                    )
-                    left.update({quota["_id"]: quota["remaining"] async for quota in found})
-                given = {key: ids[: max(0, left.get(key, 0))] for key, ids in wanted.items()}
-                takes = [
-                    UpdateOne({"_id": key}, {"$inc": {"remaining": -len(ids)}})
-                    for key, ids in given.items()
-                    if ids
-                ]
-                if takes:
-                    await ctx.db["subscriptions"].bulk_write(takes, session=session)
-        except PyMongoError as exc:
-            if exc.has_error_label("TransientTransactionError"):
-                continue
-            raise
-        return {reminder_id for ids in given.values() for reminder_id in ids}
+
+    async def take(session) -> dict[str, list[ObjectId]]:
+        left: dict[str, int] = {}
+        for keys in in_chunks(list(wanted)):
+            found = ctx.db["subscriptions"].find(
+                {"_id": {"$in": keys}}, {"remaining": 1}, session=session
+            )
+            left.update({quota["_id"]: quota["remaining"] async for quota in found})
+        given = {key: ids[: max(0, left.get(key, 0))] for key, ids in wanted.items()}
+        takes = [
+            UpdateOne({"_id": key}, {"$inc": {"remaining": -len(ids)}})
+            for key, ids in given.items()
+            if ids
+        ]
+        if takes:
+            await ctx.db["subscriptions"].bulk_write(takes, session=session)
+        return given
+
+    given = await in_transaction(ctx.client, take, attempts=QUOTA_ATTEMPTS)
+    return {reminder_id for ids in given.values() for reminder_id in ids}
 
 
 async def give_back_quota(ctx, user_id: ObjectId, template_id: str) -> None:
