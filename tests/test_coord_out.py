@@ -109,3 +109,14 @@ async def test_a_point_that_leaves_the_globe_once_converted_is_refused(ctx, scen
     assert moved.status_code == 400, moved.text
     assert moved.json()["error"]["field"] == "location"
     assert await _get(scene.http, path, staff) == before
+
+
+async def test_a_near_point_that_leaves_the_globe_once_converted_is_refused(scene, login):
+    volunteer = await login("o_edge_finder")
+    edge = await scene.http.get(
+        "/mp/v1/activities",
+        params={"near": "-180,0.8", "coord_type": "bd09", "radius_km": 5},
+        headers=volunteer.headers,
+    )
+    assert edge.status_code == 400, edge.text
+    assert edge.json()["error"]["field"] == "near"

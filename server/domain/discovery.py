@@ -103,8 +103,8 @@ async def discover(
         skip = decode_cursor(cursor, NearCursor)
         offset = skip.o if skip else 0
         try:
-            lng, lat = geo.geojson_point(*near)["coordinates"]
-            near = geo.to_wgs84(lng, lat, coord_type)
+            lng, lat = geo.wgs84_point(*near, coord_type)["coordinates"]
+            near = (lng, lat)
         except ValueError as exc:
             raise InvalidRequest(f"near: {exc}", field="near") from None
     elif position := decode_cursor(cursor, StartCursor):

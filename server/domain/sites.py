@@ -30,8 +30,8 @@ class LocationIn(msgspec.Struct, forbid_unknown_fields=True):
 
     def to_geojson(self) -> dict:
         try:
-            return geo.geojson_point(*geo.to_wgs84(self.lng, self.lat, self.coord_type))
-        except ValueError:  # BD-09's offset can carry a point at ±180° past the range
+            return geo.wgs84_point(self.lng, self.lat, self.coord_type)
+        except ValueError:  # the given point is in range (checked on decoding), not converted
             raise InvalidRequest("坐标换算为 WGS-84 后超出经纬度范围", field="location") from None
 
 

@@ -31,6 +31,7 @@ from server.geo.coords import (
     out_of_china,
     point_lnglat,
     to_wgs84,
+    wgs84_point,
     wgs84_to_gcj02,
 )
 from server.geo.distance import EARTH_RADIUS_M, distance_m, distance_matrix_m
@@ -64,5 +65,6 @@ __all__ = [
     "point_lnglat",
     "result_coord_type",
     "to_wgs84",
+    "wgs84_point",
     "wgs84_to_gcj02",
 ]

@@ -165,6 +165,13 @@ def geojson_point(lng: float, lat: float) -> dict[str, Any]:
     return {"type": "Point", "coordinates": [lng_f, lat_f]}
 
 
+def wgs84_point(lng: float, lat: float, coord_type: str) -> dict[str, Any]:
+    """The GeoJSON WGS-84 point of a point given in ``coord_type``, validated as given and as
+    converted (BD-09's offset carries a point at -180° past the range); ValueError otherwise."""
+    given = geojson_point(lng, lat)["coordinates"]
+    return geojson_point(*to_wgs84(*given, coord_type))
+
+
 def point_lnglat(point: Any) -> LngLat:
     """``(lng, lat)`` of a GeoJSON Point, validated like :func:`geojson_point`."""
     if not isinstance(point, dict) or point.get("type") != "Point":
