@@ -39,9 +39,10 @@ FLEET_SHARE: Final = 0.7
 NEIGHBOURS: Final = 30
 """Each customer's granular neighbourhood: its 30 nearest (PyVRP's proximity), not PyVRP's
 default 50, so an iteration is about 1.5 times as fast. On the twelve hardest of type 1 and its
-long-route variants at 10 s (six seeds each), the best-known fleet came out as often as with 50
-or more often, and routes were shorter (a search's mean: R107 +1.3 % instead of +2.2 %, R111
-+1.6 % instead of +4.0 %). 40 was between the two; 50 for route removal alone lost vehicles."""
+long-route variants at 10 s (six seeds each, one search per seed; ``bench/solomon.py --searches
+1 --seed N PATH`` gives one), the best-known fleet came out as often as with 50 or more often,
+and routes were shorter (R107 +1.3 % instead of +2.2 %, R111 +1.6 % instead of +4.0 %, means
+over the seeds). 40 was between the two; 50 for route removal alone lost vehicles."""
 
 
 class VrptwResult(msgspec.Struct, frozen=True, kw_only=True):
