@@ -7,7 +7,9 @@ rest, so it runs unchanged under both.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
 from typing import Any, TypeVar
@@ -18,6 +20,8 @@ from pymongo.errors import PyMongoError
 
 DRIVERS = ("pymongo", "motor")
 T = TypeVar("T")
+RETRY_PAUSE_S = 0.02
+RETRY_PAUSE_MAX_S = 0.5
 
 
 def make_client(uri: str, driver: str = "pymongo", **kwargs: Any):
@@ -63,10 +67,14 @@ async def transaction(client) -> AsyncIterator[Any]:
             yield session
 
 
-async def in_transaction(client, work: Callable[[Any], Awaitable[T]], *, attempts: int = 3) -> T:
+async def in_transaction(client, work: Callable[[Any], Awaitable[T]], *, attempts: int = 5) -> T:
     """``work(session)`` in a transaction, run again from the start when the error is transient
     (a write conflict with another transaction, a dropped connection), at most ``attempts``
-    times: after that the database is failing, and the error is raised."""
+    times: after that the database is failing, and the error is raised.
+
+    A write conflict means another transaction holds the same documents and has not committed
+    yet; tried again at once, the body meets it still open. So each retry first waits a jittered,
+    doubling pause (``RETRY_PAUSE_S``), long enough for a short transaction to finish."""
     for attempt in range(1, attempts + 1):
         try:
             async with transaction(client) as session:
@@ -74,4 +82,6 @@ async def in_transaction(client, work: Callable[[Any], Awaitable[T]], *, attempt
         except PyMongoError as exc:
             if attempt == attempts or not exc.has_error_label("TransientTransactionError"):
                 raise
+        pause = min(RETRY_PAUSE_S * 2 ** (attempt - 1), RETRY_PAUSE_MAX_S)
+        await asyncio.sleep(pause / 2 + random.uniform(0, pause / 2))
     raise ValueError("attempts must be at least 1")
