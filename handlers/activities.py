@@ -8,6 +8,7 @@ import msgspec
 
 from server.domain import activities, activity_lists, projects, rosters, signups, sites
 from server.domain.ids import parse_id
+from server.domain.text import lines
 from server.web import ID, XLSX, BaseHandler, Created, ListQuery, operation
 
 
@@ -17,7 +18,7 @@ class CreatedActivity(msgspec.Struct):
 
 
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    reason: lines(200, 0) | None = None
 
 
 class CapacityRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -9,11 +9,12 @@ import msgspec
 from server.domain import access, identity, orgs
 from server.domain.errors import NotFound
 from server.domain.ids import parse_id
+from server.domain.text import line
 from server.web import ID, BaseHandler, Created, operation
 
 
 class NewOrg(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: line(100)
     kind: orgs.OrgKind
     parent_id: str
     adcode: Annotated[str, msgspec.Meta(pattern=r"^\d{6}$")] | None = None

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import msgspec
 
 from server.domain import attendance, certificates, disputes, hours
+from server.domain.text import lines
 from server.web import ID, BaseHandler, operation
 
 
 class DisputeRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(min_length=2, max_length=500)]
+    reason: lines(500, 2)
 
 
 class Disputed(msgspec.Struct):

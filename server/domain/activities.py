@@ -17,11 +17,12 @@ from bson import ObjectId
 from server.domain import access, events, geocoding, orgs, projects, sites
 from server.domain.errors import Conflict, InvalidRequest, NotFound, UpstreamError
 from server.domain.ids import fetch, parse_id
+from server.domain.text import line, lines
 from server.wechat.client import WeChatError
 
 Status = Literal["draft", "published", "ongoing", "finished", "cancelled"]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
-Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+Tag = line(20)
 CheckinPolicy = Literal["code", "code+location", "location"]
 DEFAULT_CHECKIN_RADIUS_M = 500
 CARAVAN_TAG = "科普大篷车"
@@ -30,8 +31,8 @@ ORGANISE = "activity.organise"  # the permission in `access` that references are
 
 
 class NewActivity(msgspec.Struct, forbid_unknown_fields=True):
-    title: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
-    description: Annotated[str, msgspec.Meta(max_length=5000)]
+    title: line(60)
+    description: lines(5000, 0)
     org_id: str
     starts_at: AwareDatetime
     ends_at: AwareDatetime
@@ -39,7 +40,7 @@ class NewActivity(msgspec.Struct, forbid_unknown_fields=True):
     site_id: str | None = None
     project_id: str | None = None
     location: sites.LocationIn | None = None
-    address: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    address: line(200, 0) | None = None
     signup_deadline: AwareDatetime | None = None
     waitlist: bool = True
     tags: Annotated[list[Tag], msgspec.Meta(max_length=10)] = []
@@ -285,9 +286,9 @@ class ActivityChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     """What an organiser may change. Times only on a draft: once published, volunteers have
     planned around them (a changed capacity has its own route, which tells them)."""
 
-    title: Annotated[str, msgspec.Meta(min_length=1, max_length=60)] | None = None
-    description: Annotated[str, msgspec.Meta(max_length=5000)] | None = None
-    address: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    title: line(60) | None = None
+    description: lines(5000, 0) | None = None
+    address: line(200, 0) | None = None
     tags: Annotated[list[Tag], msgspec.Meta(max_length=10)] | None = None
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None

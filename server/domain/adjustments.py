@@ -11,7 +11,7 @@ themselves are `hours` ledger entries, written when a change is within the bound
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
 import msgspec
 from bson import ObjectId
@@ -20,6 +20,7 @@ from server.domain import activities, caravans, hours, identity
 from server.domain.errors import Conflict, Forbidden, NotFound
 from server.domain.ids import parse_id
 from server.domain.paging import DEFAULT_LIMIT, page_by_id_any
+from server.domain.text import lines
 
 Status = Literal["pending", "approved", "rejected"]
 
@@ -47,7 +48,7 @@ class AdjustmentPage(msgspec.Struct):
 
 
 class Rejection(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(min_length=2, max_length=500)]
+    reason: lines(500, 2)
 
 
 def _requests(ctx):

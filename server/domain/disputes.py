@@ -24,6 +24,7 @@ from server.domain import activities, adjustments, events, hours, identity
 from server.domain.errors import Conflict, InvalidRequest, NotFound
 from server.domain.ids import parse_id
 from server.domain.paging import DEFAULT_LIMIT, page_by_id_any
+from server.domain.text import lines
 
 OVERDUE_AFTER = timedelta(days=3)
 
@@ -51,7 +52,7 @@ class DisputePage(msgspec.Struct):
 
 class Resolution(msgspec.Struct, forbid_unknown_fields=True):
     outcome: Literal["upheld", "rejected"]
-    reason: Annotated[str, msgspec.Meta(min_length=2, max_length=500)]
+    reason: lines(500, 2)
     hours: Annotated[float, msgspec.Meta(ge=0, le=24 * 31)] | None = None  # upheld: the value
 
 

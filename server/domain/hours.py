@@ -21,6 +21,7 @@ from server.domain import access, activities, events, identity, sites
 from server.domain.errors import Forbidden, InvalidRequest, NotFound
 from server.domain.ids import parse_id
 from server.domain.paging import DEFAULT_LIMIT, page_by_id
+from server.domain.text import lines
 
 Source = Literal["activity", "caravan"]
 
@@ -63,7 +64,7 @@ class MyHours(msgspec.Struct):
 
 class Adjustment(msgspec.Struct, forbid_unknown_fields=True):
     hours: Annotated[float, msgspec.Meta(ge=0, le=24 * 31)]
-    reason: Annotated[str, msgspec.Meta(min_length=2, max_length=500)]
+    reason: lines(500, 2)
 
 
 CONFIRM_ATTEMPTS = 3

@@ -21,6 +21,7 @@ from bson import ObjectId
 
 from server.crypto import mask_id_number
 from server.domain.errors import Conflict, InvalidRequest
+from server.domain.text import line
 
 # 证件类型 as the national volunteer systems list them.
 IdType = Literal[
@@ -73,7 +74,7 @@ class Change(msgspec.Struct, kw_only=True):
     """证件类型 and 证件号码 come together; 性别 and 出生日期 follow from an 18-digit number."""
 
     id_type: IdType | None = None
-    id_number: Annotated[str, msgspec.Meta(min_length=5, max_length=20)] | None = None
+    id_number: line(20, 5) | None = None
     gender: Gender | None = None
     birth_date: date | None = None
     volunteer_number: Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z-]{4,32}$")] | None = None

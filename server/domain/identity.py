@@ -23,6 +23,7 @@ from server import geo
 from server.crypto import mask_phone
 from server.domain import access, id_documents, orgs, ratelimit
 from server.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated, UpstreamError
+from server.domain.text import line
 from server.wechat.client import WeChatError
 
 log = structlog.get_logger(__name__)
@@ -33,7 +34,7 @@ _AUDIENCE = "ikepu"
 # WeChat's answers for a js_code or phone code that is unknown, expired or already used.
 _BAD_CODE_ERRCODES = {40029: "invalid_code", 40163: "code_used", 40226: "invalid_code"}
 
-Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+Tag = line(20)
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -89,10 +90,10 @@ class Profile(id_documents.Documented):
 
 
 class ProfileChange(id_documents.Change, forbid_unknown_fields=True, omit_defaults=True):
-    real_name: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+    real_name: line(32) | None = None
     expertise: Annotated[list[Tag], msgspec.Meta(max_length=20)] | None = None
     region_code: Annotated[str, msgspec.Meta(pattern=r"^\d{6}$")] | None = None
-    privacy_version: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+    privacy_version: line(32) | None = None
 
 
 # -- tokens -----------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ lacks is read from the database.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
 import msgspec
 from bson import ObjectId
@@ -20,12 +19,13 @@ from server.db.snapshots import Snapshot
 from server.domain import orgs
 from server.domain.errors import NotFound
 from server.domain.ids import parse_id
+from server.domain.text import line, lines
 
 
 class NewProject(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: line(100)
     org_id: str
-    description: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    description: lines(2000, 0) = ""
 
 
 async def create_project(ctx, new: NewProject, *, created_by: ObjectId | None) -> ObjectId:

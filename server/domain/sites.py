@@ -17,6 +17,7 @@ from server.domain import access, orgs
 from server.domain.errors import InvalidRequest
 from server.domain.ids import fetch, parse_id
 from server.domain.paging import page_by_id_any
+from server.domain.text import line
 
 SiteKind = Literal["school", "village", "community", "base", "other"]
 CoordType = Literal["wgs84", "gcj02", "bd09"]
@@ -56,12 +57,12 @@ class OpenHours(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class NewSite(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: line(100)
     kind: SiteKind
     org_id: str
     location: LocationIn
-    address: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    audience: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    address: line(200, 0) | None = None
+    audience: line(100, 0) | None = None
     open_hours: Annotated[list[OpenHours], msgspec.Meta(max_length=21)] | None = None
 
 
@@ -101,11 +102,11 @@ def _site_out(doc: dict, admins: list[ObjectId], coord_type: str = "wgs84") -> S
 class SiteChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """The fields of a site to change, each as `NewSite` constrains it; the organisation stays."""
 
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    name: line(100) | None = None
     kind: SiteKind | None = None
     location: LocationIn | None = None
-    address: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    audience: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    address: line(200, 0) | None = None
+    audience: line(100, 0) | None = None
     open_hours: Annotated[list[OpenHours], msgspec.Meta(max_length=21)] | None = None
 
 

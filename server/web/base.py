@@ -21,7 +21,7 @@ from prometheus_client import Counter, Histogram
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from server.context import Context
-from server.domain import access, idempotency, identity, orgs
+from server.domain import access, idempotency, identity, orgs, text
 from server.domain.errors import DomainError, Forbidden, InvalidRequest, Unauthenticated
 from server.domain.ids import parse_id
 from server.web.operation import Operation
@@ -61,6 +61,11 @@ MESSAGE_OF_STATUS = {
 }
 
 _NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+# msgspec quotes the pattern a string broke; free text's patterns are told in words.
+_TEXT_REASONS = {
+    f"Expected `str` matching regex {pattern!r}": message
+    for pattern, message in text.MESSAGES.items()
+}
 
 REQUESTS = Counter(
     "ikepu_http_requests_total", "HTTP requests by route and status", ["route", "method", "status"]
@@ -365,8 +370,8 @@ def _is_time(annotation: Any) -> bool:
 
 
 def validation_error(exc: msgspec.ValidationError, where: str) -> InvalidRequest:
-    text = str(exc)
-    reason, _, path = text.partition(" - at `$")
+    reason, _, path = str(exc).partition(" - at `$")
+    reason = _TEXT_REASONS.get(reason, reason)
     parts = [p for p in [path.rstrip("`").lstrip(".")] if p]
     if named := _NAMED_FIELD.search(reason):
         parts.append(named.group(1))

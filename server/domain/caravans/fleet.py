@@ -22,22 +22,23 @@ from server.domain import access, orgs, sites
 from server.domain.errors import Conflict, InvalidRequest
 from server.domain.ids import fetch, parse_id
 from server.domain.paging import page_by_id
+from server.domain.text import line
 
 VehicleTypeIn = Literal["I", "II", "IV", "Ⅰ", "Ⅱ", "Ⅳ"]
 VEHICLE_TYPES = {"I": "I", "II": "II", "IV": "IV", "Ⅰ": "I", "Ⅱ": "II", "Ⅳ": "IV"}
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Name = line(100)
 
 
 class NewDepot(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     org_id: str
     location: sites.LocationIn
-    address: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    address: line(200, 0) | None = None
 
 
 class NewCaravan(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
-    plate: Annotated[str, msgspec.Meta(min_length=5, max_length=12)]
+    plate: line(12, 5)
     vehicle_type: VehicleTypeIn
     depot_id: str
     org_id: str
@@ -50,7 +51,7 @@ class CaravanChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     and the odometer (trip logs move it) stay."""
 
     name: Name | None = None
-    plate: Annotated[str, msgspec.Meta(min_length=5, max_length=12)] | None = None
+    plate: line(12, 5) | None = None
     vehicle_type: VehicleTypeIn | None = None
     depot_id: str | None = None
     crew_size: Annotated[int, msgspec.Meta(ge=1, le=20)] | None = None

@@ -31,6 +31,7 @@ from server.domain import activities, events, orgs, signups, sites
 from server.domain.errors import Conflict, InvalidRequest
 from server.domain.ids import fetch, parse_id
 from server.domain.paging import page_by_id_any
+from server.domain.text import line, lines
 
 RequestStatus = Literal["open", "scheduling", "scheduled", "declined", "cancelled"]
 CLOSED = ("declined", "cancelled")
@@ -49,7 +50,7 @@ class NewVisitRequest(msgspec.Struct, forbid_unknown_fields=True):
     earliest_date: date
     latest_date: date
     duration_min: Annotated[int, msgspec.Meta(ge=30, le=480)] | None = None
-    audience: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    audience: line(100, 0) | None = None
     priority: Annotated[int, msgspec.Meta(ge=1, le=10)] = 5
     duration_days: Annotated[int, msgspec.Meta(ge=1, le=60)] | None = None
     open_from: HHMM = "09:00"
@@ -90,7 +91,7 @@ class StayOut(msgspec.Struct):
 
 
 class Decline(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    reason: lines(200)
 
 
 class VisitRequestPage(msgspec.Struct):

@@ -18,6 +18,7 @@ from server.domain.errors import InvalidRequest
 from server.domain.experts.registry import Field, iso_days
 from server.domain.ids import fetch, parse_id
 from server.domain.paging import page_by_id
+from server.domain.text import line
 
 HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 RequestStatus = Literal["open", "scheduled"]
@@ -31,11 +32,11 @@ class NewExpertRequest(msgspec.Struct, forbid_unknown_fields=True):
     org_id: str
     fields: Annotated[list[Field], msgspec.Meta(min_length=1, max_length=3)]
     dates: Annotated[list[date], msgspec.Meta(min_length=1, max_length=20)]
-    audience: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-    place: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
+    audience: line(100)
+    place: line(60)
     location: sites.LocationIn
-    address: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    topic: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] | None = None
+    address: line(200, 0) | None = None
+    topic: line(40) | None = None
     audience_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 100
     start_time: HHMM = "09:00"
     duration_min: Annotated[int, msgspec.Meta(ge=30, le=480)] = 120

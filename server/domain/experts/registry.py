@@ -15,6 +15,7 @@ from server.domain import identity, orgs
 from server.domain.errors import Conflict, InvalidRequest, NotFound
 from server.domain.ids import fetch, parse_id
 from server.domain.paging import page_by_id
+from server.domain.text import line
 
 FIELDS: tuple[str, ...] = (
     "农业",
@@ -41,7 +42,7 @@ class NewExpert(msgspec.Struct, forbid_unknown_fields=True):
     user_id: str
     fields: Fields
     home_city_id: str
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] | None = None
+    name: line(40) | None = None
     free_dates: Dates = []
 
 

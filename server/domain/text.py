@@ -1,0 +1,46 @@
+"""Free text as people type it: one line (names, titles, addresses, plates) or several
+(descriptions, reasons).
+
+Neither may hold control characters (a NUL or an escape sequence in a site's name ends up in
+spreadsheets, certificates and subscribe messages); several lines may hold tabs and line
+breaks. A required text may not be blank either. The patterns avoid ``$`` (in Python it also
+matches before a final line break) and ``\\Z`` (JSON Schema readers lack it).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+import msgspec
+
+_NO_CONTROL: Final = r"(?![\s\S]*[\x00-\x1f\x7f-\x9f])"
+_NO_CONTROL_BUT_BREAKS: Final = r"(?![\s\S]*[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f])"
+_NOT_BLANK: Final = r"(?=[\s\S]*\S)"
+
+LINE: Final = "^" + _NO_CONTROL
+LINE_REQUIRED: Final = LINE + _NOT_BLANK
+LINES: Final = "^" + _NO_CONTROL_BUT_BREAKS
+LINES_REQUIRED: Final = LINES + _NOT_BLANK
+
+MESSAGES: Final = {
+    LINE: "不能含换行或控制字符",
+    LINE_REQUIRED: "不能为空白，也不能含换行或控制字符",
+    LINES: "不能含控制字符（换行和制表符除外）",
+    LINES_REQUIRED: "不能为空白，也不能含控制字符（换行和制表符除外）",
+}
+"""What a field breaking each pattern is told (the web layer words validation errors)."""
+
+
+def line(max_length: int, min_length: int = 1) -> type[str]:
+    """One line of at most ``max_length`` characters; with ``min_length=0`` it may be empty."""
+    pattern = LINE_REQUIRED if min_length else LINE
+    meta = msgspec.Meta(min_length=min_length, max_length=max_length, pattern=pattern)
+    return Annotated[str, meta]  # type: ignore[return-value]
+
+
+def lines(max_length: int, min_length: int = 1) -> type[str]:
+    """Text of several lines, at most ``max_length`` characters; ``min_length=0`` as for
+    :func:`line`."""
+    pattern = LINES_REQUIRED if min_length else LINES
+    meta = msgspec.Meta(min_length=min_length, max_length=max_length, pattern=pattern)
+    return Annotated[str, meta]  # type: ignore[return-value]
