@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import msgspec
 
 from server.domain import access, identity, orgs
 from server.domain.errors import NotFound
 from server.domain.ids import parse_id
-from server.domain.text import line
+from server.domain.text import ADCODE, line
 from server.web import ID, BaseHandler, Created, operation
 
 
@@ -17,7 +15,7 @@ class NewOrg(msgspec.Struct, forbid_unknown_fields=True):
     name: line(100)
     kind: orgs.OrgKind
     parent_id: str
-    adcode: Annotated[str, msgspec.Meta(pattern=r"^\d{6}$")] | None = None
+    adcode: ADCODE | None = None
 
 
 class OrgList(msgspec.Struct):

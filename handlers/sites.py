@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import msgspec
 
 from server.domain import identity, sites
 from server.domain.ids import parse_id
+from server.domain.text import line
 from server.web import ID, BaseHandler, Created, ListQuery, operation
 
 
@@ -20,7 +19,7 @@ class SiteQuery(ListQuery, forbid_unknown_fields=True):
     `coord_type`: the system of the locations (WGS-84 unless asked; gcj02 for WeChat maps)."""
 
     kind: sites.SiteKind | None = None
-    name: Annotated[str, msgspec.Meta(max_length=50)] | None = None
+    name: line(50, 0) | None = None
     coord_type: sites.CoordType = "wgs84"
 
 

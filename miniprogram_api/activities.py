@@ -9,9 +9,10 @@ import msgspec
 
 from server.domain import activities, discovery, rosters, signups
 from server.domain.sites import CoordQuery, CoordType
+from server.domain.text import whole
 from server.web import ID, BaseHandler, operation
 
-LngLat = Annotated[str, msgspec.Meta(pattern=r"^-?\d+(\.\d+)?,-?\d+(\.\d+)?$")]
+LngLat = Annotated[str, msgspec.Meta(pattern=whole(r"-?\d+(\.\d+)?,-?\d+(\.\d+)?"))]
 
 
 class DiscoverQuery(msgspec.Struct, forbid_unknown_fields=True):

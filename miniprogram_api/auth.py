@@ -7,16 +7,14 @@ from typing import Annotated
 import msgspec
 
 from server.domain import identity
+from server.domain.text import whole
 from server.web import BaseHandler, operation
 
 # What wx.login gives: printable ASCII, never blank nor a control character (both reach WeChat
 # as a missing code, 41008).
-Code = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[!-~]+(?![\s\S])")]
-# As ``secrets.token_urlsafe`` writes them; the lookahead ends the string (``$`` would let a
-# final line break through).
-Token = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_-]+(?![\s\S])")
-]
+Code = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=whole(r"[!-~]+"))]
+# As ``secrets.token_urlsafe`` writes them.
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=whole(r"[A-Za-z0-9_-]+"))]
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -1,12 +1,15 @@
 """Free text as people type it: a control character, a line break in a one-line field, or a
 blank where text is required is a 400 naming the field in Chinese, and nothing is stored;
 several lines keep their breaks and tabs. Every string the API takes with a length limit
-carries one of the patterns, so a new field cannot forget them."""
+carries one of the patterns, so a new field cannot forget them, and no pattern ends in ``$``
+(which lets a final line break through)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import msgspec
+import pytest
 from bson import ObjectId
 
 from server.domain import access, orgs, text
@@ -57,7 +60,7 @@ async def test_a_title_with_a_control_character_or_blank_is_refused_and_nothing_
 
 async def test_every_bounded_string_the_api_takes_is_checked_for_control_characters(http):
     document = (await http.get("/openapi.json")).json()
-    unchecked = []
+    unchecked, open_ended = [], []
 
     def walk(schema: dict, where: str) -> None:
         if "$ref" in schema:
@@ -68,6 +71,8 @@ async def test_every_bounded_string_the_api_takes_is_checked_for_control_charact
             return
         if schema.get("type") == "string" and "maxLength" in schema and "pattern" not in schema:
             unchecked.append(where)
+        if schema.get("pattern", "").endswith("$"):
+            open_ended.append(where)
         for key, sub in schema.get("properties", {}).items():
             walk(sub, f"{where}.{key}")
         for key in ("items", "additionalProperties"):
@@ -85,8 +90,12 @@ async def test_every_bounded_string_the_api_takes_is_checked_for_control_charact
             for media in content.values():
                 bodies += 1
                 walk(media["schema"], f"{method.upper()} {path}")
+            for parameter in op.get("parameters", []):
+                if parameter["in"] == "query":
+                    walk(parameter["schema"], f"{method.upper()} {path}?{parameter['name']}")
     assert bodies > 20
     assert unchecked == [], unchecked
+    assert open_ended == [], open_ended
 
 
 async def test_a_login_code_or_refresh_token_ending_in_a_line_break_is_refused(http, emulator):
@@ -103,3 +112,14 @@ async def test_a_login_code_or_refresh_token_ending_in_a_line_break_is_refused(h
     assert answer.json()["error"]["field"] == "refresh_token"
     refreshed = await http.post("/mp/v1/auth/refresh", json={"refresh_token": token})
     assert refreshed.status_code == 200, refreshed.text
+
+
+def test_a_clock_time_or_adcode_is_the_whole_string():
+    for kind, good, bad in [
+        (text.HHMM, "08:30", ["08:30\n", "8:30", "24:00", " 08:30"]),
+        (text.ADCODE, "410782", ["410782\n", "41078", "4107820"]),
+    ]:
+        assert msgspec.convert(good, kind) == good
+        for value in bad:
+            with pytest.raises(msgspec.ValidationError):
+                msgspec.convert(value, kind)

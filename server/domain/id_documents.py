@@ -21,7 +21,7 @@ from bson import ObjectId
 
 from server.crypto import mask_id_number
 from server.domain.errors import Conflict, InvalidRequest
-from server.domain.text import line
+from server.domain.text import line, whole
 
 # 证件类型 as the national volunteer systems list them.
 IdType = Literal[
@@ -41,6 +41,7 @@ ID_TYPE_NAMES: dict[str, str] = {
     "foreign_permanent_residence": "外国人永久居留身份证",
 }
 Gender = Literal["male", "female"]
+VolunteerNumber = Annotated[str, msgspec.Meta(pattern=whole(r"[0-9A-Za-z-]{4,32}"))]
 GENDER_NAMES: dict[str, str] = {"male": "男", "female": "女"}
 
 _FORMATS: dict[str, re.Pattern] = {
@@ -77,7 +78,7 @@ class Change(msgspec.Struct, kw_only=True):
     id_number: line(20, 5) | None = None
     gender: Gender | None = None
     birth_date: date | None = None
-    volunteer_number: Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z-]{4,32}$")] | None = None
+    volunteer_number: VolunteerNumber | None = None
 
 
 class ServiceIdentity(msgspec.Struct):

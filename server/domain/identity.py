@@ -23,7 +23,7 @@ from server import geo
 from server.crypto import mask_phone
 from server.domain import access, id_documents, orgs, ratelimit
 from server.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated, UpstreamError
-from server.domain.text import line
+from server.domain.text import ADCODE, line
 from server.wechat.client import WeChatError
 
 log = structlog.get_logger(__name__)
@@ -92,7 +92,7 @@ class Profile(id_documents.Documented):
 class ProfileChange(id_documents.Change, forbid_unknown_fields=True, omit_defaults=True):
     real_name: line(32) | None = None
     expertise: Annotated[list[Tag], msgspec.Meta(max_length=20)] | None = None
-    region_code: Annotated[str, msgspec.Meta(pattern=r"^\d{6}$")] | None = None
+    region_code: ADCODE | None = None
     privacy_version: line(32) | None = None
 
 

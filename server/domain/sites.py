@@ -17,11 +17,10 @@ from server.domain import access, orgs
 from server.domain.errors import InvalidRequest
 from server.domain.ids import fetch, parse_id
 from server.domain.paging import page_by_id_any
-from server.domain.text import line
+from server.domain.text import HHMM, line
 
 SiteKind = Literal["school", "village", "community", "base", "other"]
 CoordType = Literal["wgs84", "gcj02", "bd09"]
-HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 
 
 class LocationIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -1,10 +1,10 @@
-"""Free text as people type it: one line (names, titles, addresses, plates) or several
-(descriptions, reasons).
+"""Strings as people type them: free text of one line (names, titles, addresses, plates) or
+several (descriptions, reasons), and the formats some strings come in (clock times, adcodes).
 
-Neither may hold control characters (a NUL or an escape sequence in a site's name ends up in
-spreadsheets, certificates and subscribe messages); several lines may hold tabs and line
-breaks. A required text may not be blank either. The patterns avoid ``$`` (in Python it also
-matches before a final line break) and ``\\Z`` (JSON Schema readers lack it).
+Free text may not hold control characters (a NUL or an escape sequence in a site's name ends
+up in spreadsheets, certificates and subscribe messages); several lines may hold tabs and line
+breaks. A required text may not be blank either. No pattern ends in ``$``: in Python it also
+matches before a final line break (see :func:`whole`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,18 @@ MESSAGES: Final = {
     LINES_REQUIRED: "不能为空白，也不能含控制字符（换行和制表符除外）",
 }
 """What a field breaking each pattern is told (the web layer words validation errors)."""
+
+
+def whole(regex: str) -> str:
+    """A pattern the whole string must match. ``$`` would let ``"08:00\\n"`` through and JSON
+    Schema readers lack ``\\Z``; a lookahead for no further character is understood by both."""
+    return rf"^(?:{regex})(?![\s\S])"
+
+
+HHMM = Annotated[str, msgspec.Meta(pattern=whole(r"([01]\d|2[0-3]):[0-5]\d"))]
+"""A clock time, 08:30."""
+ADCODE = Annotated[str, msgspec.Meta(pattern=whole(r"\d{6}"))]
+"""A six-digit administrative division code (行政区划代码)."""
 
 
 def line(max_length: int, min_length: int = 1) -> type[str]:

@@ -31,14 +31,13 @@ from server.domain import activities, events, orgs, signups, sites
 from server.domain.errors import Conflict, InvalidRequest
 from server.domain.ids import fetch, parse_id
 from server.domain.paging import page_by_id_any
-from server.domain.text import line, lines
+from server.domain.text import HHMM, line, lines
 
 RequestStatus = Literal["open", "scheduling", "scheduled", "declined", "cancelled"]
 CLOSED = ("declined", "cancelled")
 STALE_CLAIM = timedelta(minutes=2)
 
 
-HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 StayDays = Annotated[int, msgspec.Meta(ge=0, le=7)]
 
 

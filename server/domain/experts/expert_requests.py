@@ -18,9 +18,8 @@ from server.domain.errors import InvalidRequest
 from server.domain.experts.registry import Field, iso_days
 from server.domain.ids import fetch, parse_id
 from server.domain.paging import page_by_id
-from server.domain.text import line
+from server.domain.text import HHMM, line
 
-HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 RequestStatus = Literal["open", "scheduled"]
 
 

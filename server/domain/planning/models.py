@@ -8,7 +8,8 @@ from typing import Annotated
 
 import msgspec
 
-HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+from server.domain.text import HHMM
+
 Weekday = Annotated[int, msgspec.Meta(ge=1, le=7)]
 
 MAX_TIME_LIMIT_S = 300
