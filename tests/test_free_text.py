@@ -1,5 +1,5 @@
-"""Free text as people type it: a control character, a line break in a one-line field, or a
-blank where text is required is a 400 naming the field in Chinese, and nothing is stored;
+"""Free text as people type it: a control or invisible character, a line break in a one-line field,
+or a blank where text is required is a 400 naming the field in Chinese, and nothing is stored;
 several lines keep their breaks and tabs. Every string the API takes with a length limit
 carries one of the patterns, so a new field cannot forget them, and no pattern ends in ``$``
 (which lets a final line break through)."""
@@ -23,7 +23,7 @@ async def test_a_title_with_a_control_character_or_blank_is_refused_and_nothing_
     await access.grant_role(ctx, ObjectId(organiser.user_id), "team_leader", root)
     starts = ctx.clock.now() + timedelta(days=3)
     body = {
-        "description": "第一步：准备材料\n第二步：\t动手做",
+        "description": "第一步：准备材料\n第二步：\t动手做 👨\u200d👩\u200d👧",
         "org_id": str(root),
         "starts_at": starts.isoformat(),
         "ends_at": (starts + timedelta(hours=2)).isoformat(),
@@ -41,6 +41,8 @@ async def test_a_title_with_a_control_character_or_blank_is_refused_and_nothing_
         ("科学\x1b[31m实验", text.MESSAGES[text.LINE_REQUIRED]),
         ("科学实验\n", text.MESSAGES[text.LINE_REQUIRED]),
         ("\u3000 ", text.MESSAGES[text.LINE_REQUIRED]),
+        ("\u202e验实学科", text.MESSAGES[text.LINE_REQUIRED]),
+        ("\u200b\u200b", text.MESSAGES[text.LINE_REQUIRED]),
     ]:
         refused = await create(title)
         assert refused.status_code == 400, (title, refused.text)

@@ -2,9 +2,9 @@
 several (descriptions, reasons), and the formats some strings come in (clock times, adcodes).
 
 Free text may not hold control characters (a NUL or an escape sequence in a site's name ends
-up in spreadsheets, certificates and subscribe messages); several lines may hold tabs and line
-breaks. A required text may not be blank either. No pattern ends in ``$``: in Python it also
-matches before a final line break (see :func:`whole`).
+up in spreadsheets, certificates and subscribe messages) nor invisible ones; several lines
+may hold tabs and line breaks. A required text may not be blank either. No pattern ends in
+``$``: in Python it also matches before a final line break (see :func:`whole`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ from typing import Annotated, Final
 
 import msgspec
 
-_NO_CONTROL: Final = r"(?![\s\S]*[\x00-\x1f\x7f-\x9f])"
-_NO_CONTROL_BUT_BREAKS: Final = r"(?![\s\S]*[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f])"
+# Invisible characters that change how text reads: direction overrides and isolates (a name
+# shown as one thing and sorted as another), zero-width spaces (a "name" of nothing but them is
+# not blank to ``\S``) and the byte-order mark. Joiners stay: emoji need them.
+_INVISIBLE: Final = r"\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff"
+_NO_CONTROL: Final = rf"(?![\s\S]*[\x00-\x1f\x7f-\x9f{_INVISIBLE}])"
+_NO_CONTROL_BUT_BREAKS: Final = rf"(?![\s\S]*[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_INVISIBLE}])"
 _NOT_BLANK: Final = r"(?=[\s\S]*\S)"
 
 LINE: Final = "^" + _NO_CONTROL
@@ -23,10 +27,10 @@ LINES: Final = "^" + _NO_CONTROL_BUT_BREAKS
 LINES_REQUIRED: Final = LINES + _NOT_BLANK
 
 MESSAGES: Final = {
-    LINE: "不能含换行或控制字符",
-    LINE_REQUIRED: "不能为空白，也不能含换行或控制字符",
-    LINES: "不能含控制字符（换行和制表符除外）",
-    LINES_REQUIRED: "不能为空白，也不能含控制字符（换行和制表符除外）",
+    LINE: "不能含换行、控制字符或不可见字符",
+    LINE_REQUIRED: "不能为空白，也不能含换行、控制字符或不可见字符",
+    LINES: "不能含控制字符或不可见字符（换行和制表符除外）",
+    LINES_REQUIRED: "不能为空白，也不能含控制字符或不可见字符（换行和制表符除外）",
 }
 """What a field breaking each pattern is told (the web layer words validation errors)."""
 
