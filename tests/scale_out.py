@@ -16,7 +16,8 @@ import pymongo
 from bson import ObjectId
 
 from server.db.embedded import free_port
-from tests.faults.conftest import Service, alive, children, cmdline, port_free
+from tests.faults.conftest import Service
+from tests.procfs import alive, children, cmdline, port_free
 
 TEMPLATE = "tmpl_activity_reminder"  # settings.template_activity_reminder
 
@@ -56,11 +57,8 @@ class Cluster(Service):
         """The service processes alive now (the supervisor's children running `worker`)."""
         found = []
         for pid in children(self.proc.pid):
-            try:
-                if b"server\0worker" in cmdline(pid) and alive(pid):
-                    found.append(pid)
-            except FileNotFoundError:
-                continue
+            if b"server\0worker" in cmdline(pid) and alive(pid):
+                found.append(pid)
         return sorted(found)
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:

@@ -17,7 +17,7 @@ import pytest
 from bson import ObjectId
 
 from config import SettingsError, load_settings
-from tests.faults.conftest import wait_until
+from tests.procfs import wait_until
 from tests.scale_out import Cluster, call, delivered, due_reminders, seats_agree
 
 pytestmark = [pytest.mark.solo, pytest.mark.timeout(120)]

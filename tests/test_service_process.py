@@ -14,6 +14,7 @@ import pytest
 from pymongo import MongoClient
 
 from server.db.embedded import free_port
+from tests.procfs import alive, children, cmdline, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,31 +29,6 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found.extend(int(p) for p in text)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
-def _wait_gone(pid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class Service:
@@ -80,12 +56,12 @@ class Service:
         raise AssertionError("service did not become healthy")
 
     def database_pid(self) -> int:
-        pids = [p for p in _children(self.proc.pid) if b"secantusd" in _cmdline(p)]
+        pids = [p for p in children(self.proc.pid) if b"secantusd" in cmdline(p)]
         assert len(pids) == 1, pids
         return pids[0]
 
     def database_uri(self) -> str:
-        args = _cmdline(self.database_pid()).split(b"\0")
+        args = cmdline(self.database_pid()).split(b"\0")
         port = args[args.index(b"--port") + 1].decode()
         return f"mongodb://127.0.0.1:{port}/?directConnection=true"
 
@@ -93,10 +69,6 @@ class Service:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-
-
-def _cmdline(pid: int) -> bytes:
-    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 @pytest.fixture
@@ -136,7 +108,8 @@ def test_sigterm_stops_everything_and_exits_zero(service):
     svc.proc.send_signal(signal.SIGTERM)
     assert svc.proc.wait(timeout=15) == 0
     assert time.monotonic() - began < 15
-    assert _wait_gone(db_pid, 5), "the embedded database outlived the service"
+    gone = wait_until(lambda: not alive(db_pid), 5, 0.05)
+    assert gone, "the embedded database outlived the service"
 
 
 def test_sigkill_of_the_service_takes_the_database_with_it(service):
@@ -145,7 +118,8 @@ def test_sigkill_of_the_service_takes_the_database_with_it(service):
     db_pid = svc.database_pid()
     svc.proc.kill()
     svc.proc.wait()
-    assert _wait_gone(db_pid, 10), "the embedded database outlived a SIGKILLed service"
+    gone = wait_until(lambda: not alive(db_pid), 10, 0.05)
+    assert gone, "the embedded database outlived a SIGKILLed service"
 
 
 def test_a_second_run_finds_the_data_of_the_first(service):

@@ -15,47 +15,9 @@ import httpx
 import pytest
 
 from server.db.embedded import free_port
+from tests.procfs import alive, children, cmdline, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found.extend(int(p) for p in (task / "children").read_text().split())
-    return found
-
-
-def cmdline(pid: int) -> bytes:
-    return Path(f"/proc/{pid}/cmdline").read_bytes()
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_until(predicate, timeout_s: float, step_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step_s)
-    return False
-
-
-def port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class Service:
@@ -93,11 +55,8 @@ class Service:
     def database_pids(self) -> list[int]:
         found = []
         for pid in children(self.proc.pid):
-            try:
-                if b"secantusd" in cmdline(pid) and alive(pid):
-                    found.append(pid)
-            except FileNotFoundError:
-                continue  # gone while we looked
+            if b"secantusd" in cmdline(pid) and alive(pid):
+                found.append(pid)
         return found
 
     def database_pid(self) -> int:

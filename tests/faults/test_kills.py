@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 import httpx
 
-from tests.faults.conftest import alive, cmdline, port_free, wait_until
+from tests.procfs import alive, cmdline, port_free, wait_until
 
 
 def _plan_once(svc) -> None:

@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from tests.faults.conftest import alive, port_free, wait_until
+from tests.procfs import alive, port_free, wait_until
 from tests.scale_out import Cluster, call, delivered, due_reminders, seats_agree
 
 pytestmark = [pytest.mark.solo, pytest.mark.timeout(180)]

@@ -20,7 +20,7 @@ import pytest
 from bson import ObjectId
 
 from server.db.embedded import free_port
-from tests.faults.conftest import alive, port_free, wait_until
+from tests.procfs import alive, port_free, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
