@@ -6,7 +6,7 @@ closed at stop."""
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,24 +103,19 @@ class Context:
     projects: Snapshot = field(default_factory=held_projects)
     report_hints: LeaderHints = field(default_factory=LeaderHints)
     background: Background = field(default_factory=Background)
-    _process_pool: ProcessPoolExecutor | None = field(default=None, repr=False)
-
-    @property
-    def process_pool(self) -> ProcessPoolExecutor:
-        """For CPU-heavy work (route solving); created on first use, of clean children that
-        die with the service (server/processes.py)."""
-        if self._process_pool is None:
-            self._process_pool = processes.process_pool(max_workers=2)
-        return self._process_pool
-
-    def discard_process_pool(self, pool: ProcessPoolExecutor) -> None:
-        """Drops a pool that a dying worker broke for good; the next use starts a new one."""
-        if self._process_pool is pool:
-            self._process_pool = None
-        pool.shutdown(wait=False, cancel_futures=True)
+    workers: processes.Workers = field(default_factory=processes.Workers)
+    """CPU-heavy work (route solving): clean children that die with the service."""
+    owns_workers: bool = True
 
     @classmethod
-    async def start(cls, settings: Settings, *, clock: Clock | None = None) -> Context:
+    async def start(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        workers: processes.Workers | None = None,
+    ) -> Context:
+        """``workers`` lends the context another's pool and manager, which it leaves running."""
         from server.wechat import emulator, token_keeper
 
         embedded = None
@@ -158,6 +153,8 @@ class Context:
             executor=ThreadPoolExecutor(4, "blocking"),
             wechat_executor=wechat_executor,
             embedded=embedded,
+            workers=workers or processes.Workers(),
+            owns_workers=workers is None,
         )
         keeper = token_keeper.TokenKeeper(ctx)
         ctx.wechat = WeChatAdapter(
@@ -175,9 +172,9 @@ class Context:
         await self.background.drain(cancel=True)
         await self.solves.drain(cancel=True)
         self.wechat_executor.shutdown(wait=False, cancel_futures=True)
+        if self.owns_workers:
+            await self.run_blocking(self.workers.close)
         self.executor.shutdown(wait=False, cancel_futures=True)
-        if self._process_pool is not None:
-            self._process_pool.shutdown(wait=False, cancel_futures=True)
         await close_client(self.client)
         if self.embedded is not None:
             await self.embedded.stop()

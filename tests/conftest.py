@@ -15,6 +15,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from config import load_settings
+from server import processes
 from server.app import make_app
 from server.context import Context
 from server.db import EmbeddedDatabase
@@ -90,6 +91,15 @@ def make_settings(mongo_uri: str, emulator: Emulator, tmp_path, **overrides):
     return load_settings({}, **values)
 
 
+@pytest.fixture(scope="session")
+def workers():
+    """One solver pool and manager for the run, lent to every test's context: starting them
+    took a second of every test that plans."""
+    shared = processes.Workers()
+    yield shared
+    shared.close()
+
+
 @pytest.fixture
 def settings_overrides() -> dict:
     """Override in a test module to change the context's settings."""
@@ -97,10 +107,10 @@ def settings_overrides() -> dict:
 
 
 @pytest.fixture
-async def ctx(mongo_uri, emulator, tmp_path, settings_overrides):
+async def ctx(mongo_uri, emulator, tmp_path, settings_overrides, workers):
     emulator.state.reset()
     context = await Context.start(
-        make_settings(mongo_uri, emulator, tmp_path, **settings_overrides)
+        make_settings(mongo_uri, emulator, tmp_path, **settings_overrides), workers=workers
     )
     await wire(context)
     yield context

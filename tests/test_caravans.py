@@ -631,10 +631,46 @@ async def test_a_killed_solver_worker_is_replaced_and_its_plan_still_finishes(ct
     while (doc := await planning.get_plan_doc(ctx, plan_id))["progress"] == 0:
         assert doc["status"] in ("queued", "running") and time.monotonic() < deadline
         await asyncio.sleep(0.05)
-    pool = ctx.process_pool
+    pool = ctx.workers.pool
     os.kill(next(iter(pool._processes)), signal.SIGKILL)  # a worker, dying as if out of memory
     plan = await world.until_done(plan_id, timeout_s=90)
     doc = await planning.get_plan_doc(ctx, plan_id)
     assert (doc["runs"], doc["attempts"]) == (2, 2)
-    assert ctx.process_pool is not pool
+    assert ctx.workers.pool is not pool
     assert len(world.check(plan)) >= 70, plan["unassigned"]
+
+
+async def test_a_killed_progress_manager_is_replaced_at_the_next_plan(ctx, world):
+    await world.caravan(1)
+    for i, (east, north) in enumerate([(5, 3), (-6, 4), (2, -7)]):
+        await world.request(await world.site(f"第{i + 1}小学", offset(east, north)), 0, 4, 90)
+    first = await world.until_done(await world.plan(days=5, time_limit_s=1))
+    assert set(world.check(first)) == set(world.requests)
+    manager = ctx.workers._manager
+    os.kill(manager._process.pid, signal.SIGKILL)  # as if out of memory
+    manager._process.join(5)
+    second = await world.until_done(await world.plan(days=5, time_limit_s=1))
+    assert set(world.check(second)) == set(world.requests)
+    assert ctx.workers._manager is not manager
+
+
+async def test_a_cancelled_solve_frees_its_workers_at_once(ctx, world):
+    rng = random.Random(5)
+    for n in range(3):
+        await world.caravan(n)
+    for i in range(60):
+        site = await world.site(f"学校{i}", offset(rng.uniform(-30, 30), rng.uniform(-30, 30)))
+        await world.request(site, 0, 11, 90)
+    plan_id = await world.plan(days=12, time_limit_s=60)
+    deadline = time.monotonic() + 30
+    while (await planning.get_plan_doc(ctx, plan_id))["progress"] == 0:
+        assert time.monotonic() < deadline, "the plan never started searching"
+        await asyncio.sleep(0.05)
+    await ctx.solves.drain(cancel=True)  # the service stopping
+    # Both workers (the plan's two searches) take new work within a second or two, not the
+    # minute the searches had left.
+    began = time.monotonic()
+    loop = asyncio.get_running_loop()
+    held = [loop.run_in_executor(ctx.workers.pool, time.sleep, 0.2) for _ in range(2)]
+    await asyncio.wait_for(asyncio.gather(*held), 10)
+    assert time.monotonic() - began < 3

@@ -238,8 +238,9 @@ class ProgressToQueue:
 
 class StopWhenSet:
     """Picklable ``should_stop`` for :func:`~server.vrp.solve_plan`: true once ``event`` (a
-    ``multiprocessing.Manager().Event()`` or any object with ``is_set``) is set. A search run
-    beside another one to use an idle core stops with it when that core is wanted elsewhere."""
+    ``multiprocessing.Manager().Event()`` or any object with ``is_set``) is set: when the solve
+    it belongs to ended early (cancelled, taken over), or, for a search run beside another one
+    to use an idle core, when that core is wanted elsewhere."""
 
     def __init__(self, event: Any) -> None:
         self.event = event

@@ -4,14 +4,15 @@ and the recovery of plans whose solver died.
 A solve is a background asyncio task, one per plan, kept by the context's :class:`Solves`
 (`ctx.solves`). It claims the plan's lease (`lease_holder`, `lease_until` on the plan
 document, a :class:`server.db.leases.Lease`) atomically, so that of several processes only one
-solves it, runs the solver in the context's process pool, reads its progress from a manager
-queue and writes it to the plan while renewing the lease, then stores the routes.
+solves it, runs the solver in the context's process pool (`ctx.workers`), reads its progress
+from a manager queue and writes it to the plan while renewing the lease, then stores the routes.
+Every search polls a stop event of its own, set when the solve ends however it ends, so a
+cancelled solve frees its worker at once.
 
 When the machine has a second core and this process solves nothing else, a second search with
 another seed runs beside the first in the pool (both at the lowest CPU priority, see
-:mod:`server.vrp.worker`) and the better plan is kept. It is told to stop (a manager event the
-search polls) as soon as another solve starts in this process, so the second worker is free
-for it.
+:mod:`server.vrp.worker`) and the better plan is kept. It is told to stop as soon as another
+solve starts in this process, so the second worker is free for it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import msgspec
 import structlog
 from bson import ObjectId
 
-from server import processes, vrp
+from server import vrp
 from server.db.leases import Lease
 from server.domain.ids import parse_id
 from server.domain.planning.problem import build_problem, result_fields
@@ -91,11 +92,6 @@ def start_solving(ctx, plan_id: ObjectId) -> None:
     ctx.solves.start(plan_id, _run(ctx, plan_id))
 
 
-def _start_manager():
-    manager = processes.manager()
-    return manager, manager.Queue(), manager.Event()
-
-
 def _searches(ctx, plan_id: ObjectId) -> int:
     """Two searches side by side when the machine has two cores and this process solves
     nothing else; one otherwise."""
@@ -106,6 +102,11 @@ def _better(results: list[vrp.PlanResult]) -> vrp.PlanResult:
     """The feasible plan of least cost; its iterations are those of every search."""
     best = min(results, key=lambda r: (not r.feasible, r.cost))
     return msgspec.structs.replace(best, iterations=sum(r.iterations for r in results))
+
+
+def _set_all(events) -> None:
+    for event in events:
+        event.set()
 
 
 def _drain_queue(progress) -> list[tuple[float, int | None]]:
@@ -128,8 +129,8 @@ async def _attempt(ctx, plan_id: ObjectId) -> bool:
     """One solve of the plan; True when it should be tried again."""
     plans = ctx.db["plans"]
     token = str(ObjectId())
-    pool = ctx.process_pool
-    manager = None
+    pool = ctx.workers.pool
+    stops = []
     try:
         plan = await _claim(ctx, plan_id, token)
         if plan is None:
@@ -139,25 +140,20 @@ async def _attempt(ctx, plan_id: ObjectId) -> bool:
         limit = {"time_limit_s": int(problem.time_limit_s)}
         if not await LEASE.renew(plans, {"_id": plan_id}, token, ctx.clock.now(), limit):
             return False
-        manager, progress, side_stop = await ctx.run_blocking(_start_manager)
+        progress = vrp.ProgressToQueue(await ctx.run_blocking(ctx.workers.queue))
+        problems = [problem]
+        if _searches(ctx, plan_id) > 1:
+            problems.append(msgspec.structs.replace(problem, seed=problem.seed + SIDE_SEED))
+        for _ in problems:
+            stops.append(await ctx.run_blocking(ctx.workers.event))
         loop = asyncio.get_running_loop()
-        searches = _searches(ctx, plan_id)
         futures = [
             loop.run_in_executor(
-                pool, worker.solve_in_worker, problem, vrp.ProgressToQueue(progress)
+                pool, worker.solve_in_worker, search, progress, vrp.StopWhenSet(stop)
             )
+            for search, stop in zip(problems, stops, strict=True)
         ]
-        if searches > 1:
-            side = msgspec.structs.replace(problem, seed=problem.seed + SIDE_SEED)
-            futures.append(
-                loop.run_in_executor(
-                    pool,
-                    worker.solve_in_worker,
-                    side,
-                    vrp.ProgressToQueue(progress),
-                    vrp.StopWhenSet(side_stop),
-                )
-            )
+        searches = len(futures)
         renewed = loop.time()
         best_cost = None
         side_stopped = False
@@ -167,10 +163,10 @@ async def _attempt(ctx, plan_id: ObjectId) -> bool:
                 break
             if searches > 1 and not side_stopped and len(ctx.solves.running()) > 1:
                 # Another plan wants the second worker.
-                await ctx.run_blocking(side_stop.set)
+                await ctx.run_blocking(stops[1].set)
                 side_stopped = True
             report = {}
-            if updates := await ctx.run_blocking(_drain_queue, progress):
+            if updates := await ctx.run_blocking(_drain_queue, progress.queue):
                 costs = [c for _, c in updates if c is not None]
                 if costs:
                     best_cost = min(costs) if best_cost is None else min(best_cost, *costs)
@@ -201,7 +197,7 @@ async def _attempt(ctx, plan_id: ObjectId) -> bool:
         # A worker died (killed, out of memory) and took the pool with it: a new pool solves
         # the plan again.
         log.warning("plan_worker_died", plan_id=str(plan_id))
-        ctx.discard_process_pool(pool)
+        ctx.workers.discard_pool(pool)
         await _hand_back(ctx, plan_id, token)
         return True
     except asyncio.CancelledError:
@@ -216,9 +212,9 @@ async def _attempt(ctx, plan_id: ObjectId) -> bool:
             await _fail(ctx, plan_id, token, f"求解失败：{type(exc).__name__}: {exc}")
         return False
     finally:
-        if manager is not None:
+        if stops:
             with contextlib.suppress(Exception):
-                await ctx.run_blocking(manager.shutdown)
+                await asyncio.shield(ctx.run_blocking(_set_all, stops))
 
 
 def is_stale(ctx, doc: dict) -> bool:
