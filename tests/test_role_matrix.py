@@ -35,6 +35,7 @@ from server.domain import (
     sites,
 )
 from server.web import XLSX
+from tests.conftest import built_once
 
 
 @dataclass(frozen=True)
@@ -618,25 +619,10 @@ def test_no_role_is_named_in_the_http_layers():
                 assert f'"{role}"' not in text, f"{path.name} names the role {role}"
 
 
-_BUILT: dict[str, Any] = {}
-"""The world as this test process built it once: its ids, and every document it stored."""
-
-
 @pytest.fixture
 async def world(ctx):
-    """The same world for every case, built through the domain once per test process and copied
-    as stored into each case's fresh database (built anew, it took half a second a case)."""
-    if not _BUILT:
-        _BUILT["world"] = await _build(ctx)
-        _BUILT["stored"] = {
-            name: await ctx.db[name].find().to_list(None)
-            for name in await ctx.db.list_collection_names()
-        }
-    else:
-        for name, docs in _BUILT["stored"].items():
-            if docs:
-                await ctx.db[name].insert_many(docs)
-    yield _BUILT["world"]
+    """The same world for every case (built anew, it took half a second a case)."""
+    yield await built_once(ctx, "role_matrix", _build)
     await ctx.solves.drain()
 
 

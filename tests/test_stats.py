@@ -20,6 +20,7 @@ from server.domain import access, activities, caravans, hours, orgs, signups, si
 from server.domain.errors import Conflict
 from server.domain.stats import caravan_kpis
 from server.seed import Scale, seed_year
+from tests.conftest import built_once
 
 YEAR = 2026
 KPI_FIELDS = ("activities", "km", "beneficiaries", "pending")
@@ -28,7 +29,7 @@ SMALL = Scale(volunteers=400, activities=160, teams=24, bases=4, projects=6, tri
 
 @pytest.fixture
 async def year(ctx):
-    written = await seed_year(ctx, SMALL)
+    written = await built_once(ctx, "stats_year", lambda ctx: seed_year(ctx, SMALL))
     assert written["hours_records"] > 500 and written["trips"] == SMALL.trips
     return written
 
