@@ -674,3 +674,47 @@ async def test_a_cancelled_solve_frees_its_workers_at_once(ctx, world):
     held = [loop.run_in_executor(ctx.workers.pool, time.sleep, 0.2) for _ in range(2)]
     await asyncio.wait_for(asyncio.gather(*held), 10)
     assert time.monotonic() - began < 3
+
+
+async def test_a_sites_unconfirmed_visits_come_in_full_pages_behind_confirmed_ones(
+    ctx, http, world
+):
+    caravan = await world.caravan(1)
+    site = await world.site("城关小学", offset(8, 2))
+    requests = [await world.request(site, 0, 4, 90) for _ in range(5)]
+    ctx.clock.advance(
+        (world.monday + timedelta(days=6) - ctx.clock.local_now().date()).days * 24 * H
+    )
+    trips = []
+    for day, request in enumerate(requests):
+        new = caravans.NewTrip(
+            caravan_id=caravan,
+            date=world.monday + timedelta(days=day),
+            odometer_start_km=100 * day,
+            odometer_end_km=100 * day + 40,
+            visits=[caravans.TripVisitIn(request_id=request, beneficiaries=50 + day)],
+        )
+        trips.append(
+            str(await caravans.log_trip(ctx, new, logged_by=ObjectId(world.dispatcher.user_id)))
+        )
+    for trip, request in list(zip(trips, requests, strict=True))[2:]:  # the three latest
+        await caravans.confirm_visit(ctx, trip, request, by=ObjectId(world.site_admin.user_id))
+
+    path = f"/mp/v1/sites/{site}/visits"
+    pages, cursor = [], None
+    while True:
+        query = {"confirmed": "false", "limit": 1} | ({"cursor": cursor} if cursor else {})
+        page = await http.get(path, params=query, headers=world.site_admin.headers)
+        assert page.status_code == 200, page.text
+        pages.append([(v["trip_id"], v["confirmed"]) for v in page.json()["items"]])
+        if not (cursor := page.json()["next_cursor"]):
+            break
+    assert pages == [[(trips[1], False)], [(trips[0], False)]]
+    both = await http.get(path, params={"confirmed": "false", "limit": 5},
+                          headers=world.site_admin.headers)  # fmt: skip
+    assert [v["trip_id"] for v in both.json()["items"]] == [trips[1], trips[0]]
+    assert both.json()["next_cursor"] is None
+    done = await http.get(path, params={"confirmed": "true", "limit": 2},
+                          headers=world.site_admin.headers)  # fmt: skip
+    assert [v["trip_id"] for v in done.json()["items"]] == [trips[4], trips[3]]
+    assert done.json()["next_cursor"] is not None
