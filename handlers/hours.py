@@ -86,7 +86,8 @@ class AdjustHandler(BaseHandler):
     @operation(
         "Correct a record: a new ledger entry with a reason; the record itself stays. Up to the "
         "activity's length it is made at once; above it, 409 `needs_approval` with the record "
-        "unchanged: the request waits in GET /api/v1/hours/adjustments for another staff member",
+        "unchanged: the request waits in GET /api/v1/hours/adjustments for another staff member "
+        "(asked again, it is the same request; another while it waits: 409 `adjustment_pending`)",
         body=hours.Adjustment,
         response=hours.HoursRecord,
         errors=(403, 404, 409),

@@ -301,3 +301,42 @@ async def test_hours_lists_name_the_volunteer_and_the_activity(ctx, http, scene,
     [mine] = (await http.get("/mp/v1/me/hours", headers=volunteers[0].headers)).json()["records"]
     assert mine["activity_title"] == "科学实验秀" and mine["volunteer_name"] is None
     assert await activities.titles(ctx, [scene.activity]) == {scene.activity: "科学实验秀"}
+
+
+async def test_asking_the_same_adjustment_again_is_the_same_request(ctx, http, scene, login):
+    volunteer = await scene.volunteer(login, "o_trail_v5")
+    record = await _confirmed_credit(ctx, scene, volunteer)
+    path = f"/api/v1/hours/{record}/adjust"
+    ask = {"hours": 8, "reason": "加班"}
+    # A clerk on a weak signal taps again and again while the first call is under way.
+    answers = await asyncio.gather(
+        *(http.post(path, json=ask, headers=scene.site_admin.headers) for _ in range(8))
+    )
+    assert {(a.status_code, a.json()["error"]["code"]) for a in answers} == {
+        (409, "needs_approval")
+    }
+    queue = await http.get("/api/v1/hours/adjustments", headers=scene.organiser.headers)
+    [request] = queue.json()["items"]
+    assert (request["hours"], request["status"]) == (8, "pending")
+
+    other = await http.post(
+        path, json={"hours": 9, "reason": "另算一小时"}, headers=scene.site_admin.headers
+    )
+    assert other.status_code == 409 and other.json()["error"]["code"] == "adjustment_pending"
+    assert "8 小时" in other.json()["error"]["message"]
+    assert len((await http.get("/api/v1/hours/adjustments", headers=scene.organiser.headers))
+               .json()["items"]) == 1  # fmt: skip
+
+    rejected = await http.post(
+        f"/api/v1/hours/adjustments/{request['adjustment_id']}/reject",
+        json={"reason": "超出活动时长"},
+        headers=scene.organiser.headers,
+    )
+    assert rejected.status_code == 200, rejected.text
+    again = await http.post(
+        path, json={"hours": 9, "reason": "另算一小时"}, headers=scene.site_admin.headers
+    )
+    assert again.json()["error"]["code"] == "needs_approval"
+    every = (await http.get("/api/v1/hours/adjustments", headers=scene.organiser.headers)).json()
+    assert sorted((r["hours"], r["status"]) for r in every["items"]) == [(9, "pending")]
+    assert await hours.totals(ctx, ObjectId(volunteer.user_id)) == (3.0, 0)

@@ -90,6 +90,8 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "hours_adjustments": [
         IndexModel([("record_id", ASCENDING)]),
+        # One pending request per record (adjustments._pending); decided ones drop the field.
+        IndexModel([("waiting_for", ASCENDING)], unique=True, sparse=True),
         IndexModel([("org_id", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]),
         IndexModel([("site_id", ASCENDING), ("status", ASCENDING), ("_id", ASCENDING)]),
     ],

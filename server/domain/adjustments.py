@@ -2,7 +2,9 @@
 (a caravan crew's: the plan's duty day; the credit's own hours when it has no activity), never
 below zero, always with a reason.
 Anything beyond waits for a second staff member: a pending request that another holder of
-`hours.confirm` where the credit lies approves (not the one who asked) or rejects.
+`hours.confirm` where the credit lies approves (not the one who asked) or rejects. A record has
+at most one pending request: asking the same again (a retry, a second click) is that request,
+asking something else while it waits is refused.
 
 Owns `hours_adjustments` (the requests above the bound and their decisions). The corrections
 themselves are `hours` ledger entries, written when a change is within the bound or approved.
@@ -15,6 +17,7 @@ from typing import Literal
 
 import msgspec
 from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
 
 from server.domain import activities, caravans, hours, identity
 from server.domain.errors import Conflict, Forbidden, NotFound
@@ -82,25 +85,45 @@ async def adjust(
     bound = await bound_of(ctx, credit)
     if change.hours <= bound:
         return await hours.correct(ctx, by, credit, change, dispute_id=dispute_id)
-    inserted = await _requests(ctx).insert_one(
-        {
-            "record_id": credit["_id"],
-            "user_id": credit["user_id"],
-            "org_id": credit["org_id"],
-            "site_id": credit.get("site_id"),
-            "activity_id": credit.get("activity_id"),
-            "hours": change.hours,
-            "bound": bound,
-            "reason": change.reason,
-            "status": "pending",
-            "requested_by": by,
-            "requested_at": ctx.clock.now(),
-            "dispute_id": dispute_id,
-        }
-    )
     record = await hours.record_of(ctx, credit)
-    record.pending_adjustment_id = str(inserted.inserted_id)
+    record.pending_adjustment_id = str(await _pending(ctx, by, credit, change, bound, dispute_id))
     return record
+
+
+async def _pending(ctx, by, credit: dict, change: hours.Adjustment, bound, dispute_id) -> ObjectId:
+    """The record's one pending request: this one, new, or the same one asked before. Its
+    `waiting_for` (the record's id, removed once decided) is unique, so of two asking at once
+    one inserts and the other finds it."""
+    try:
+        inserted = await _requests(ctx).insert_one(
+            {
+                "record_id": credit["_id"],
+                "user_id": credit["user_id"],
+                "org_id": credit["org_id"],
+                "site_id": credit.get("site_id"),
+                "activity_id": credit.get("activity_id"),
+                "hours": change.hours,
+                "bound": bound,
+                "reason": change.reason,
+                "status": "pending",
+                "requested_by": by,
+                "requested_at": ctx.clock.now(),
+                "dispute_id": dispute_id,
+                "waiting_for": credit["_id"],
+            }
+        )
+        return inserted.inserted_id
+    except DuplicateKeyError:
+        waiting = await _requests(ctx).find_one({"waiting_for": credit["_id"]})
+    if waiting is None:  # decided between the insert and the read
+        raise Conflict("该记录的更正申请刚被处理，请刷新后再提交", code="adjustment_decided")
+    if (waiting["hours"], waiting["reason"]) != (change.hours, change.reason):
+        raise Conflict(
+            f"该记录已有一项待批准的更正（{waiting['hours']:g} 小时），请等它处理后再提交",
+            code="adjustment_pending",
+            field="hours",
+        )
+    return waiting["_id"]
 
 
 async def _decide(ctx, by: ObjectId, adjustment_id, status: Status, reason: str | None) -> dict:
@@ -116,7 +139,7 @@ async def _decide(ctx, by: ObjectId, adjustment_id, status: Status, reason: str 
     # Compare-and-set on the pending state: of two decisions at once, one holds.
     result = await _requests(ctx).update_one(
         {"_id": request["_id"], "status": "pending"},
-        {"$set": {**decided, "decision_reason": reason}},
+        {"$set": {**decided, "decision_reason": reason}, "$unset": {"waiting_for": ""}},
     )
     if result.modified_count != 1:
         raise Conflict("该更正申请已处理", code="adjustment_decided")
