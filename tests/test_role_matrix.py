@@ -911,7 +911,7 @@ async def test_the_root_keeps_its_last_admin_even_when_two_revoke_each_other_at_
         f"/api/v1/orgs/{world.root}/roles/{me.user_id}/org_admin", headers=me.headers
     )
     assert last.status_code == 409 and last.json()["error"]["code"] == "last_admin"
-    assert "最后一位管理员" in last.json()["error"]["message"]
+    assert "最后一位能登录的管理员" in last.json()["error"]["message"]
     assert await ctx.db.role_grants.count_documents({"role": "org_admin", "org_id": root}) == 1
     # A county's admins are not the province's last line: its last one may go.
     county_admin = await login()
@@ -920,6 +920,57 @@ async def test_the_root_keeps_its_last_admin_even_when_two_revoke_each_other_at_
     )
     path = f"/api/v1/orgs/{world.county}/roles/{county_admin.user_id}/org_admin"
     assert (await http.delete(path, headers=me.headers)).status_code == 200
+
+
+async def test_the_root_keeps_an_admin_who_can_sign_in(ctx, http, login, world):
+    root = ObjectId(world.root)
+    await ctx.db.role_grants.delete_many({"role": "org_admin", "org_id": root})
+
+    async def admins(n: int) -> list:
+        sessions = [await login() for _ in range(n)]
+        for admin in sessions:
+            await access.grant_role(ctx, ObjectId(admin.user_id), "org_admin", root)
+        return sessions
+
+    def disable(user, by):
+        return http.post(f"/api/v1/users/{user.user_id}/disable", headers=by.headers)
+
+    def revoke(user, by):
+        path = f"/api/v1/orgs/{world.root}/roles/{user.user_id}/org_admin"
+        return http.delete(path, headers=by.headers)
+
+    [alone] = await admins(1)
+    refused = await disable(alone, alone)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "last_admin"
+    assert (await http.get("/api/v1/orgs", headers=alone.headers)).status_code == 200
+
+    # Two admins disabling each other, or one revoking while the other disables, at once: one
+    # change holds, and the root keeps an admin who can sign in.
+    for round_ in range(3):
+        for pair in ((disable, disable), (revoke, disable)):
+            await ctx.db.role_grants.delete_many({"role": "org_admin", "org_id": root})
+            a, b = await admins(2)
+            answers = await asyncio.gather(pair[0](b, a), pair[1](a, b))
+            codes = sorted(r.status_code for r in answers)
+            assert codes[0] == 200 and codes[1] in (401, 403, 409), (round_, pair, codes)
+            able = [
+                g for g in await access.grants_in(ctx, root)
+                if g["role"] == "org_admin"
+                and (await ctx.db.users.find_one({"_id": g["user_id"]})).get("disabled_at") is None
+            ]  # fmt: skip
+            assert len(able) == 1, (round_, pair, codes)
+
+    # A disabled admin's grant does not count: the last one who can sign in stays.
+    await ctx.db.role_grants.delete_many({"role": "org_admin", "org_id": root})
+    a, b = await admins(2)
+    assert (await disable(b, a)).status_code == 200
+    last = await revoke(a, a)
+    assert last.status_code == 409 and last.json()["error"]["code"] == "last_admin"
+    # Enabled again, it counts again.
+    assert (
+        await http.post(f"/api/v1/users/{b.user_id}/enable", headers=a.headers)
+    ).status_code == 200
+    assert (await revoke(a, a)).status_code == 200
 
 
 async def test_references_outside_the_callers_scope_are_refused(ctx, http, login, world):

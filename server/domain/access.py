@@ -125,32 +125,60 @@ async def grant_role(
 async def revoke_role(
     ctx, user_id: ObjectId, role: str, org_id: ObjectId, *, site_id: ObjectId | None = None
 ) -> bool:
-    """True when the grant was held. The root organisation keeps an org_admin: revoking its
-    last one is refused (409 ``last_admin``), since no one could then grant a role again."""
+    """True when the grant was held. The root organisation keeps an org_admin who can sign in:
+    revoking its last one is refused (409 ``last_admin``), since no one could then grant a role
+    again."""
     grant = {"user_id": user_id, "role": role, "org_id": org_id, "site_id": site_id}
     root = await orgs.root_org(ctx)
     if role != "org_admin" or root is None or org_id != root["_id"]:
         return (await ctx.db["role_grants"].delete_one(grant)).deleted_count == 1
 
-    # Two admins revoking each other at once must not both succeed: each transaction rewrites
-    # the grants it leaves, so the two conflict and the one retried sees the other's removal.
     async def revoke(session) -> bool:
         deleted = await ctx.db["role_grants"].delete_one(grant, session=session)
         if deleted.deleted_count == 0:
             return False
-        left = await ctx.db["role_grants"].update_many(
-            {"role": "org_admin", "org_id": org_id, "site_id": None},
-            {"$set": {"checked_at": ctx.clock.now()}},
-            session=session,
-        )
-        if left.matched_count == 0:
-            raise Conflict(
-                "这是省级组织的最后一位管理员，撤销后将无人能授予角色；请先授予另一位",
-                code="last_admin",
-            )
+        await _keep_a_root_admin(ctx, root["_id"], user_id, session)
         return True
 
     return await in_transaction(ctx.client, revoke)
+
+
+async def suspend_grants(ctx, user_id: ObjectId, session) -> None:
+    """In the transaction disabling the user: their grants are held by someone who cannot sign
+    in, which the root's last admin may not be (409 ``last_admin``)."""
+    await ctx.db["role_grants"].update_many(
+        {"user_id": user_id}, {"$set": {"suspended": True}}, session=session
+    )
+    root = await orgs.root_org(ctx)
+    if root is None:
+        return
+    held = {"user_id": user_id, "role": "org_admin", "org_id": root["_id"], "site_id": None}
+    if await ctx.db["role_grants"].find_one(held, {"_id": 1}, session=session):
+        await _keep_a_root_admin(ctx, root["_id"], user_id, session)
+
+
+async def restore_grants(ctx, user_id: ObjectId) -> None:
+    """The user can sign in again: their grants count again."""
+    await ctx.db["role_grants"].update_many({"user_id": user_id}, {"$unset": {"suspended": ""}})
+
+
+async def _keep_a_root_admin(ctx, root_id: ObjectId, leaving: ObjectId, session) -> None:
+    """Refuses (409 ``last_admin``, the transaction aborted) when no other root admin who can
+    sign in is left. It rewrites the grants it counts, so two transactions that each leave the
+    other as the last admin (revoking or disabling each other at once) conflict, and the one
+    retried sees the other's change."""
+    grants = ctx.db["role_grants"].find(
+        {"role": "org_admin", "org_id": root_id, "site_id": None}, session=session
+    )
+    able = [g["_id"] async for g in grants if g["user_id"] != leaving and not g.get("suspended")]
+    left = await ctx.db["role_grants"].update_many(
+        {"_id": {"$in": able}}, {"$set": {"checked_at": ctx.clock.now()}}, session=session
+    )
+    if left.matched_count == 0:
+        raise Conflict(
+            "这是省级组织的最后一位能登录的管理员，撤销或停用后将无人能授予角色；请先授予另一位",
+            code="last_admin",
+        )
 
 
 async def grants_of(ctx, user_id: ObjectId) -> list[dict]:

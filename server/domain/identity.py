@@ -21,6 +21,7 @@ from pymongo.errors import DuplicateKeyError
 
 from server import geo
 from server.crypto import mask_phone
+from server.db import in_transaction
 from server.domain import access, id_documents, orgs, ratelimit
 from server.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated, UpstreamError
 from server.domain.text import ADCODE, line
@@ -383,12 +384,20 @@ class UserAccess(msgspec.Struct):
 
 async def disable_user(ctx, user_id: ObjectId, *, by: ObjectId | None) -> UserAccess:
     """The user can no longer sign in, and every session of theirs ends at once (in another
-    process within the session cache's few seconds). Disabling twice changes nothing more."""
+    process within the session cache's few seconds). Disabling twice changes nothing more; the
+    province's last admin who can sign in cannot be disabled (409 ``last_admin``)."""
     await get_user(ctx, user_id)
-    await ctx.db["users"].update_one(
-        {"_id": user_id, "disabled_at": None},
-        {"$set": {"disabled_at": ctx.clock.now(), "disabled_by": by}},
-    )
+
+    async def disable(session) -> None:
+        newly = await ctx.db["users"].update_one(
+            {"_id": user_id, "disabled_at": None},
+            {"$set": {"disabled_at": ctx.clock.now(), "disabled_by": by}},
+            session=session,
+        )
+        if newly.modified_count:
+            await access.suspend_grants(ctx, user_id, session)
+
+    await in_transaction(ctx.client, disable)
     ended = await _end_sessions(ctx, {"user_id": user_id})
     log.info("user_disabled", user_id=str(user_id), by=str(by), sessions_ended=ended)
     return UserAccess(user_id=str(user_id), disabled=True, sessions_ended=ended)
@@ -400,6 +409,7 @@ async def enable_user(ctx, user_id: ObjectId, *, by: ObjectId | None) -> UserAcc
     await ctx.db["users"].update_one(
         {"_id": user_id}, {"$unset": {"disabled_at": "", "disabled_by": ""}}
     )
+    await access.restore_grants(ctx, user_id)
     log.info("user_enabled", user_id=str(user_id), by=str(by))
     return UserAccess(user_id=str(user_id), disabled=False)
 
