@@ -175,17 +175,8 @@ def _refresh_hash(refresh_token: str) -> str:
 
 
 async def _new_session(ctx, user: dict) -> Session:
-    now = ctx.clock.now()
-    session_id = ObjectId()
-    await ctx.db["sessions"].insert_one(
-        {
-            "_id": session_id,
-            "user_id": user["_id"],
-            "created_at": now,
-            "expires_at": now + timedelta(seconds=ctx.settings.refresh_token_ttl_s),
-            "revoked_at": None,
-        }
-    )
+    expires_at = ctx.clock.now() + timedelta(seconds=ctx.settings.refresh_token_ttl_s)
+    session_id = await open_session(ctx, user["_id"], expires_at)
     refresh_token = await _new_refresh_token(ctx, user["_id"], session_id)
     return await _session(ctx, user, refresh_token, session_id)
 
@@ -499,7 +490,8 @@ async def update_profile(ctx, user_id: ObjectId, change: ProfileChange) -> Profi
 
 
 async def open_session(ctx, user_id: ObjectId, expires_at) -> ObjectId:
-    """A session no token names (the console's cookie does); signing out ends it like any."""
+    """A new sign-in: the mini-program's tokens name it, or the console's cookie does; signing
+    out ends it like any."""
     doc = {"user_id": user_id, "created_at": ctx.clock.now(), "revoked_at": None}
     return (await ctx.db["sessions"].insert_one(doc | {"expires_at": expires_at})).inserted_id
 
