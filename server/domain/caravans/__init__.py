@@ -12,8 +12,9 @@ Modules:
 - `imports`: a season's requests from a county's workbook (and its template);
 - `trips`: trip logs (one caravan's duty day: odometer readings and the people reached per
   visit), the site's confirmation of each visit, which credits the crew confirmed on that
-  visit's activity its duration, the visits awaiting confirmation, a caravan's year of trips,
-  and the facts statistics need of the trips;
+  visit's activity its duration;
+- `trip_figures`: what is read off the trip logs: the facts statistics need, the visits
+  awaiting confirmation, a caravan's year of trips;
 - `targets`: a caravan's progress toward its year's target.
 """
 
@@ -47,29 +48,31 @@ from server.domain.caravans.fleet import (
 from server.domain.caravans.imports import Imported, import_requests
 from server.domain.caravans.imports import template as request_template
 from server.domain.caravans.targets import TargetProgress, get_target, set_target, target_progress
+from server.domain.caravans.trip_figures import (
+    TripFacts,
+    WaitingVisit,
+    awaiting_confirmation,
+    day_start,
+    parse_day,
+    pending_visits,
+    trip_facts,
+)
 from server.domain.caravans.trips import (
     MAX_DAY_KM,
     NewTrip,
     PastTrip,
     SiteVisitOut,
     SiteVisitPage,
-    TripFacts,
     TripOut,
     TripPage,
     TripVisitIn,
     TripVisitOut,
     VisitConfirmed,
-    WaitingVisit,
-    awaiting_confirmation,
     confirm_visit,
-    day_start,
     import_trips,
     list_trips,
     log_trip,
-    parse_day,
-    pending_visits,
     site_visits,
-    trip_facts,
 )
 from server.domain.caravans.visit_requests import (
     STALE_CLAIM,

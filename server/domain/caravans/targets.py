@@ -10,7 +10,7 @@ import msgspec
 from bson import ObjectId
 
 from server.domain.caravans.fleet import YearTarget, get_caravan_doc, store_target, target_of
-from server.domain.caravans.trips import year_of_trips
+from server.domain.caravans.trip_figures import year_of_trips
 
 
 class TargetProgress(msgspec.Struct):
