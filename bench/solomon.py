@@ -29,8 +29,9 @@ into that table.
 
 ``--searches N`` (default: 2 on a machine with two cores or more, else 1) runs N searches of
 each instance side by side, with seeds ``seed``, ``seed + 1``, …, each in a process of its own,
-and keeps the best, as the service does with a plan when it has a core to spare; ``iterations``
-is then the sum over the searches and ``seconds`` the wall clock.
+and keeps the best, as the service does with a plan when it has a core to spare; every second
+search leans on removing routes (``server.vrp.solomon.ROUTE_REMOVAL_FIRST``). ``iterations`` is
+then the sum over the searches and ``seconds`` the wall clock.
 
 A last line summarises: {"bench": "solomon_summary", "instances", "mean_gap_pct",
 "worst_gap_pct", "worst_instance", "vehicles_match_pct", "time_limit_s", "iteration_limit",
@@ -55,6 +56,7 @@ import vrplib  # noqa: E402
 
 from server import processes  # noqa: E402
 from server.vrp.solomon import (  # noqa: E402
+    ROUTE_REMOVAL_FIRST,
     VrptwResult,
     best_of,
     long_route_instance,
@@ -105,7 +107,13 @@ def solve(inst: dict, args: argparse.Namespace, pool: Executor | None) -> VrptwR
     if pool is None:
         return solve_read_instance(inst, seed=args.seed, **options)
     futures = [
-        pool.submit(solve_read_instance, inst, seed=args.seed + k, **options)
+        pool.submit(
+            solve_read_instance,
+            inst,
+            seed=args.seed + k,
+            **options,
+            **(ROUTE_REMOVAL_FIRST if k % 2 else {}),
+        )
         for k in range(args.searches)
     ]
     return best_of([f.result() for f in futures])
