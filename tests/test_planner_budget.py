@@ -79,6 +79,24 @@ def test_route_removal_stops_when_it_stalls_and_leaves_the_rest_to_distance():
     assert result.iterations >= 0.95 * budget
 
 
+@pytest.mark.solo
+def test_a_route_removal_attempt_ends_at_its_cap_however_patient():
+    vrplib = pytest.importorskip("vrplib")
+    inst = vrplib.read_instance(str(SOLOMON / "R101.txt"), instance_format="solomon")
+    budget = 2_000
+    result = solve_read_instance(
+        inst,
+        time_limit_s=60.0,
+        iteration_limit=budget,
+        fleet_patience=10_000,
+        fleet_patience_cap=20,
+    )
+    assert result.feasible
+    assert result.fleet_iterations > 0
+    # Patience alone would have kept removing routes up to the phase's 70 %.
+    assert result.fleet_iterations < 0.5 * budget, result.fleet_iterations
+
+
 async def test_without_a_limit_the_plan_states_the_scaled_one_and_compares_with_the_run_before(
     world,  # noqa: F811 (the fixture)
 ):
