@@ -63,20 +63,23 @@ class Workers:
 
     def __init__(self, max_workers: int = 2) -> None:
         self.max_workers = max_workers
-        self._lock = threading.Lock()
+        # Two locks: the event loop takes the pool's, and must not wait while an executor
+        # thread holds the manager's for the half second a manager takes to start.
+        self._pool_lock = threading.Lock()
+        self._manager_lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._manager: SyncManager | None = None
 
     @property
     def pool(self) -> ProcessPoolExecutor:
-        with self._lock:
+        with self._pool_lock:
             if self._pool is None:
                 self._pool = process_pool(self.max_workers)
             return self._pool
 
     def discard_pool(self, pool: ProcessPoolExecutor) -> None:
         """Drops a pool that a dying worker broke for good; the next use starts a new one."""
-        with self._lock:
+        with self._pool_lock:
             if self._pool is pool:
                 self._pool = None
         pool.shutdown(wait=False, cancel_futures=True)
@@ -90,7 +93,7 @@ class Workers:
         return self._on_manager(lambda started: started.Event())
 
     def _on_manager(self, make):
-        with self._lock:
+        with self._manager_lock:
             if self._manager is not None:
                 try:
                     return make(self._manager)
@@ -101,7 +104,7 @@ class Workers:
 
     def close(self) -> None:
         """Stops both (blocking: the manager takes a tenth of a second to stop)."""
-        with self._lock:
+        with self._pool_lock, self._manager_lock:
             pool, started = self._pool, self._manager
             self._pool = self._manager = None
         if pool is not None:
