@@ -108,11 +108,11 @@ async def seed_year(
         indexes_after = await _building_is_faster(ctx)
     rng = random.Random(scale.seed)
     tree = await _organisations(ctx, scale, rng)
-    async with _indexes_afterwards(ctx, LOADED if indexes_after else ()):
+    async with indexes_afterwards(ctx, LOADED if indexes_after else ()):
         people = await _volunteers(ctx, scale, rng, progress)
         written = await _activities(ctx, scale, rng, tree, people, progress)
         written["trips"] = await _trips(ctx, scale, rng, tree, progress)
-    async with _indexes_afterwards(ctx, ROLLUPS if indexes_after else ()):
+    async with indexes_afterwards(ctx, ROLLUPS if indexes_after else ()):
         repaired = await stats.reconcile(ctx, scale.year, quiet=True)
     written["mismatches_repaired"] = sum(repaired.values())
     return {
@@ -144,7 +144,7 @@ async def _building_is_faster(ctx) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _indexes_afterwards(ctx, names: Iterable[str]) -> AsyncIterator[None]:
+async def indexes_afterwards(ctx, names: Iterable[str]) -> AsyncIterator[None]:
     """These collections without their secondary indexes for the block, then with all of them
     again (`server.db.indexes`), built over the documents the block wrote."""
     names = list(names)
@@ -158,7 +158,8 @@ async def _indexes_afterwards(ctx, names: Iterable[str]) -> AsyncIterator[None]:
         yield
     finally:
         for name in names:
-            await ctx.db[name].create_indexes(INDEXES[name])
+            if name in INDEXES:  # those without declared indexes had none to drop
+                await ctx.db[name].create_indexes(INDEXES[name])
 
 
 async def _organisations(ctx, scale: Scale, rng: random.Random) -> _Tree:
