@@ -137,7 +137,7 @@ async def revoke_role(
         deleted = await ctx.db["role_grants"].delete_one(grant, session=session)
         if deleted.deleted_count == 0:
             return False
-        await _keep_a_root_admin(ctx, root["_id"], user_id, session)
+        await _keep_a_root_admin(ctx, root["_id"], session)
         return True
 
     return await in_transaction(ctx.client, revoke)
@@ -154,7 +154,7 @@ async def suspend_grants(ctx, user_id: ObjectId, session) -> None:
         return
     held = {"user_id": user_id, "role": "org_admin", "org_id": root["_id"], "site_id": None}
     if await ctx.db["role_grants"].find_one(held, {"_id": 1}, session=session):
-        await _keep_a_root_admin(ctx, root["_id"], user_id, session)
+        await _keep_a_root_admin(ctx, root["_id"], session)
 
 
 async def restore_grants(ctx, user_id: ObjectId) -> None:
@@ -162,15 +162,16 @@ async def restore_grants(ctx, user_id: ObjectId) -> None:
     await ctx.db["role_grants"].update_many({"user_id": user_id}, {"$unset": {"suspended": ""}})
 
 
-async def _keep_a_root_admin(ctx, root_id: ObjectId, leaving: ObjectId, session) -> None:
-    """Refuses (409 ``last_admin``, the transaction aborted) when no other root admin who can
-    sign in is left. It rewrites the grants it counts, so two transactions that each leave the
-    other as the last admin (revoking or disabling each other at once) conflict, and the one
-    retried sees the other's change."""
+async def _keep_a_root_admin(ctx, root_id: ObjectId, session) -> None:
+    """Refuses (409 ``last_admin``, the transaction aborted) when, after this transaction's own
+    change (a grant deleted, or suspended), no root admin who can sign in is left. It rewrites
+    the grants it counts, so two transactions that each leave the other as the last admin
+    (revoking or disabling each other at once) conflict, and the one retried sees the other's
+    change."""
     grants = ctx.db["role_grants"].find(
         {"role": "org_admin", "org_id": root_id, "site_id": None}, session=session
     )
-    able = [g["_id"] async for g in grants if g["user_id"] != leaving and not g.get("suspended")]
+    able = [g["_id"] async for g in grants if not g.get("suspended")]
     left = await ctx.db["role_grants"].update_many(
         {"_id": {"$in": able}}, {"$set": {"checked_at": ctx.clock.now()}}, session=session
     )
