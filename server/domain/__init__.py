@@ -10,7 +10,7 @@ some fields of it).
 | `orgs` | `orgs`, `orgs_version` | the organisation tree: province → county, teams, bases |
 | `identity` | `users`, `sessions`, `refresh_tokens` | WeChat login, sessions, profiles, phones |
 | `console_sessions` | `console_logins` | console sign-in by scanning (sessions: identity's) |
-| `ratelimit` | `rate_limits` | fixed-window limits shared by processes |
+| `ratelimit` | `rate_limits` | sliding-window limits shared by processes |
 | `sites` | `sites` | schools, villages, communities, bases |
 | `projects` | `projects` | i科普 projects, the programmes activities belong to |
 | `activities` | `activities` | activities' lifecycle, publishing, reach, the staff's listing |
