@@ -252,6 +252,18 @@ class StopWhenSet:
             return True
 
 
+SIDE_SEED: Final = 1_000_003
+"""Seed offset of a search run beside the first one on a spare core (another path through the
+search)."""
+
+
+def best_plan(results: Sequence[PlanResult]) -> PlanResult:
+    """The feasible plan of least cost among searches of one problem; its iterations are those
+    of every search."""
+    best = min(results, key=lambda r: (not r.feasible, r.cost))
+    return msgspec.structs.replace(best, iterations=sum(r.iterations for r in results))
+
+
 # --------------------------------------------------------------------------------------------
 # Time limit
 # --------------------------------------------------------------------------------------------

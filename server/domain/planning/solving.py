@@ -44,8 +44,6 @@ HEARTBEAT_S = 5.0
 MAX_ATTEMPTS = 3
 """Solves of one plan that may start before it fails: a plan that kills its solver every time
 must not keep the service busy for ever."""
-SIDE_SEED = 1_000_003
-"""Seed offset of the search that runs beside the first one (another path through the search)."""
 
 
 class Solves:
@@ -98,12 +96,6 @@ def _searches(ctx, plan_id: ObjectId) -> int:
     return 2 if (os.cpu_count() or 1) >= 2 and ctx.solves.running() == [plan_id] else 1
 
 
-def _better(results: list[vrp.PlanResult]) -> vrp.PlanResult:
-    """The feasible plan of least cost; its iterations are those of every search."""
-    best = min(results, key=lambda r: (not r.feasible, r.cost))
-    return msgspec.structs.replace(best, iterations=sum(r.iterations for r in results))
-
-
 def _set_all(events) -> None:
     for event in events:
         event.set()
@@ -143,7 +135,7 @@ async def _attempt(ctx, plan_id: ObjectId) -> bool:
         progress = vrp.ProgressToQueue(await ctx.run_blocking(ctx.workers.queue))
         problems = [problem]
         if _searches(ctx, plan_id) > 1:
-            problems.append(msgspec.structs.replace(problem, seed=problem.seed + SIDE_SEED))
+            problems.append(msgspec.structs.replace(problem, seed=problem.seed + vrp.SIDE_SEED))
         for _ in problems:
             stops.append(await ctx.run_blocking(ctx.workers.event))
         loop = asyncio.get_running_loop()
@@ -178,7 +170,7 @@ async def _attempt(ctx, plan_id: ObjectId) -> bool:
                     log.warning("plan_taken_over", plan_id=str(plan_id))
                     return False
                 renewed = loop.time()
-        result = _better([f.result() for f in futures])
+        result = vrp.best_plan([f.result() for f in futures])
         written = await plans.update_one(
             {"_id": plan_id, **LEASE.held_by(token)},
             {"$set": result_fields(ctx, plan, result, days, gone, searches)},
