@@ -97,6 +97,24 @@ def test_a_route_removal_attempt_ends_at_its_cap_however_patient():
     assert result.fleet_iterations < 0.5 * budget, result.fleet_iterations
 
 
+@pytest.mark.solo
+def test_a_route_removal_attempt_takes_at_most_its_share_of_the_search():
+    vrplib = pytest.importorskip("vrplib")
+    inst = vrplib.read_instance(str(SOLOMON / "R101.txt"), instance_format="solomon")
+    budget = 2_000
+    result = solve_read_instance(
+        inst,
+        time_limit_s=60.0,
+        iteration_limit=budget,
+        fleet_patience=10_000,
+        fleet_attempt_share=0.05,
+    )
+    assert result.feasible
+    assert result.fleet_iterations > 0
+    # The patience cap (3,500) would have let one attempt run to the phase's 70 %.
+    assert result.fleet_iterations < 0.5 * budget, result.fleet_iterations
+
+
 async def test_without_a_limit_the_plan_states_the_scaled_one_and_compares_with_the_run_before(
     world,  # noqa: F811 (the fixture)
 ):

@@ -92,11 +92,13 @@ def search(
     seed: int,
     initial: Solution | None = None,
     max_penalty: float | None = None,
+    params: IteratedLocalSearchParams | None = None,
 ) -> tuple[Solution, int]:
     """PyVRP's iterated local search with our own neighbourhood; returns (best, iterations).
 
     Penalties start at PyVRP's default midpoint; ``max_penalty`` lets them rise further (per
-    unit of time warp or excess load), needed when prizes are large (pins).
+    unit of time warp or excess load), needed when prizes are large (pins). ``params`` default
+    to PyVRP's.
     """
     rng = RandomNumberGenerator(seed=seed)
     ls = LocalSearch(data, rng, neighbours, PerturbationManager(PerturbationParams()))
@@ -110,7 +112,7 @@ def search(
     pm = PenaltyManager(initial_penalties, penalty_params)
     if initial is None:
         initial = ls(Solution.make_random(data, rng), pm.max_cost_evaluator(), exhaustive=True)
-    algo = IteratedLocalSearch(data, pm, ls, initial, IteratedLocalSearchParams())
+    algo = IteratedLocalSearch(data, pm, ls, initial, params or IteratedLocalSearchParams())
     result = algo.run(stop, collect_stats=False, display=False)
     return result.best, result.num_iterations
 
