@@ -50,7 +50,7 @@ from typing import Final
 import msgspec
 import numpy as np
 import pyvrp
-from pyvrp import Solution
+from pyvrp import IteratedLocalSearchParams, Solution
 
 from server.vrp.assembly import Assembly, ClientSpec, VehicleTypeSpec, assemble, day_neighbours
 from server.vrp.model import (
@@ -73,7 +73,7 @@ from server.vrp.model import (
     Window,
     travel_matrices,
 )
-from server.vrp.search import Budget, objective, repair, search
+from server.vrp.search import DISTANCE_HISTORY, Budget, objective, repair, search
 from server.vrp.stays import place_stays
 
 _MAX_PENALTY: Final = 1e8
@@ -460,7 +460,13 @@ def solve_plan(
         neighbours = day_neighbours(model.asm)
         # An empty start: every client is optional and the search inserts what pays.
         sol, iterations = search(
-            data, neighbours, budget, problem.seed, Solution(data, []), _MAX_PENALTY
+            data,
+            neighbours,
+            budget,
+            problem.seed,
+            Solution(data, []),
+            _MAX_PENALTY,
+            IteratedLocalSearchParams(history_length=DISTANCE_HISTORY),
         )
         if not sol.is_feasible():
             sol, repaired = repair(data, sol)

@@ -26,7 +26,7 @@ from pyvrp.search import NeighbourhoodParams, compute_neighbours
 
 from server.vrp.assembly import ClientSpec, VehicleTypeSpec, assemble
 from server.vrp.model import ProgressCallback
-from server.vrp.search import INT_MAX, Budget, search
+from server.vrp.search import DISTANCE_HISTORY, INT_MAX, Budget, search
 
 FLEET_PATIENCE: Final = 350
 """Iterations per route left after which an attempt to remove a route gives up, at most
@@ -54,13 +54,6 @@ type 1's 29 at 10 s; this pair missed one (R112), worst gap +0.87 %, mean +0.07 
 long-route variants came out as before (mean +0.59 % against +0.57 % the same day, the same
 worst, every fleet best-known). The seeds alone found R103, R104, R112 and RC105's last
 removal only by luck: one of two attempts of 3,500 iterations."""
-DISTANCE_HISTORY: Final = 100
-"""Late acceptance's history in the distance phase: 100 iterations, not PyVRP's 300. The long
-routes converge slowly and wander off with a longer memory: RC101L's four routes stayed at
-+6.05 % for 25 s of a 60 s run before leaving that basin. On the long-route variants at 10 s
-(two searches) the mean gap went from +0.59 % to +0.25 % and the worst from +6.05 % to +1.96 %;
-type 1 stayed within its targets (mean +0.13 %, worst +1.28 %); 50 iterations was worse on the
-long routes (mean +0.44 %, worst +5.1 %)."""
 NEIGHBOURS: Final = 30
 """Each customer's granular neighbourhood: its 30 nearest (PyVRP's proximity), not PyVRP's
 default 50, so an iteration is about 1.5 times as fast. On the twelve hardest of type 1 and its
