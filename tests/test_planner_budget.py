@@ -80,38 +80,24 @@ def test_route_removal_stops_when_it_stalls_and_leaves_the_rest_to_distance():
 
 
 @pytest.mark.solo
-def test_a_route_removal_attempt_ends_at_its_cap_however_patient():
+@pytest.mark.parametrize(
+    "limit",
+    [
+        {"fleet_patience_cap": 20, "fleet_attempt_share": 1.0},
+        {"fleet_attempt_share": 0.05},
+    ],
+    ids=["patience cap", "share of the search"],
+)
+def test_a_route_removal_attempt_ends_at_its_limit_however_patient(limit):
     vrplib = pytest.importorskip("vrplib")
     inst = vrplib.read_instance(str(SOLOMON / "R101.txt"), instance_format="solomon")
     budget = 2_000
     result = solve_read_instance(
-        inst,
-        time_limit_s=60.0,
-        iteration_limit=budget,
-        fleet_patience=10_000,
-        fleet_patience_cap=20,
+        inst, time_limit_s=60.0, iteration_limit=budget, fleet_patience=10_000, **limit
     )
     assert result.feasible
     assert result.fleet_iterations > 0
     # Patience alone would have kept removing routes up to the phase's 70 %.
-    assert result.fleet_iterations < 0.5 * budget, result.fleet_iterations
-
-
-@pytest.mark.solo
-def test_a_route_removal_attempt_takes_at_most_its_share_of_the_search():
-    vrplib = pytest.importorskip("vrplib")
-    inst = vrplib.read_instance(str(SOLOMON / "R101.txt"), instance_format="solomon")
-    budget = 2_000
-    result = solve_read_instance(
-        inst,
-        time_limit_s=60.0,
-        iteration_limit=budget,
-        fleet_patience=10_000,
-        fleet_attempt_share=0.05,
-    )
-    assert result.feasible
-    assert result.fleet_iterations > 0
-    # The patience cap (3,500) would have let one attempt run to the phase's 70 %.
     assert result.fleet_iterations < 0.5 * budget, result.fleet_iterations
 
 
