@@ -101,6 +101,29 @@ def test_a_route_removal_attempt_ends_at_its_limit_however_patient(limit):
     assert result.fleet_iterations < 0.5 * budget, result.fleet_iterations
 
 
+@pytest.mark.solo
+def test_no_route_removal_is_tried_that_the_phase_cannot_afford():
+    vrplib = pytest.importorskip("vrplib")
+    inst = vrplib.read_instance(str(SOLOMON / "RC101.txt"), instance_format="solomon")
+    budget = 2_000
+    # With this seed the removal from five long routes to four takes about 800 iterations, and
+    # less than that is left of the phase (70 % of the budget) after it: the attempt at three,
+    # which would have run to the phase's end, is not made, and distance has the rest.
+    result = solve_read_instance(
+        long_route_instance(inst, "RC101"),
+        time_limit_s=60.0,
+        iteration_limit=budget,
+        seed=3,
+        fleet_patience=10_000,
+        fleet_patience_cap=10_000,
+        fleet_attempt_share=1.0,
+    )
+    assert result.feasible
+    assert result.vehicles == 4
+    assert 0.25 * budget < result.fleet_iterations < 0.5 * budget, result.fleet_iterations
+    assert result.iterations >= 0.95 * budget
+
+
 async def test_without_a_limit_the_plan_states_the_scaled_one_and_compares_with_the_run_before(
     world,  # noqa: F811 (the fixture)
 ):

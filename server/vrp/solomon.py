@@ -170,7 +170,8 @@ def _eliminate_routes(
     data: ProblemData,
     neighbours: dict[Activity, list[Activity]],
     best: Solution,
-    spent_up: Callable[[int], bool],
+    effort: _Effort,
+    phase_end: float,
     seed: int,
     lower: int,
     patience: int,
@@ -184,14 +185,22 @@ def _eliminate_routes(
     for the final distance search. (Warm starts from the plan minus its smallest route, with
     cheapest insertion of the orphans, found fewer reductions in the same time.) An attempt
     stalls when it has found no feasible plan after ``patience`` iterations per route it is
-    allowed (at most ``patience_cap``); ``spent_up`` (a stopping criterion) caps the phase.
-    (Allowing more after a hard removal, on the grounds that the next one is harder still, only
-    spent the phase's cap on removals that never came.)
+    allowed (at most ``patience_cap``); the phase ends at ``phase_end``, a share of the
+    ``effort``. A removal is not tried when what is left of the phase is less than what the last
+    one took: with fewer routes each is harder, and a removal that cannot finish only takes time
+    from shortening the routes (R112 at 10 s: 10 routes to 9 took 4,648 iterations, the next
+    attempt then spent 2.7 s of what was left). (Allowing an attempt more after a hard removal,
+    on the same grounds, only spent the phase's cap on removals that never came.)
     """
     vtype = data.vehicle_type(0)
     attempt = spent = 0
     done = False
+    spent_up = effort.until(phase_end)
+    last_took = 0.0
     while best.num_routes() > lower and not done:
+        before = effort.share()
+        if phase_end - before < last_took:
+            break
         attempt += 1
         fewer = data.replace(vehicle_types=[vtype.replace(num_available=best.num_routes() - 1)])
 
@@ -209,6 +218,7 @@ def _eliminate_routes(
         if not found.is_feasible():
             break
         data, best = fewer, found
+        last_took = effort.share() - before
     return data, best, spent
 
 
@@ -316,7 +326,8 @@ def solve_vrptw_instance(
                 data,
                 neighbours,
                 best,
-                effort.until(effort.share() + fleet_share),
+                effort,
+                effort.share() + fleet_share,
                 seed,
                 lower,
                 fleet_patience,
