@@ -37,10 +37,14 @@ FLEET_PATIENCE_CAP: Final = 3_500
 FLEET_SHARE: Final = 0.7
 """At most this share of the time limit goes to removing routes."""
 FLEET_ATTEMPT_SHARE: Final = 0.35
-"""At most this share of the iterations a search can expect goes to one attempt to remove a
-route (the expectation from the first plan's pace). At 10 s the patience cap binds first; at
-2 s a last, failing attempt took most of the time the long routes needed for distance (a mean
-gap of 2.45 % on the long-route variants, 1.71 % with this share)."""
+"""At most this share of the search's effort (its time limit or iteration limit, whichever runs
+out first) goes to one attempt to remove a route. At 10 s the patience cap binds first; at 2 s
+a last, failing attempt took most of the time the long routes needed for distance. A share of
+the iterations expected from the first plan's pace was not enough: an attempt's iterations on
+an infeasible fleet are two to three times slower than a first plan's, and a failing attempt
+still took two thirds of 2 s (long-route variants at 2 s, seeds 0 and 10, mean gap where the
+fleet matched 2.28 % and 2.54 %; 0.45 % and 0.79 % with the share of the effort, type 1 at
+10 s the same)."""
 ROUTE_REMOVAL_FIRST: Final = {
     "fleet_share": 0.8,
     "fleet_patience": 600,
@@ -49,11 +53,10 @@ ROUTE_REMOVAL_FIRST: Final = {
 }
 """Options of the second of two searches run side by side: it leans on removing routes (more
 patience with a hard removal, a larger share), the first on distance, and the best plan is kept
-(fewest vehicles, then distance). Two searches alike missed the best-known fleet on two of
-type 1's 29 at 10 s; this pair missed one (R112), worst gap +0.87 %, mean +0.07 %, and the
-long-route variants came out as before (mean +0.59 % against +0.57 % the same day, the same
-worst, every fleet best-known). The seeds alone found R103, R104, R112 and RC105's last
-removal only by luck: one of two attempts of 3,500 iterations."""
+(fewest vehicles, then distance). On type 1 at 10 s (seed 0, 2026-12-04) the first alone found
+the best-known fleet on 23 of 29, this one on 29, and the pair's plans were 0.13 % longer than
+the best known on average (worst +0.79 %); two searches alike had missed two fleets. The hard
+last removals (R103, R104, R112, RC105) take 3,000 to 4,700 iterations."""
 NEIGHBOURS: Final = 30
 """Each customer's granular neighbourhood: its 30 nearest (PyVRP's proximity), not PyVRP's
 default 50, so an iteration is about 1.5 times as fast. On the twelve hardest of type 1 and its
@@ -176,6 +179,7 @@ def _eliminate_routes(
     lower: int,
     patience: int,
     patience_cap: int = FLEET_PATIENCE_CAP,
+    attempt_share: float = FLEET_ATTEMPT_SHARE,
 ) -> tuple[ProblemData, Solution, int]:
     """Removes routes one at a time until removal stalls; returns the smallest fleet found and
     the iterations spent.
@@ -185,29 +189,27 @@ def _eliminate_routes(
     for the final distance search. (Warm starts from the plan minus its smallest route, with
     cheapest insertion of the orphans, found fewer reductions in the same time.) An attempt
     stalls when it has found no feasible plan after ``patience`` iterations per route it is
-    allowed (at most ``patience_cap``); the phase ends at ``phase_end``, a share of the
-    ``effort``. A removal is not tried when what is left of the phase is less than what the last
-    one took: with fewer routes each is harder, and a removal that cannot finish only takes time
-    from shortening the routes (R112 at 10 s: 10 routes to 9 took 4,648 iterations, the next
-    attempt then spent 2.7 s of what was left). (Allowing an attempt more after a hard removal,
-    on the same grounds, only spent the phase's cap on removals that never came.)
+    allowed (at most ``patience_cap``) or ``attempt_share`` of the ``effort``; the phase ends at
+    ``phase_end``, a share of the effort. A removal is not tried when what is left of the phase
+    is less than what the last one took: with fewer routes each is harder, and a removal that
+    cannot finish only takes time from shortening the routes (R112 at 10 s: 10 routes to 9 took
+    4,648 iterations, the next attempt then spent 2.7 s of what was left). (Allowing an attempt
+    more after a hard removal, on the same grounds, only spent the phase's cap on removals that
+    never came.)
     """
     vtype = data.vehicle_type(0)
     attempt = spent = 0
-    done = False
-    spent_up = effort.until(phase_end)
     last_took = 0.0
-    while best.num_routes() > lower and not done:
+    while best.num_routes() > lower:
         before = effort.share()
-        if phase_end - before < last_took:
+        if phase_end - before <= last_took:
             break
         attempt += 1
         fewer = data.replace(vehicle_types=[vtype.replace(num_available=best.num_routes() - 1)])
+        spent_up = effort.until(min(phase_end, before + attempt_share))
 
-        def until_feasible(cost: int) -> bool:
-            nonlocal done
-            done = spent_up(cost)
-            return cost < INT_MAX or done
+        def until_feasible(cost: int, spent_up: Callable[[int], bool] = spent_up) -> bool:
+            return spent_up(cost) or cost < INT_MAX
 
         allowed = best.num_routes() - 1
         stop = _Counted(until_feasible, min(patience * allowed, patience_cap))
@@ -262,9 +264,8 @@ def solve_vrptw_instance(
     service times rounded up and time windows rounded inwards, so a plan feasible for the solver
     is feasible in exact arithmetic. The time goes to a first plan (``first_share``), then to
     route elimination until it stalls (``fleet_patience`` iterations per route without a
-    removal, an attempt at most ``fleet_patience_cap`` and ``fleet_attempt_share`` of the
-    iterations expected, see :func:`_eliminate_routes`; at most
-    ``fleet_share`` of the time), then to
+    removal, an attempt at most ``fleet_patience_cap`` iterations and ``fleet_attempt_share`` of
+    the time, see :func:`_eliminate_routes`; at most ``fleet_share`` of the time), then to
     shortening the routes of the smallest fleet found. With ``iteration_limit`` the shares are
     of the time limit or of the iterations, whichever runs out first. The reported distance is
     recomputed in double precision and the plan checked again (``feasible``).
@@ -331,11 +332,8 @@ def solve_vrptw_instance(
                 seed,
                 lower,
                 fleet_patience,
-                # The search's pace so far tells how many iterations it can expect in all.
-                min(
-                    fleet_patience_cap,
-                    int(fleet_attempt_share * iterations / max(effort.share(), 1e-9)),
-                ),
+                fleet_patience_cap,
+                fleet_attempt_share,
             )
         fleet_seconds = time.perf_counter() - fleet_started
         # 3. Shorten the routes of the smallest fleet found, with all the time left.
