@@ -1,11 +1,13 @@
-"""Who is calling: forwarded headers are believed only from a configured proxy, and a blank
-login code is bad input, not a WeChat error."""
+"""Who is calling: forwarded headers (the client's address, the scheme a proxy ended TLS for)
+are believed only from a configured proxy, and a blank login code is bad input, not a WeChat
+error."""
 
 from __future__ import annotations
 
 import pytest
 
 from config import SettingsError, load_settings
+from console.handlers.login import LOGIN_COOKIE
 
 
 async def _login(http, emulator, openid: str, **headers: str):
@@ -36,6 +38,25 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_limit(http, emulat
              for i in range(3)]  # fmt: skip
     other = (await _login(http, emulator, "o_b", **via("198.51.100.2"))).status_code
     assert (first, other) == ([200, 200, 429], 200)
+
+
+def _cookie_is_secure(response) -> bool:
+    """Whether the sign-in attempt's cookie (the page sets it and the XSRF token's) is Secure."""
+    (cookie,) = [c for c in response.headers.get_list("set-cookie") if c.startswith(LOGIN_COOKIE)]
+    return "secure" in {part.strip().lower() for part in cookie.split(";")[1:]}
+
+
+@pytest.mark.parametrize("settings_overrides", [{"trusted_proxies": ("127.0.0.0/8",)}])
+async def test_behind_a_proxy_that_ends_tls_the_console_cookie_is_secure(http):
+    tls = await http.get("/console/login", headers={"X-Forwarded-Proto": "https"})
+    plain = await http.get("/console/login", headers={"X-Forwarded-Proto": "http"})
+    assert (_cookie_is_secure(tls), _cookie_is_secure(plain)) == (True, False)
+
+
+async def test_a_scheme_forwarded_by_an_untrusted_caller_is_not_believed(http):
+    forged = await http.get("/console/login", headers={"X-Forwarded-Proto": "https"})
+    assert forged.status_code == 200
+    assert not _cookie_is_secure(forged)
 
 
 def test_trusted_proxies_come_from_the_environment_and_are_checked():

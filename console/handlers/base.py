@@ -85,7 +85,7 @@ class ConsoleHandler(BaseHandler):
             path="/console/",
             httponly=True,
             samesite="Lax",
-            secure=self.request.protocol == "https",
+            secure=self.over_tls,
         )
 
     def to_login(self) -> None:

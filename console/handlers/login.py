@@ -37,7 +37,7 @@ class LoginPageHandler(ConsoleHandler):
             path="/console/login",
             httponly=True,
             samesite="Lax",
-            secure=self.request.protocol == "https",
+            secure=self.over_tls,
         )
         self.render(
             "login.html",

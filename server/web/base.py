@@ -205,6 +205,17 @@ class BaseHandler(tornado.web.RequestHandler):
         return address
 
     @property
+    def over_tls(self) -> bool:
+        """Whether the caller reached the service over TLS: the connection's own scheme, unless
+        it comes from a trusted proxy that ended TLS; then that proxy's X-Forwarded-Proto."""
+        if self.request.protocol == "https":
+            return True
+        if not _within(self.request.remote_ip, _networks(self.ctx.settings.trusted_proxies)):
+            return False
+        proto = self.request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
+        return proto.lower() == "https"
+
+    @property
     def user_id(self):
         if self.principal is None:
             raise Unauthenticated("需要登录")
