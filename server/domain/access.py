@@ -157,9 +157,11 @@ async def suspend_grants(ctx, user_id: ObjectId, session) -> None:
         await _keep_a_root_admin(ctx, root["_id"], session)
 
 
-async def restore_grants(ctx, user_id: ObjectId) -> None:
-    """The user can sign in again: their grants count again."""
-    await ctx.db["role_grants"].update_many({"user_id": user_id}, {"$unset": {"suspended": ""}})
+async def restore_grants(ctx, user_id: ObjectId, session) -> None:
+    """In the transaction enabling the user: they can sign in again, so their grants count."""
+    await ctx.db["role_grants"].update_many(
+        {"user_id": user_id}, {"$unset": {"suspended": ""}}, session=session
+    )
 
 
 async def _keep_a_root_admin(ctx, root_id: ObjectId, session) -> None:

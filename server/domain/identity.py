@@ -395,12 +395,19 @@ async def disable_user(ctx, user_id: ObjectId, *, by: ObjectId | None) -> UserAc
 
 
 async def enable_user(ctx, user_id: ObjectId, *, by: ObjectId | None) -> UserAccess:
-    """Signing in works again (the sessions that ended stay ended)."""
+    """Signing in works again (the sessions that ended stay ended). One transaction: a user
+    who can sign in never holds grants that count as held by no one."""
     await get_user(ctx, user_id)
-    await ctx.db["users"].update_one(
-        {"_id": user_id}, {"$unset": {"disabled_at": "", "disabled_by": ""}}
-    )
-    await access.restore_grants(ctx, user_id)
+
+    async def enable(session) -> None:
+        await ctx.db["users"].update_one(
+            {"_id": user_id},
+            {"$unset": {"disabled_at": "", "disabled_by": ""}},
+            session=session,
+        )
+        await access.restore_grants(ctx, user_id, session)
+
+    await in_transaction(ctx.client, enable)
     log.info("user_enabled", user_id=str(user_id), by=str(by))
     return UserAccess(user_id=str(user_id), disabled=False)
 
