@@ -195,9 +195,9 @@ class BaseHandler(tornado.web.RequestHandler):
         """The caller's address: the connection's own, unless it comes from a trusted proxy;
         then the nearest address in X-Forwarded-For that is not a trusted proxy itself."""
         address = self.request.remote_ip
-        trusted = _networks(self.ctx.settings.trusted_proxies)
-        if not _within(address, trusted):
+        if not self._from_trusted_proxy:
             return address
+        trusted = _networks(self.ctx.settings.trusted_proxies)
         forwarded = self.request.headers.get("X-Forwarded-For", "")
         for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
             if not _within(hop, trusted):
@@ -205,12 +205,17 @@ class BaseHandler(tornado.web.RequestHandler):
         return address
 
     @property
+    def _from_trusted_proxy(self) -> bool:
+        """Whether the connection comes from a proxy whose forwarded headers are believed."""
+        return _within(self.request.remote_ip, _networks(self.ctx.settings.trusted_proxies))
+
+    @property
     def over_tls(self) -> bool:
         """Whether the caller reached the service over TLS: the connection's own scheme, unless
         it comes from a trusted proxy that ended TLS; then that proxy's X-Forwarded-Proto."""
         if self.request.protocol == "https":
             return True
-        if not _within(self.request.remote_ip, _networks(self.ctx.settings.trusted_proxies)):
+        if not self._from_trusted_proxy:
             return False
         proto = self.request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
         return proto.lower() == "https"
